@@ -1,0 +1,633 @@
+//! Authentication: the cluster keyring, HMAC-SHA256 tags, and secret files.
+//!
+//! Every frame ends with a 32-byte HMAC-SHA256 tag over everything before it, computed with
+//! one of the cluster's 256-bit keys, named by the key id in the header. A [`Keyring`] holds
+//! the keys by id: one signs, any of them verifies, so a new key can be rolled out to every
+//! node before it starts signing (see `docs/wire-format.md`, "Keys and rotation").
+//!
+//! [`Keyring::verify`] is the only way to make a [`Verified`] value, and the code that keeps
+//! per-sender state takes only `Verified` frames, so skipping the check does not compile.
+//!
+//! # Secret files
+//!
+//! A secret file is a small TOML document that only its owner may read:
+//!
+//! ```toml
+//! # herald cluster secret: whoever can read this file can sign events for the cluster.
+//! signing_key = 2
+//!
+//! [[key]]
+//! id = 1
+//! secret = "6b1f…64 hex digits…"
+//!
+//! [[key]]
+//! id = 2
+//! secret = "0c3a…64 hex digits…"
+//! ```
+//!
+//! [`SecretFile::create`] makes one with a fresh random key and mode 0600;
+//! [`SecretFile::load`] refuses a file that group or others can access, with an error that
+//! says how to fix it.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use ring::hmac;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use serde::Deserialize;
+use zeroize::Zeroize as _;
+
+use crate::wire::{Frame, SharedFrame, TAG_LEN};
+
+/// Length of a key in bytes.
+pub const KEY_LEN: usize = 32;
+
+/// A 256-bit secret key. Its bytes are wiped when it is dropped and never printed.
+#[derive(Clone)]
+pub struct Key([u8; KEY_LEN]);
+
+impl Key {
+    /// A key with the given bytes.
+    pub const fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh key from the operating system's secure random number generator.
+    ///
+    /// # Errors
+    ///
+    /// If the system generator fails (it does not, on any supported Linux).
+    pub fn generate() -> Result<Self, KeyGenError> {
+        let mut bytes = [0u8; KEY_LEN];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| KeyGenError)?;
+        Ok(Self(bytes))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(KEY_LEN * 2);
+        for b in self.0 {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        s
+    }
+
+    fn from_hex(text: &str) -> Option<Self> {
+        let text = text.as_bytes();
+        if text.len() != KEY_LEN * 2 {
+            return None;
+        }
+        let mut bytes = [0u8; KEY_LEN];
+        for (out, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            *out = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// The system random number generator failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct KeyGenError;
+
+/// The keys of a cluster, by key id: one signs, every one verifies.
+///
+/// ```
+/// use herald::auth::{Key, Keyring};
+/// let mut keyring = Keyring::new(1, Key::from_bytes([1; 32])).unwrap();
+/// keyring.add(2, Key::from_bytes([2; 32])).unwrap(); // verify with key 2 everywhere first,
+/// keyring.set_signing(2).unwrap();                   // then start signing with it,
+/// keyring.remove(1).unwrap();                        // and retire key 1 at last.
+/// assert_eq!(keyring.key_ids().collect::<Vec<_>>(), [2]);
+/// ```
+pub struct Keyring {
+    keys: Vec<(u32, hmac::Key)>,
+    signing: u32,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("key_ids", &self.key_ids().collect::<Vec<_>>())
+            .field("signing", &self.signing)
+            .finish()
+    }
+}
+
+/// A caller's mistake in managing a [`Keyring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyringError {
+    /// The keyring already has a key with this id.
+    #[error("key id {0} is already in the keyring")]
+    DuplicateId(u32),
+    /// The keyring has no key with this id.
+    #[error("key id {0} is not in the keyring")]
+    UnknownId(u32),
+    /// The signing key cannot be removed; make another key the signing key first.
+    #[error("key id {0} signs; make another key the signing key before removing it")]
+    RemovingSigningKey(u32),
+}
+
+impl Keyring {
+    /// A keyring holding one key, which signs.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` leaves room for checks on the key.
+    pub fn new(id: u32, key: Key) -> Result<Self, KeyringError> {
+        Ok(Self {
+            keys: vec![(id, hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()))],
+            signing: id,
+        })
+    }
+
+    /// Adds a key that verifies (it does not sign until [`set_signing`](Self::set_signing)).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::DuplicateId`] if `id` is taken.
+    pub fn add(&mut self, id: u32, key: Key) -> Result<(), KeyringError> {
+        if self.get(id).is_some() {
+            return Err(KeyringError::DuplicateId(id));
+        }
+        self.keys
+            .push((id, hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes())));
+        Ok(())
+    }
+
+    /// Makes the key `id` the one that signs.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::UnknownId`] if there is no such key.
+    pub fn set_signing(&mut self, id: u32) -> Result<(), KeyringError> {
+        self.get(id).ok_or(KeyringError::UnknownId(id))?;
+        self.signing = id;
+        Ok(())
+    }
+
+    /// Retires the key `id`: frames signed with it no longer verify.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::UnknownId`] if there is no such key;
+    /// [`KeyringError::RemovingSigningKey`] if it is the signing key.
+    pub fn remove(&mut self, id: u32) -> Result<(), KeyringError> {
+        if id == self.signing {
+            return Err(KeyringError::RemovingSigningKey(id));
+        }
+        let before = self.keys.len();
+        self.keys.retain(|(k, _)| *k != id);
+        if self.keys.len() == before {
+            Err(KeyringError::UnknownId(id))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The id of the signing key.
+    pub fn signing_key_id(&self) -> u32 {
+        self.signing
+    }
+
+    /// The ids of every key, in the order they were added.
+    pub fn key_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.iter().map(|(id, _)| *id)
+    }
+
+    fn get(&self, id: u32) -> Option<&hmac::Key> {
+        self.keys.iter().find(|(k, _)| *k == id).map(|(_, key)| key)
+    }
+
+    /// The HMAC-SHA256 tag of `data` under the signing key.
+    pub fn sign(&self, data: &[u8]) -> [u8; TAG_LEN] {
+        let mut tag = [0u8; TAG_LEN];
+        if let Some(key) = self.get(self.signing) {
+            tag.copy_from_slice(hmac::sign(key, data).as_ref());
+        }
+        tag
+    }
+
+    /// Checks `tag` against `data` under the key `key_id`, in constant time.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::UnknownKey`] if the keyring has no key `key_id`;
+    /// [`VerifyError::BadTag`] if the tag is wrong (or not 32 bytes long).
+    pub fn verify_tag(&self, key_id: u32, data: &[u8], tag: &[u8]) -> Result<(), VerifyError> {
+        let key = self.get(key_id).ok_or(VerifyError::UnknownKey(key_id))?;
+        hmac::verify(key, data, tag).map_err(|_| VerifyError::BadTag)
+    }
+
+    /// Authenticates a parsed frame: the key its header names must be in the keyring and its
+    /// tag must match. Only this function makes a [`Verified`] value.
+    ///
+    /// # Errors
+    ///
+    /// As [`verify_tag`](Self::verify_tag).
+    pub fn verify<F: Signed>(&self, frame: F) -> Result<Verified<F>, VerifyError> {
+        self.verify_tag(frame.key_id(), frame.signed_bytes(), frame.tag())?;
+        Ok(Verified { frame })
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::wire::Frame<'_> {}
+    impl Sealed for crate::wire::SharedFrame {}
+}
+
+/// A parsed frame that carries a tag: [`Frame`] or [`SharedFrame`].
+pub trait Signed: sealed::Sealed {
+    /// The key id the header names.
+    fn key_id(&self) -> u32;
+    /// The bytes the tag covers.
+    fn signed_bytes(&self) -> &[u8];
+    /// The tag.
+    fn tag(&self) -> &[u8];
+}
+
+impl Signed for Frame<'_> {
+    fn key_id(&self) -> u32 {
+        Self::key_id(self)
+    }
+    fn signed_bytes(&self) -> &[u8] {
+        Self::signed_bytes(self)
+    }
+    fn tag(&self) -> &[u8] {
+        Self::tag(self)
+    }
+}
+
+impl Signed for SharedFrame {
+    fn key_id(&self) -> u32 {
+        self.header_fields().key_id
+    }
+    fn signed_bytes(&self) -> &[u8] {
+        Self::signed_bytes(self)
+    }
+    fn tag(&self) -> &[u8] {
+        Self::tag(self)
+    }
+}
+
+/// A frame whose tag has been verified. Only [`Keyring::verify`] makes one.
+#[derive(Debug, Clone)]
+pub struct Verified<F> {
+    frame: F,
+}
+
+impl<F> Verified<F> {
+    /// The verified frame.
+    pub fn frame(&self) -> &F {
+        &self.frame
+    }
+}
+
+/// Why a frame failed authentication. Each reason has a stable short [`name`](Self::name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The frame names a key id this keyring does not hold (unknown, retired or not yet
+    /// rolled out).
+    #[error("unknown key id {0}")]
+    UnknownKey(u32),
+    /// The tag does not match: the frame was altered or signed with another key.
+    #[error("bad tag")]
+    BadTag,
+}
+
+impl VerifyError {
+    /// Every short name, in declaration order.
+    pub const NAMES: &'static [&'static str] = &["unknown_key", "bad_tag"];
+
+    /// The reason's stable short name.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::UnknownKey(_) => "unknown_key",
+            Self::BadTag => "bad_tag",
+        }
+    }
+}
+
+/// The keys of a secret file, as read from or written to disk.
+#[derive(Clone)]
+pub struct SecretFile {
+    signing: u32,
+    keys: Vec<(u32, Key)>,
+}
+
+impl fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretFile")
+            .field("signing_key", &self.signing)
+            .field("key_ids", &self.key_ids().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Why a secret file could not be created, read or written. Every message names the file and,
+/// where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretFileError {
+    /// Reading, creating or renaming the file failed.
+    #[error("secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The file exists and creating it would overwrite it.
+    #[error(
+        "secret file {path} already exists; remove it first if you really mean to replace the cluster's keys"
+    )]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Group or others have some access to the file.
+    #[error(
+        "secret file {path} is accessible to group or others (mode {mode:03o}); fix it with: chmod 600 {path}"
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// The file is not a regular file.
+    #[error("secret file {path} is not a regular file")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file's contents are not a valid secret file.
+    #[error("secret file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// The system random number generator failed.
+    #[error(transparent)]
+    KeyGen(#[from] KeyGenError),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormat {
+    signing_key: u32,
+    #[serde(rename = "key", default)]
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    id: u32,
+    secret: String,
+}
+
+impl SecretFile {
+    /// A new secret with one fresh random key, id 1, which signs.
+    ///
+    /// # Errors
+    ///
+    /// If the system random number generator fails.
+    pub fn generate() -> Result<Self, KeyGenError> {
+        Ok(Self {
+            signing: 1,
+            keys: vec![(1, Key::generate()?)],
+        })
+    }
+
+    /// Creates a secret file at `path` with one fresh random key, readable by its owner only
+    /// (mode 0600). Never overwrites an existing file.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretFileError::Exists`] if there is a file at `path`, [`SecretFileError::Io`] if it
+    /// cannot be written.
+    pub fn create(path: &Path) -> Result<Self, SecretFileError> {
+        let secret = Self::generate()?;
+        secret.write_new(path)?;
+        Ok(secret)
+    }
+
+    /// Reads a secret file, refusing one that group or others can access.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretFileError::TooOpen`] (fix: `chmod 600 <path>`), [`SecretFileError::NotAFile`],
+    /// [`SecretFileError::Io`], or [`SecretFileError::Invalid`] naming the bad field.
+    pub fn load(path: &Path) -> Result<Self, SecretFileError> {
+        let io = |source| SecretFileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(SecretFileError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SecretFileError::TooOpen {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let mut text = fs::read_to_string(path).map_err(io)?;
+        let parsed = Self::parse(&text).map_err(|reason| SecretFileError::Invalid {
+            path: path.to_owned(),
+            reason,
+        });
+        text.zeroize();
+        parsed
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut format: FileFormat = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let mut keys: Vec<(u32, Key)> = Vec::with_capacity(format.keys.len());
+        for entry in &mut format.keys {
+            let key = Key::from_hex(entry.secret.trim()).ok_or_else(|| {
+                format!(
+                    "key {}: `secret` must be {} hex digits (generate one with `herald keygen`)",
+                    entry.id,
+                    KEY_LEN * 2
+                )
+            })?;
+            entry.secret.zeroize();
+            if keys.iter().any(|(id, _)| *id == entry.id) {
+                return Err(format!(
+                    "key id {} appears twice; key ids must be unique",
+                    entry.id
+                ));
+            }
+            keys.push((entry.id, key));
+        }
+        if keys.is_empty() {
+            return Err("no [[key]] entries; a secret file holds at least one key".into());
+        }
+        if !keys.iter().any(|(id, _)| *id == format.signing_key) {
+            return Err(format!(
+                "signing_key = {} names no [[key]] in the file; set it to one of the key ids",
+                format.signing_key
+            ));
+        }
+        Ok(Self {
+            signing: format.signing_key,
+            keys,
+        })
+    }
+
+    /// The file's text.
+    fn render(&self) -> String {
+        let mut s = String::from(
+            "# herald cluster secret: whoever can read this file can sign events for the cluster.\n\
+             # Keep it readable by its owner only (chmod 600). Format: docs/wire-format.md.\n",
+        );
+        s.push_str(&format!("signing_key = {}\n", self.signing));
+        for (id, key) in &self.keys {
+            s.push_str(&format!(
+                "\n[[key]]\nid = {id}\nsecret = \"{}\"\n",
+                key.to_hex()
+            ));
+        }
+        s
+    }
+
+    fn write_new(&self, path: &Path) -> Result<(), SecretFileError> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::AlreadyExists {
+                    SecretFileError::Exists {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    SecretFileError::Io {
+                        path: path.to_owned(),
+                        source,
+                    }
+                }
+            })?;
+        let mut text = self.render();
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all());
+        text.zeroize();
+        written.map_err(|source| SecretFileError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Replaces the file at `path` with this secret, atomically (a new 0600 file renamed over
+    /// the old one), so a reader never sees half a file.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretFileError::Io`] if the file cannot be written or renamed.
+    pub fn save(&self, path: &Path) -> Result<(), SecretFileError> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = fs::remove_file(&tmp);
+        self.write_new(&tmp)?;
+        fs::rename(&tmp, path).map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            SecretFileError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })
+    }
+
+    /// Adds a fresh random key with the next free id and returns the id. It verifies at once;
+    /// pass `sign = true` to make it the signing key too.
+    ///
+    /// # Errors
+    ///
+    /// If the system random number generator fails.
+    pub fn add_generated(&mut self, sign: bool) -> Result<u32, KeyGenError> {
+        let id = self
+            .keys
+            .iter()
+            .map(|(id, _)| *id)
+            .max()
+            .unwrap_or(0)
+            .wrapping_add(1);
+        self.keys.push((id, Key::generate()?));
+        if sign {
+            self.signing = id;
+        }
+        Ok(id)
+    }
+
+    /// The id of the signing key.
+    pub fn signing_key_id(&self) -> u32 {
+        self.signing
+    }
+
+    /// The key ids in the file.
+    pub fn key_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.iter().map(|(id, _)| *id)
+    }
+
+    /// The keyring these keys make.
+    pub fn keyring(&self) -> Keyring {
+        Keyring {
+            keys: self
+                .keys
+                .iter()
+                .map(|(id, key)| (*id, hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes())))
+                .collect(),
+            signing: self.signing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! The herald command line (its subcommands arrive with the router).
+
+fn main() {}

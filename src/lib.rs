@@ -1,0 +1,51 @@
+//! herald carries events between the instances of a load-balanced application: the thing that
+//! makes "I changed product 42, drop it from your cache" reach every other server in
+//! microseconds, signed, and never silently lost.
+//!
+//! # What exists today
+//!
+//! This crate is being built bottom up. What is here now is the sans-IO foundation:
+//!
+//! - [`wire`]: the frame format. [`wire::FrameWriter`] encodes events into a buffer the caller
+//!   owns, without allocating; [`wire::Frame::parse`] is the one checked entry point for bytes
+//!   from the network, and after it succeeds no accessor can panic.
+//! - [`auth`]: the cluster keyring. HMAC-SHA256 tags, constant-time verification, and the
+//!   [`auth::Verified`] type that only a successful verification can make.
+//!   into, laid out so that its records are already wire records.
+//!
+//! The router (sockets, sessions, Missed), the command line and the subscription service come
+//! next; see the README for what runs today.
+//!
+//! # Example: sign a frame and read it back
+//!
+//! ```
+//! use herald::auth::{Key, Keyring};
+//! use herald::wire::{ClusterId, Flags, Frame, FrameKind, FrameWriter, HeaderFields};
+//! use herald::EventId;
+//!
+//! let keyring = Keyring::new(1, Key::from_bytes([7; 32])).unwrap();
+//! let cluster = ClusterId::from_name("shop");
+//! let fields = HeaderFields {
+//!     kind: FrameKind::Data, flags: Flags::EMPTY, key_id: keyring.signing_key_id(), cluster,
+//!     node: 1, incarnation: 0xfeed, sequence: 1, timestamp_ns: 0,
+//! };
+//!
+//! let mut buf = [0u8; 1472];
+//! let mut writer = FrameWriter::new(&mut buf, &fields).unwrap();
+//! writer.push(&EventId::from_name("product.changed"), b"42").unwrap();
+//! let frame_len = writer.finish(&keyring).len();
+//!
+//! let frame = Frame::parse(&buf[..frame_len]).unwrap();
+//! let verified = keyring.verify(frame).unwrap();
+//! let record = verified.frame().records().next().unwrap();
+//! assert_eq!(record.payload(), b"42");
+//! ```
+#![deny(unsafe_code)]
+
+pub mod auth;
+mod error;
+mod event;
+pub mod wire;
+
+pub use error::Reject;
+pub use event::EventId;

@@ -1,0 +1,357 @@
+//! The wire format: frames of records, signed with HMAC-SHA256.
+//!
+//! A frame is a 64-byte [`FrameHeader`], zero or more records, and a 32-byte tag:
+//!
+//! ```text
+//! +----------------------+-----------------------------+----------------+
+//! | header (64 bytes)    | records (body_len bytes)    | tag (32 bytes) |
+//! +----------------------+-----------------------------+----------------+
+//!  <------------ signed: HMAC-SHA256(key[key_id], …) ---------->
+//! ```
+//!
+//! A record is a 24-byte [`RecordHeader`] (event id, payload length, kind), the payload, and
+//! zero bytes up to the next multiple of 8. All integers are little-endian. The byte-exact
+//! tables, the versioning rule and an example frame are in `docs/wire-format.md`.
+//!
+//! # The panic contract
+//!
+//! [`Frame::parse`] (and [`SharedFrame::parse`]) is the only entry point for bytes from the
+//! network. It checks every field and every length before it returns, so once it succeeds no
+//! accessor, iterator or conversion on the frame can panic, whatever the bytes were. Parsing
+//! never allocates, and never in proportion to a length or count the frame claims.
+//!
+//! Parsing does **not** authenticate: pass the frame to [`crate::auth::Keyring::verify`]
+//! before trusting anything in it.
+
+mod layout;
+mod parse;
+mod writer;
+
+use std::fmt;
+
+pub use layout::{FrameHeader, MAGIC, RecordHeader};
+pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords};
+pub use writer::FrameWriter;
+
+/// The wire format version this build speaks.
+pub const VERSION: u8 = 1;
+/// Length of the frame header.
+pub const HEADER_LEN: usize = 64;
+/// Length of the HMAC-SHA256 tag that ends every frame.
+pub const TAG_LEN: usize = 32;
+/// Header plus tag: the length of a frame with no records, and the shortest valid frame.
+pub const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Length of a record header.
+pub const RECORD_HEADER_LEN: usize = 24;
+/// Records start and end on multiples of this many bytes (counted from the frame start).
+pub const RECORD_ALIGN: usize = 8;
+/// The largest frame this format allows, on any transport. Transports set lower limits
+/// (1472 bytes keeps a UDP datagram within a 1500-byte Ethernet MTU).
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+/// The default maximum frame length for UDP: a 1500-byte MTU less IPv4 and UDP headers.
+pub const DEFAULT_UDP_FRAME_LEN: usize = 1472;
+/// Record kind of an event record, the only kind version 1 defines.
+pub const RECORD_KIND_EVENT: u8 = 1;
+
+/// Length of the record that carries a payload of `payload_len` bytes: header, payload and
+/// padding to [`RECORD_ALIGN`]. `None` if that overflows `usize`.
+#[inline]
+pub const fn record_len(payload_len: usize) -> Option<usize> {
+    match RECORD_HEADER_LEN.checked_add(payload_len) {
+        Some(n) => match n.checked_add(RECORD_ALIGN - 1) {
+            Some(n) => Some(n & !(RECORD_ALIGN - 1)),
+            None => None,
+        },
+        None => None,
+    }
+}
+
+/// The largest payload one record can carry in a frame of `max_frame_len` bytes.
+///
+/// ```
+/// assert_eq!(herald::wire::max_payload(1472), 1472 - 96 - 24);
+/// ```
+pub const fn max_payload(max_frame_len: usize) -> usize {
+    let body = max_frame_len.saturating_sub(FRAME_OVERHEAD);
+    // The record must end on a multiple of 8, so round the body down first.
+    (body & !(RECORD_ALIGN - 1)).saturating_sub(RECORD_HEADER_LEN)
+}
+
+/// What a frame carries. Values not listed here are refused by [`Frame::parse`]; values 3 and 4
+/// are set aside for negative acknowledgements and retransmissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// Event records. Each data frame takes the next sequence number of its sender.
+    Data,
+    /// No records. `sequence` is the last sequence number the sender used for data, so that
+    /// receivers notice a lost tail.
+    Heartbeat,
+}
+
+impl FrameKind {
+    /// The byte that encodes this kind.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            Self::Data => 1,
+            Self::Heartbeat => 2,
+        }
+    }
+
+    /// The kind a byte encodes, if this version knows it.
+    pub const fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Data),
+            2 => Some(Self::Heartbeat),
+            _ => None,
+        }
+    }
+}
+
+/// Frame flag bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags(u16);
+
+impl Flags {
+    /// No flags.
+    pub const EMPTY: Self = Self(0);
+    /// The sender's ring overflowed since its previous data frame: it refused events that
+    /// therefore never reached the wire. Receivers raise Missed.
+    pub const OVERFLOWED: Self = Self(1);
+    /// Every bit this version defines. Frames with other bits set are refused.
+    pub const KNOWN: Self = Self(1);
+
+    /// The flags from their bits, if this version knows every bit set.
+    pub const fn from_bits(bits: u16) -> Option<Self> {
+        if bits & !Self::KNOWN.0 == 0 {
+            Some(Self(bits))
+        } else {
+            None
+        }
+    }
+
+    /// The bits.
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Both sets of flags.
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// The identity of a cluster: 8 bytes derived from its name, carried in every frame so that
+/// two clusters sharing a network (or a multicast group) ignore each other.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ClusterId(u64);
+
+impl ClusterId {
+    /// The id of a named cluster: the first 8 bytes (little-endian) of SHA-256 over
+    /// `herald.cluster:` and the name.
+    pub fn from_name(name: &str) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"herald.cluster:");
+        ctx.update(name.as_bytes());
+        let digest = ctx.finish();
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest.as_ref()[..8]);
+        Self(u64::from_le_bytes(bytes))
+    }
+
+    /// The id with this raw value.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterId({:016x})", self.0)
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The values of a frame header, as a writer takes them and a parsed frame gives them back.
+///
+/// `record_count` and `body_len` are not here: the writer computes them, and the parser has
+/// checked them against the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HeaderFields {
+    /// What the frame carries.
+    pub kind: FrameKind,
+    /// Flag bits.
+    pub flags: Flags,
+    /// The key that signs the frame. [`FrameWriter::finish`] overwrites it with the signing
+    /// key of the keyring it is given.
+    pub key_id: u32,
+    /// The sender's cluster.
+    pub cluster: ClusterId,
+    /// The sender's node id.
+    pub node: u64,
+    /// The sender's incarnation: random at each start of the node.
+    pub incarnation: u64,
+    /// Data frames: the frame's sequence number within the incarnation, from 1.
+    /// Heartbeats: the last sequence number used for data (0 if none yet).
+    pub sequence: u64,
+    /// When the sender wrote the frame, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+}
+
+/// Why [`Frame::parse`] refused a frame. Each reason has a stable short [`name`](Self::name)
+/// that metrics and logs use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Shorter than a header and a tag.
+    #[error("frame truncated: {len} bytes, at least {FRAME_OVERHEAD} needed")]
+    Truncated {
+        /// The length received.
+        len: usize,
+    },
+    /// Longer than [`MAX_FRAME_LEN`].
+    #[error("frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte maximum")]
+    Oversized {
+        /// The length received.
+        len: usize,
+    },
+    /// Does not start with [`MAGIC`].
+    #[error("bad magic: not a herald frame")]
+    BadMagic,
+    /// A version this build does not speak.
+    #[error("unsupported wire version {0}")]
+    UnsupportedVersion(u8),
+    /// A frame kind this version does not define.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// Flag bits this version does not define.
+    #[error("unknown flag bits {0:#06x}")]
+    UnknownFlags(u16),
+    /// A reserved header or record field is not zero.
+    #[error("reserved field is not zero")]
+    ReservedSet,
+    /// The header's body length disagrees with the frame's length (a truncated frame, trailing
+    /// bytes, or two frames in one datagram).
+    #[error("body length {claimed} disagrees with the {actual} bytes received")]
+    LengthMismatch {
+        /// Body length the header claims.
+        claimed: u32,
+        /// Body length the frame has.
+        actual: usize,
+    },
+    /// The body is not a multiple of [`RECORD_ALIGN`] bytes.
+    #[error("body length is not a multiple of {RECORD_ALIGN}")]
+    Misaligned,
+    /// The header claims more records than the body can hold.
+    #[error("{0} records cannot fit the body")]
+    TooManyRecords(u16),
+    /// A record's header or payload runs past the end of the body.
+    #[error("record runs past the end of the frame")]
+    RecordTruncated,
+    /// A record kind this version does not define.
+    #[error("unknown record kind {0}")]
+    UnknownRecordKind(u8),
+    /// Padding after a payload is not zero.
+    #[error("record padding is not zero")]
+    BadPadding,
+    /// Bytes follow the last record the header counts.
+    #[error("bytes after the last record")]
+    TrailingBytes,
+    /// A heartbeat carries records.
+    #[error("heartbeat frame carries records")]
+    HeartbeatWithRecords,
+}
+
+impl ParseError {
+    /// Every short name, in declaration order: the label values of the drop counters.
+    pub const NAMES: &'static [&'static str] = &[
+        "truncated",
+        "oversized",
+        "bad_magic",
+        "unsupported_version",
+        "unknown_kind",
+        "unknown_flags",
+        "reserved_set",
+        "length_mismatch",
+        "misaligned",
+        "too_many_records",
+        "record_truncated",
+        "unknown_record_kind",
+        "bad_padding",
+        "trailing_bytes",
+        "heartbeat_with_records",
+    ];
+
+    /// The reason's stable short name, e.g. `"bad_magic"`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Truncated { .. } => "truncated",
+            Self::Oversized { .. } => "oversized",
+            Self::BadMagic => "bad_magic",
+            Self::UnsupportedVersion(_) => "unsupported_version",
+            Self::UnknownKind(_) => "unknown_kind",
+            Self::UnknownFlags(_) => "unknown_flags",
+            Self::ReservedSet => "reserved_set",
+            Self::LengthMismatch { .. } => "length_mismatch",
+            Self::Misaligned => "misaligned",
+            Self::TooManyRecords(_) => "too_many_records",
+            Self::RecordTruncated => "record_truncated",
+            Self::UnknownRecordKind(_) => "unknown_record_kind",
+            Self::BadPadding => "bad_padding",
+            Self::TrailingBytes => "trailing_bytes",
+            Self::HeartbeatWithRecords => "heartbeat_with_records",
+        }
+    }
+}
+
+/// Why a [`FrameWriter`] refused a call. These are caller mistakes or a full frame, never
+/// caused by bytes from the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The buffer given to [`FrameWriter::new`] is shorter than [`FRAME_OVERHEAD`] or longer
+    /// than [`MAX_FRAME_LEN`].
+    #[error("frame buffer of {0} bytes; it must hold {FRAME_OVERHEAD} to {MAX_FRAME_LEN} bytes")]
+    BadBufferLen(usize),
+    /// The record does not fit in what is left of the frame. Finish this frame and start another.
+    #[error("record of {needed} bytes does not fit the {left} bytes left in the frame")]
+    FrameFull {
+        /// Bytes the record needs.
+        needed: usize,
+        /// Bytes left before the tag.
+        left: usize,
+    },
+    /// The payload is larger than any frame of this size can carry.
+    #[error("payload of {len} bytes exceeds the {max}-byte maximum for this frame size")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload a frame of this size carries.
+        max: usize,
+    },
+    /// Records were pushed into a heartbeat.
+    #[error("heartbeat frames carry no records")]
+    HeartbeatWithRecords,
+    /// The frame already holds `u16::MAX` records.
+    #[error("frame already holds the maximum number of records")]
+    TooManyRecords,
+}
+
+#[cfg(test)]
+mod tests;

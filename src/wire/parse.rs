@@ -1,0 +1,405 @@
+//! Parsing: the one checked entry point for bytes from the network.
+
+use bytes::Bytes;
+use zerocopy::FromBytes;
+
+use super::{
+    ClusterId, FRAME_OVERHEAD, Flags, FrameHeader, FrameKind, HEADER_LEN, HeaderFields, MAGIC,
+    MAX_FRAME_LEN, ParseError, RECORD_ALIGN, RECORD_HEADER_LEN, RECORD_KIND_EVENT, RecordHeader,
+    TAG_LEN, VERSION,
+};
+use crate::EventId;
+
+/// A frame whose every field and length has been checked, borrowed from the bytes it was
+/// parsed from. Not yet authenticated: see [`crate::auth::Keyring::verify`].
+///
+/// ```
+/// use herald::wire::{Frame, ParseError};
+/// assert_eq!(Frame::parse(b"HRLD").unwrap_err(), ParseError::Truncated { len: 4 });
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    header: &'a FrameHeader,
+    body: &'a [u8],
+    signed: &'a [u8],
+    tag: &'a [u8; TAG_LEN],
+    kind: FrameKind,
+    flags: Flags,
+}
+
+impl<'a> Frame<'a> {
+    /// Checks `bytes` as one whole frame.
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] naming the first check that failed: length, magic, version, kind, flag
+    /// and reserved bits, body length, record count, each record's length, kind and padding,
+    /// and trailing bytes. The tag is not checked here.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        let len = bytes.len();
+        if len > MAX_FRAME_LEN {
+            return Err(ParseError::Oversized { len });
+        }
+        let truncated = ParseError::Truncated { len };
+        if len < FRAME_OVERHEAD {
+            return Err(truncated);
+        }
+        let (signed, tag) = bytes.split_at_checked(len - TAG_LEN).ok_or(truncated)?;
+        let tag = <&[u8; TAG_LEN]>::try_from(tag).map_err(|_| truncated)?;
+        let (header, body) = FrameHeader::ref_from_prefix(signed).map_err(|_| truncated)?;
+
+        if header.magic != MAGIC {
+            return Err(ParseError::BadMagic);
+        }
+        if header.version != VERSION {
+            return Err(ParseError::UnsupportedVersion(header.version));
+        }
+        let kind = FrameKind::from_byte(header.kind).ok_or(ParseError::UnknownKind(header.kind))?;
+        let flags = Flags::from_bits(header.flags.get())
+            .ok_or(ParseError::UnknownFlags(header.flags.get()))?;
+        if header.reserved0.get() != 0 || header.reserved1.get() != 0 {
+            return Err(ParseError::ReservedSet);
+        }
+        let claimed = header.body_len.get();
+        if usize::try_from(claimed).ok() != Some(body.len()) {
+            return Err(ParseError::LengthMismatch {
+                claimed,
+                actual: body.len(),
+            });
+        }
+        if body.len() % RECORD_ALIGN != 0 {
+            return Err(ParseError::Misaligned);
+        }
+        let count = header.record_count.get();
+        if kind == FrameKind::Heartbeat && (count != 0 || !body.is_empty()) {
+            return Err(ParseError::HeartbeatWithRecords);
+        }
+        // Checked before walking, so a huge count costs nothing. `count` is a u16, so the
+        // product cannot overflow.
+        if usize::from(count) * RECORD_HEADER_LEN > body.len() {
+            return Err(ParseError::TooManyRecords(count));
+        }
+        validate_records(body, count)?;
+
+        Ok(Self {
+            header,
+            body,
+            signed,
+            tag,
+            kind,
+            flags,
+        })
+    }
+
+    /// The frame kind.
+    pub fn kind(&self) -> FrameKind {
+        self.kind
+    }
+
+    /// The flag bits.
+    pub fn flags(&self) -> Flags {
+        self.flags
+    }
+
+    /// The id of the key that signed the frame (as the frame claims).
+    pub fn key_id(&self) -> u32 {
+        self.header.key_id.get()
+    }
+
+    /// The sender's cluster.
+    pub fn cluster(&self) -> ClusterId {
+        ClusterId::from_raw(self.header.cluster.get())
+    }
+
+    /// The sender's node id.
+    pub fn node(&self) -> u64 {
+        self.header.node.get()
+    }
+
+    /// The sender's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.header.incarnation.get()
+    }
+
+    /// The sequence number (for a heartbeat: the last data sequence sent).
+    pub fn sequence(&self) -> u64 {
+        self.header.sequence.get()
+    }
+
+    /// The sender's timestamp, in nanoseconds since the Unix epoch.
+    pub fn timestamp_ns(&self) -> u64 {
+        self.header.timestamp_ns.get()
+    }
+
+    /// The number of records.
+    pub fn record_count(&self) -> u16 {
+        self.header.record_count.get()
+    }
+
+    /// All header values.
+    pub fn header_fields(&self) -> HeaderFields {
+        HeaderFields {
+            kind: self.kind,
+            flags: self.flags,
+            key_id: self.key_id(),
+            cluster: self.cluster(),
+            node: self.node(),
+            incarnation: self.incarnation(),
+            sequence: self.sequence(),
+            timestamp_ns: self.timestamp_ns(),
+        }
+    }
+
+    /// The records, in order, borrowing their payloads from the frame.
+    pub fn records(&self) -> Records<'a> {
+        Records {
+            rest: self.body,
+            remaining: self.record_count(),
+            offset: HEADER_LEN,
+        }
+    }
+
+    /// The bytes the tag covers: header and records.
+    pub fn signed_bytes(&self) -> &'a [u8] {
+        self.signed
+    }
+
+    /// The tag.
+    pub fn tag(&self) -> &'a [u8; TAG_LEN] {
+        self.tag
+    }
+
+    /// The encoded records, without header or tag.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+}
+
+/// Walks every record the header counts. Runs once, in [`Frame::parse`]; the iterators rely on
+/// it and only repeat cheap, non-panicking bounds checks.
+fn validate_records(body: &[u8], count: u16) -> Result<(), ParseError> {
+    let mut rest = body;
+    for _ in 0..count {
+        let (header, after) =
+            RecordHeader::ref_from_prefix(rest).map_err(|_| ParseError::RecordTruncated)?;
+        if header.kind != RECORD_KIND_EVENT {
+            return Err(ParseError::UnknownRecordKind(header.kind));
+        }
+        if header.flags != 0 || header.reserved.get() != 0 {
+            return Err(ParseError::ReservedSet);
+        }
+        let (payload_len, padded_len) =
+            lengths(&header.payload_len).ok_or(ParseError::RecordTruncated)?;
+        let (padded, next) = after
+            .split_at_checked(padded_len)
+            .ok_or(ParseError::RecordTruncated)?;
+        let padding = padded
+            .get(payload_len..)
+            .ok_or(ParseError::RecordTruncated)?;
+        if padding.iter().any(|&b| b != 0) {
+            return Err(ParseError::BadPadding);
+        }
+        rest = next;
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(ParseError::TrailingBytes)
+    }
+}
+
+/// Payload length and payload-plus-padding length of a record, with the arithmetic checked
+/// (the length comes from the peer).
+#[inline]
+fn lengths(payload_len: &zerocopy::little_endian::U32) -> Option<(usize, usize)> {
+    let len = usize::try_from(payload_len.get()).ok()?;
+    let padded = len.checked_next_multiple_of(RECORD_ALIGN)?;
+    Some((len, padded))
+}
+
+/// One record of a parsed frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    event: EventId,
+    payload: &'a [u8],
+    payload_offset: usize,
+}
+
+impl<'a> Record<'a> {
+    /// The event id.
+    pub fn event(&self) -> EventId {
+        self.event
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+}
+
+/// Iterator over the records of a [`Frame`].
+#[derive(Clone, Debug)]
+pub struct Records<'a> {
+    rest: &'a [u8],
+    remaining: u16,
+    /// Offset of `rest` from the start of the frame.
+    offset: usize,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        // Every step was validated by `Frame::parse`; the checks below only keep the
+        // iterator panic-free should that ever be wrong, ending it instead.
+        self.remaining = self.remaining.checked_sub(1)?;
+        let (header, after) = RecordHeader::ref_from_prefix(self.rest).ok()?;
+        let (len, padded) = lengths(&header.payload_len)?;
+        let (padded_bytes, next) = after.split_at_checked(padded)?;
+        let payload = padded_bytes.get(..len)?;
+        let record = Record {
+            event: EventId::from_bytes(header.event),
+            payload,
+            payload_offset: self.offset + RECORD_HEADER_LEN,
+        };
+        self.offset += RECORD_HEADER_LEN + padded;
+        self.rest = next;
+        Some(record)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.remaining);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Records<'_> {}
+
+/// A checked frame that owns its bytes, whose records hand out payloads as [`Bytes`] slices of
+/// the received buffer, without copying.
+///
+/// ```
+/// # use herald::auth::{Key, Keyring};
+/// # use herald::wire::{ClusterId, FrameKind, FrameWriter, HeaderFields, Flags, SharedFrame};
+/// # use herald::EventId;
+/// # let keyring = Keyring::new(1, Key::from_bytes([7; 32])).unwrap();
+/// # let fields = HeaderFields { kind: FrameKind::Data, flags: Flags::EMPTY, key_id: 1,
+/// #     cluster: ClusterId::from_name("c"), node: 1, incarnation: 2, sequence: 1, timestamp_ns: 0 };
+/// # let mut buf = vec![0u8; 1472];
+/// # let mut w = FrameWriter::new(&mut buf, &fields).unwrap();
+/// # w.push(&EventId::from_name("e"), b"payload").unwrap();
+/// # let n = w.finish(&keyring).len();
+/// # buf.truncate(n);
+/// let received = bytes::Bytes::from(buf);
+/// let frame = SharedFrame::parse(received.clone()).unwrap();
+/// let record = frame.records().next().unwrap();
+/// assert_eq!(&record.payload[..], b"payload");
+/// // The payload points into the received buffer: no copy was made.
+/// assert!(received.as_ptr_range().contains(&record.payload.as_ptr()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SharedFrame {
+    bytes: Bytes,
+    fields: HeaderFields,
+    record_count: u16,
+}
+
+impl SharedFrame {
+    /// Checks `bytes` as one whole frame, like [`Frame::parse`], and keeps them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Frame::parse`].
+    pub fn parse(bytes: Bytes) -> Result<Self, ParseError> {
+        let frame = Frame::parse(&bytes)?;
+        let fields = frame.header_fields();
+        let record_count = frame.record_count();
+        Ok(Self {
+            bytes,
+            fields,
+            record_count,
+        })
+    }
+
+    /// The header values.
+    pub fn header_fields(&self) -> &HeaderFields {
+        &self.fields
+    }
+
+    /// The number of records.
+    pub fn record_count(&self) -> u16 {
+        self.record_count
+    }
+
+    /// The whole frame.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The bytes the tag covers.
+    pub fn signed_bytes(&self) -> &[u8] {
+        let end = self.bytes.len().saturating_sub(TAG_LEN);
+        self.bytes.get(..end).unwrap_or_default()
+    }
+
+    /// The tag.
+    pub fn tag(&self) -> &[u8] {
+        let start = self.bytes.len().saturating_sub(TAG_LEN);
+        self.bytes.get(start..).unwrap_or_default()
+    }
+
+    /// The records, in order, each payload a [`Bytes`] slice of the frame.
+    pub fn records(&self) -> SharedRecords<'_> {
+        let end = self.bytes.len().saturating_sub(TAG_LEN);
+        let body = self.bytes.get(HEADER_LEN..end).unwrap_or_default();
+        SharedRecords {
+            bytes: &self.bytes,
+            inner: Records {
+                rest: body,
+                remaining: self.record_count,
+                offset: HEADER_LEN,
+            },
+        }
+    }
+}
+
+/// One record of a [`SharedFrame`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedRecord {
+    /// The event id.
+    pub event: EventId,
+    /// The payload: a slice of the received buffer.
+    pub payload: Bytes,
+}
+
+/// Iterator over the records of a [`SharedFrame`].
+#[derive(Clone, Debug)]
+pub struct SharedRecords<'a> {
+    bytes: &'a Bytes,
+    inner: Records<'a>,
+}
+
+impl Iterator for SharedRecords<'_> {
+    type Item = SharedRecord;
+
+    fn next(&mut self) -> Option<SharedRecord> {
+        let record = self.inner.next()?;
+        let start = record.payload_offset;
+        let end = start + record.payload.len();
+        // `Records` only yields payloads that lie inside `bytes`, at the offset it reports.
+        debug_assert!(end <= self.bytes.len());
+        if end > self.bytes.len() {
+            return None;
+        }
+        Some(SharedRecord {
+            event: record.event,
+            payload: self.bytes.slice(start..end),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for SharedRecords<'_> {}
