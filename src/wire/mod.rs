@@ -68,6 +68,9 @@ pub const fn record_len(payload_len: usize) -> Option<usize> {
 
 /// The largest payload one record can carry in a frame of `max_frame_len` bytes.
 ///
+/// A frame shorter than 120 bytes (overhead and one record header) carries no record at all:
+/// this returns 0 for it, and [`FrameWriter::push`] refuses even an empty payload.
+///
 /// ```
 /// assert_eq!(herald::wire::max_payload(1472), 1472 - 96 - 24);
 /// ```

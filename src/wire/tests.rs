@@ -317,6 +317,20 @@ fn writer_refusals() {
     ));
     assert!(w.is_empty(), "a refused push leaves the frame as it was");
 
+    // Under 120 bytes no record fits, not even an empty one: refused as too large (a
+    // FrameFull here would make a "start a new frame" loop spin for ever).
+    for len in [FRAME_OVERHEAD, FRAME_OVERHEAD + RECORD_HEADER_LEN - 1] {
+        let mut tiny = vec![0u8; len];
+        let mut w = FrameWriter::new(&mut tiny, &fields(FrameKind::Data)).unwrap();
+        assert!(matches!(
+            w.push(&EventId::default(), b""),
+            Err(EncodeError::PayloadTooLarge { .. })
+        ));
+    }
+    let mut exact = [0u8; FRAME_OVERHEAD + RECORD_HEADER_LEN];
+    let mut w = FrameWriter::new(&mut exact, &fields(FrameKind::Data)).unwrap();
+    w.push(&EventId::default(), b"").unwrap();
+
     let mut buf = [0u8; 256];
     let mut hb = FrameWriter::new(&mut buf, &fields(FrameKind::Heartbeat)).unwrap();
     assert_eq!(

@@ -134,14 +134,15 @@ impl<'b> FrameWriter<'b> {
     /// [`EncodeError::TooManyRecords`] past `u16::MAX` records.
     pub fn push(&mut self, event: &EventId, payload: &[u8]) -> Result<(), EncodeError> {
         let max = self.max_payload();
-        if payload.len() > max {
+        let needed = record_len(payload.len()).unwrap_or(usize::MAX);
+        // The second test catches frames under 120 bytes, where no record fits at all (and
+        // `max` is 0 although an empty payload does not fit either).
+        if payload.len() > max || needed > self.buf.len() - FRAME_OVERHEAD {
             return Err(EncodeError::PayloadTooLarge {
                 len: payload.len(),
                 max,
             });
         }
-        // `payload.len() <= max < MAX_FRAME_LEN`, so neither conversion can fail.
-        let needed = record_len(payload.len()).unwrap_or(usize::MAX);
         self.check_room(needed, 1)?;
         let header = RecordHeader {
             event: *event.as_bytes(),
