@@ -11,6 +11,7 @@
 //!   from the network, and after it succeeds no accessor can panic.
 //! - [`auth`]: the cluster keyring. HMAC-SHA256 tags, constant-time verification, and the
 //!   [`auth::Verified`] type that only a successful verification can make.
+//! - [`ringbuf`]: the lock-free many-producer, one-consumer byte ring that `raise()` will write
 //!   into, laid out so that its records are already wire records.
 //!
 //! The router (sockets, sessions, Missed), the command line and the subscription service come
@@ -45,6 +46,8 @@
 pub mod auth;
 mod error;
 mod event;
+pub mod ringbuf;
+mod sync;
 pub mod wire;
 
 pub use error::Reject;

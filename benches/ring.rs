@@ -1,0 +1,140 @@
+//! Criterion benchmarks of the multi-producer ring against crossbeam-channel, the queue most
+//! Rust programs would reach for.
+//!
+//! - `mpsc/{herald,crossbeam}/{1,2,4}`: producer threads move 64-byte events to one consumer
+//!   thread that reads each one. The ring and the channel get the same memory (1 MiB).
+//! - `raise/uncontended/64`: one claim + write + commit of a 64-byte event, while a consumer
+//!   thread drains the ring.
+//!
+//! `cargo bench --bench ring`
+// The loom switch (`crate::sync`) is the library's business; a bench uses std directly.
+#![allow(clippy::disallowed_types)]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use herald::EventId;
+use herald::ringbuf::{ClaimError, Producer, ring};
+
+const RING_BYTES: usize = 1 << 20;
+const MAX_RECORD: usize = 1472 - 96;
+const EVENT: usize = 64;
+/// Channel slots holding as many bytes as the ring.
+const CHANNEL_SLOTS: usize = RING_BYTES / EVENT;
+
+fn push_spin(producer: &Producer, id: &EventId, payload: &[u8]) {
+    loop {
+        match producer.push(id, payload) {
+            Ok(()) => return,
+            Err(ClaimError::Full) => std::hint::spin_loop(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Moves `total` events from `producers` threads to one consumer through the ring.
+fn herald_mpsc(producers: usize, total: u64) -> Duration {
+    let (producer, mut consumer) = ring(RING_BYTES, MAX_RECORD).expect("ring");
+    let per_producer = total / producers as u64;
+    let expected = per_producer * producers as u64;
+    let start = Instant::now();
+    thread::scope(|s| {
+        for p in 0..producers {
+            let producer = producer.clone();
+            s.spawn(move || {
+                let id = EventId::from_bytes([p as u8; 16]);
+                let payload = [p as u8; EVENT];
+                for _ in 0..per_producer {
+                    push_spin(&producer, &id, &payload);
+                }
+            });
+        }
+        let mut seen = 0u64;
+        while seen < expected {
+            match consumer.read(RING_BYTES) {
+                Some(run) => {
+                    for (_, payload) in run.records() {
+                        black_box(payload[0]);
+                        seen += 1;
+                    }
+                    run.release();
+                }
+                None => std::hint::spin_loop(),
+            }
+        }
+    });
+    start.elapsed()
+}
+
+/// The same through a bounded crossbeam channel carrying `[u8; 64]`.
+fn crossbeam_mpsc(producers: usize, total: u64) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<[u8; EVENT]>(CHANNEL_SLOTS);
+    let per_producer = total / producers as u64;
+    let expected = per_producer * producers as u64;
+    let start = Instant::now();
+    thread::scope(|s| {
+        for p in 0..producers {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let payload = [p as u8; EVENT];
+                for _ in 0..per_producer {
+                    tx.send(payload).expect("consumer alive");
+                }
+            });
+        }
+        for _ in 0..expected {
+            let event = rx.recv().expect("producers alive");
+            black_box(event[0]);
+        }
+    });
+    start.elapsed()
+}
+
+fn mpsc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mpsc");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(4));
+    for producers in [1usize, 2, 4] {
+        group.bench_function(BenchmarkId::new("herald", producers), |b| {
+            b.iter_custom(|iters| herald_mpsc(producers, iters.max(producers as u64)));
+        });
+        group.bench_function(BenchmarkId::new("crossbeam", producers), |b| {
+            b.iter_custom(|iters| crossbeam_mpsc(producers, iters.max(producers as u64)));
+        });
+    }
+    group.finish();
+}
+
+fn raise(c: &mut Criterion) {
+    let mut group = c.benchmark_group("raise");
+    let (producer, mut consumer) = ring(RING_BYTES, MAX_RECORD).expect("ring");
+    let stop = AtomicBool::new(false);
+    let id = EventId::from_name("bench.event");
+    let payload = [0x5au8; EVENT];
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                match consumer.read(RING_BYTES) {
+                    Some(run) => run.release(),
+                    None => std::hint::spin_loop(),
+                }
+            }
+        });
+        group.bench_function(BenchmarkId::new("uncontended", EVENT), |b| {
+            b.iter(|| push_spin(&producer, &id, black_box(&payload)));
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    group.finish();
+}
+
+// criterion_group! makes an undocumented function.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, mpsc, raise);
+}
+criterion_main!(group::benches);

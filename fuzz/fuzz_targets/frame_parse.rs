@@ -1,0 +1,69 @@
+//! Arbitrary bytes: `Frame::parse` never panics and never allocates; what parses re-encodes to
+//! the same signed bytes; `SharedFrame::parse` agrees with it.
+#![no_main]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use herald::auth::{Key, Keyring};
+use herald::wire::{Frame, FrameWriter, SharedFrame, TAG_LEN};
+use libfuzzer_sys::fuzz_target;
+
+/// Counts allocations, so the target can assert that parsing makes none.
+struct Counting;
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fuzz_target!(|data: &[u8]| {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let parsed = Frame::parse(data);
+    let walked = parsed
+        .as_ref()
+        .map(|f| f.records().map(|r| r.payload().len()).sum::<usize>());
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        before,
+        "parsing allocated"
+    );
+
+    let shared = SharedFrame::parse(bytes::Bytes::copy_from_slice(data));
+    assert_eq!(parsed.as_ref().err(), shared.as_ref().err());
+    let (Ok(frame), Ok(shared), Ok(_)) = (parsed, shared, walked) else {
+        return;
+    };
+    assert!(
+        frame.records().map(|r| (r.event(), r.payload())).eq(shared
+            .records()
+            .map(|r| (r.event, r.payload))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(e, p)| (*e, &p[..])))
+    );
+
+    // Re-encode: same header, same records, a key with the frame's id.
+    let mut buf = vec![0u8; data.len()];
+    let mut w = FrameWriter::new(&mut buf, &frame.header_fields()).expect("length was valid");
+    for r in frame.records() {
+        w.push(&r.event(), r.payload())
+            .expect("fits: it came from a frame this long");
+    }
+    let keyring = Keyring::new(frame.key_id(), Key::from_bytes([0; 32])).expect("keyring");
+    let out = w.finish(&keyring);
+    assert_eq!(out.len(), data.len());
+    assert_eq!(&out[..out.len() - TAG_LEN], frame.signed_bytes());
+});

@@ -1,0 +1,92 @@
+//! Writes the committed seed corpus: valid frames of several shapes and a few broken ones, so
+//! the fuzzer starts past the magic bytes and the tag. Reproducible: run
+//! `cargo +nightly run --manifest-path fuzz/Cargo.toml --bin gen-seeds` from the repository root.
+
+use std::fs;
+use std::path::Path;
+
+use herald::wire::{FrameWriter, MAX_FRAME_LEN};
+use herald_fuzz::{ArbHeader, encode_all, test_keyring};
+
+fn main() {
+    let keyring = test_keyring();
+    let header = ArbHeader {
+        heartbeat: false,
+        overflowed: false,
+        cluster: 0x1234_5678_9abc_def0,
+        node: 7,
+        incarnation: 0xdead_beef,
+        sequence: 42,
+        timestamp_ns: 1_767_225_600_000_000_000,
+    };
+    let event = |n: u8, len: usize| ([n; 16], vec![n; len]);
+    let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
+
+    let one = |events: &[([u8; 16], Vec<u8>)], header: ArbHeader, len: usize| {
+        encode_all(&header.fields(), len, events, &keyring)
+            .0
+            .remove(0)
+    };
+    let mut buf = vec![0u8; 1472];
+    seeds.push((
+        "empty-data",
+        FrameWriter::new(&mut buf, &header.fields())
+            .unwrap()
+            .finish(&keyring)
+            .to_vec(),
+    ));
+    let heartbeat = ArbHeader {
+        heartbeat: true,
+        ..header
+    };
+    seeds.push((
+        "heartbeat",
+        FrameWriter::new(&mut buf, &heartbeat.fields())
+            .unwrap()
+            .finish(&keyring)
+            .to_vec(),
+    ));
+    seeds.push(("one-record", one(&[event(1, 6)], header, 1472)));
+    seeds.push(("zero-length-payload", one(&[event(2, 0)], header, 1472)));
+    seeds.push((
+        "many-records",
+        one(
+            &(0..15).map(|i| event(i, 64)).collect::<Vec<_>>(),
+            header,
+            1472,
+        ),
+    ));
+    seeds.push(("max-payload-1472", one(&[event(3, 1352)], header, 1472)));
+    seeds.push(("big-frame", one(&[event(4, 8000)], header, MAX_FRAME_LEN)));
+    let overflowed = ArbHeader {
+        overflowed: true,
+        ..header
+    };
+    seeds.push(("overflowed", one(&[event(5, 17)], overflowed, 1472)));
+    let valid = one(&[event(6, 5), event(7, 0)], header, 1472);
+    let mut bad_padding = valid.clone();
+    bad_padding[64 + 24 + 6] = 1;
+    seeds.push(("broken-padding", bad_padding));
+    seeds.push(("broken-truncated", valid[..valid.len() - 7].to_vec()));
+    let mut bad_count = valid.clone();
+    bad_count[12] = 0xff;
+    bad_count[13] = 0xff;
+    seeds.push(("broken-count", bad_count));
+    let mut bad_tag = valid;
+    bad_tag[100] ^= 0x80;
+    seeds.push(("broken-tag", bad_tag));
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    for target in ["frame_parse", "roundtrip", "tamper"] {
+        let dir = root.join(target);
+        fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &seeds {
+            fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        }
+    }
+    println!(
+        "wrote {} seeds for each target under {}",
+        seeds.len(),
+        root.display()
+    );
+}

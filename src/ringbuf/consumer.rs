@@ -1,0 +1,215 @@
+//! The consumer's side: [`Consumer`], [`Run`] and [`Stall`].
+
+use std::fmt;
+
+use super::layout::header_payload_len;
+use super::raw::{Cursor, RawRun};
+use crate::EventId;
+use crate::wire::RECORD_HEADER_LEN;
+
+/// The one reader of the ring. `Send`, not `Clone`: there is exactly one per ring.
+pub struct Consumer {
+    cursor: Cursor,
+}
+
+impl Consumer {
+    pub(super) fn new(cursor: Cursor) -> Self {
+        Self { cursor }
+    }
+
+    /// The longest run of committed records at the head of the ring, in claim order,
+    /// contiguous in memory and at most `max_bytes` long; `None` if there is none.
+    ///
+    /// Padding records at the head (wrap-around filler and aborted claims) are released on
+    /// the way; a run never contains one. A run stops before the first record that is claimed
+    /// but not committed, before padding, at the end of the storage, and before a record that
+    /// would take it past `max_bytes`. So a `max_bytes` of at least the ring's
+    /// `max_record_len` always makes progress when a record is committed; a smaller one may
+    /// return `None` while a longer record waits.
+    ///
+    /// Call [`Run::release`] to free the space; dropping the run instead leaves its records
+    /// to be read again.
+    ///
+    /// ```
+    /// use herald::EventId;
+    /// use herald::ringbuf::ring;
+    ///
+    /// let (producer, mut consumer) = ring(1024, 128).unwrap();
+    /// assert!(consumer.read(1024).is_none());
+    /// for i in 0..3u8 {
+    ///     producer.push(&EventId::from_bytes([i; 16]), &[i; 8]).unwrap();
+    /// }
+    /// let run = consumer.read(64).unwrap(); // two 32-byte records fit in 64 bytes
+    /// assert_eq!(run.record_count(), 2);
+    /// run.release();
+    /// let run = consumer.read(64).unwrap();
+    /// assert_eq!(run.records().next().unwrap().1, &[2; 8]);
+    /// run.release();
+    /// ```
+    #[inline]
+    pub fn read(&mut self, max_bytes: usize) -> Option<Run<'_>> {
+        self.cursor.read(max_bytes).map(|raw| Run { raw })
+    }
+
+    /// A producer holding up the ring, as far as the last reads saw: `Some` when the last
+    /// [`Consumer::read`] found nothing to return although space is claimed, which means the
+    /// record at the head is claimed and not yet committed.
+    ///
+    /// That is normal for an instant (a producer is writing); [`Stall::polls`] counts how
+    /// many consecutive reads found the same record pending, so the caller (which has a clock)
+    /// decides when it has lasted too long to be anything but a producer descheduled or
+    /// stuck between claim and commit. Records committed after it wait, and once the ring
+    /// fills every claim fails with [`super::ClaimError::Full`]. The ring cannot take the
+    /// space back: the claiming thread still holds a mutable slice of it.
+    ///
+    /// ```
+    /// use herald::EventId;
+    /// use herald::ringbuf::ring;
+    ///
+    /// let (producer, mut consumer) = ring(1024, 128).unwrap();
+    /// let claim = producer.claim(&EventId::from_bytes([1; 16]), 8).unwrap();
+    /// producer.push(&EventId::from_bytes([2; 16]), b"behind").unwrap();
+    /// assert!(consumer.read(1024).is_none());
+    /// assert!(consumer.read(1024).is_none());
+    /// let stall = consumer.stall().unwrap();
+    /// assert_eq!((stall.position(), stall.polls(), stall.claimed_bytes()), (0, 2, 64));
+    /// claim.commit();
+    /// assert_eq!(consumer.read(1024).unwrap().record_count(), 2);
+    /// assert!(consumer.stall().is_none());
+    /// ```
+    pub fn stall(&self) -> Option<Stall> {
+        self.cursor.stall().map(|info| Stall {
+            position: info.position,
+            polls: info.polls,
+            claimed_bytes: info.claimed_bytes,
+        })
+    }
+
+    /// Bytes that producers have claimed and the consumer has not yet released (committed,
+    /// in progress, or padding). A racy snapshot, for metrics.
+    ///
+    /// ```
+    /// # use herald::{EventId, ringbuf::ring};
+    /// let (producer, consumer) = ring(1024, 128).unwrap();
+    /// producer.push(&EventId::from_bytes([1; 16]), b"x").unwrap();
+    /// assert_eq!(consumer.claimed_bytes(), 32);
+    /// ```
+    pub fn claimed_bytes(&self) -> u64 {
+        self.cursor.claimed_bytes()
+    }
+
+    /// The longest record the ring accepts, in bytes; pass at least this to
+    /// [`Consumer::read`].
+    ///
+    /// ```
+    /// let (_producer, consumer) = herald::ringbuf::ring(1024, 131).unwrap();
+    /// assert_eq!(consumer.max_record_len(), 128);
+    /// ```
+    pub fn max_record_len(&self) -> usize {
+        self.cursor.shared().geometry().max_record_len
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("ring", self.cursor.shared())
+            .finish()
+    }
+}
+
+/// A producer that has held a claim at the head of the ring across consecutive reads.
+/// See [`Consumer::stall`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stall {
+    position: u64,
+    polls: u64,
+    claimed_bytes: u64,
+}
+
+impl Stall {
+    /// Ring position (bytes since the ring was made) of the record not yet committed.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// How many consecutive reads found that record claimed and not committed.
+    pub fn polls(&self) -> u64 {
+        self.polls
+    }
+
+    /// Bytes claimed from that record on, which wait behind it.
+    pub fn claimed_bytes(&self) -> u64 {
+        self.claimed_bytes
+    }
+}
+
+/// Committed records lent to the consumer: whole wire records, contiguous, in claim order.
+///
+/// [`Run::release`] frees their space; dropping the run without releasing leaves them to be
+/// read again by the next [`Consumer::read`].
+#[must_use = "records are freed only by `release`"]
+pub struct Run<'a> {
+    raw: RawRun<'a>,
+}
+
+impl<'a> Run<'a> {
+    /// The records, exactly as they go in a frame body.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        self.raw.bytes()
+    }
+
+    /// The number of records in [`Run::bytes`].
+    #[inline]
+    pub fn record_count(&self) -> usize {
+        self.raw.count()
+    }
+
+    /// The records one by one: event id and payload.
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            rest: self.raw.bytes(),
+        }
+    }
+
+    /// Frees the space of these records for producers.
+    #[inline]
+    pub fn release(self) {
+        self.raw.release();
+    }
+}
+
+impl fmt::Debug for Run<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run")
+            .field("bytes", &self.bytes().len())
+            .field("record_count", &self.record_count())
+            .finish()
+    }
+}
+
+/// Iterator over the records of a [`Run`]: `(event id, payload)`.
+#[derive(Clone, Debug)]
+pub struct Records<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (EventId, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        // The ring wrote these headers itself, so the lengths are in bounds.
+        let payload_len = header_payload_len(self.rest);
+        let len = crate::wire::record_len(payload_len)?;
+        let (record, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        let mut event = [0u8; 16];
+        event.copy_from_slice(&record[..16]);
+        let payload = &record[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len];
+        Some((EventId::from_bytes(event), payload))
+    }
+}

@@ -1,0 +1,536 @@
+//! The ring's unsafe core: the byte storage, and the claim / commit / read / release protocol
+//! that makes sharing it between threads sound. This is the only module of the crate allowed
+//! to use `unsafe`; everything it exports is safe to call.
+//!
+//! # Ownership of a byte range
+//!
+//! Every 8-byte slot of the storage is, at any moment, in one of four states, and the
+//! `unsafe` blocks below rely only on these transitions:
+//!
+//! 1. **free**: position `>= tail` (or `< head` in the previous lap); its state word is 0.
+//!    Nobody reads or writes its bytes.
+//! 2. **claimed**: inside `[start, start + len)` of a record whose producer won the tail CAS.
+//!    That producer, through its [`RawClaim`], is the only thread that touches these bytes.
+//!    The record's state word is still 0, so the consumer stops before it.
+//! 3. **committed**: the producer stored the record length (or `len | PADDING` for an abort)
+//!    into the record's state word with `Release`, and gave up its access. From here only
+//!    the consumer reads the bytes, after loading the word with `Acquire`.
+//! 4. **released**: the consumer zeroed the state word and stored a head past the record with
+//!    `Release`. A producer may claim the slot again only once it has loaded that head (or a
+//!    later one) with `Acquire`, directly or through `head_cache`; so the consumer's reads
+//!    happen before the next lap's writes.
+//!
+//! Invariant **Z** (zero state): a state word is nonzero only at the first slot of a record
+//! that is committed and not yet released. The consumer therefore never mistakes a stale or
+//! middle slot for a record, and a free range always has zero state words.
+
+#![allow(unsafe_code)]
+
+use std::ptr::NonNull;
+
+use crossbeam_utils::CachePadded;
+
+use super::ClaimError;
+use super::layout::{Geometry, PADDING, header_payload_len, record_header};
+use crate::sync::Arc;
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::wire::{RECORD_ALIGN, RECORD_HEADER_LEN};
+
+/// The storage and the positions shared by all producers and the consumer.
+pub(super) struct Shared {
+    /// Position one past the last claimed byte. Monotonic, never masked (64 bits of bytes do
+    /// not wrap in practice, so positions are free of ABA). Written only by the producers'
+    /// CAS.
+    tail: CachePadded<AtomicU64>,
+    /// A recent value of `head`, so that producers do not all read the line the consumer
+    /// writes. Never ahead of `head`; may lag behind it (then a producer reloads `head`).
+    head_cache: CachePadded<AtomicU64>,
+    /// Position of the first byte not yet released. Written only by the consumer.
+    head: CachePadded<AtomicU64>,
+    /// One word per 8-byte slot: 0, or at the first slot of a committed record its length in
+    /// bytes, with [`PADDING`] set for a padding record. See invariant Z.
+    states: Box<[AtomicU32]>,
+    /// The record bytes, exactly as they go on the wire.
+    bytes: Storage,
+    /// Shadow cells, one per slot, so that loom checks every access to the bytes.
+    #[cfg(loom)]
+    shadow: Shadow,
+    geometry: Geometry,
+}
+
+impl Shared {
+    /// The sizes this ring was made with.
+    pub(super) fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn mask(&self) -> u64 {
+        self.geometry.capacity as u64 - 1
+    }
+
+    fn state(&self, position: u64) -> &AtomicU32 {
+        let index = (position & self.mask()) as usize;
+        debug_assert_eq!(index % RECORD_ALIGN, 0, "records start on 8-byte slots");
+        &self.states[index / RECORD_ALIGN]
+    }
+
+    /// Claims space for a record carrying `payload_len` bytes and writes its header.
+    ///
+    /// Never blocks, never waits for another thread: it fails with [`ClaimError::Full`] as
+    /// soon as a consistent look at `head` and `tail` shows no room. The loop only repeats
+    /// when the CAS on `tail` lost to another producer, which then made progress (lock-free,
+    /// as in Agrona's `claimCapacity`).
+    pub(super) fn claim(
+        &self,
+        event: &[u8; 16],
+        payload_len: usize,
+    ) -> Result<RawClaim<'_>, ClaimError> {
+        let Some(len) = self.geometry.record_len(payload_len) else {
+            return Err(ClaimError::TooLarge {
+                max_payload: self.geometry.max_payload(),
+            });
+        };
+        let capacity = self.geometry.capacity as u64;
+        let required = len as u64;
+        // Acquire: pairs with the Release store below by another producer, which had itself
+        // loaded this head from the consumer with Acquire. Through that chain the consumer's
+        // reads of the space up to `head` happen before our writes into it.
+        let mut head = self.head_cache.load(Ordering::Acquire);
+        let (start, padding) = loop {
+            // Relaxed: `tail` only divides space between producers; nothing a producer
+            // touches is handed over through it (the bytes come free through `head`). It is
+            // loaded after `head_cache`, so by coherence it is at least that head.
+            let tail = self.tail.load(Ordering::Relaxed);
+            let to_end = capacity - (tail & self.mask());
+            // A record never straddles the end: if it does not fit before it, the rest of
+            // the lap becomes a padding record and the record starts at offset 0.
+            let padding = if required > to_end { to_end } else { 0 };
+            let needed = required + padding;
+            if !fits(tail, head, needed, capacity) {
+                // Acquire: pairs with the consumer's Release store of `head` in `release`
+                // and `skip_padding`, so its reads of the freed space happen before ours.
+                head = self.head.load(Ordering::Acquire);
+                if !fits(tail, head, needed, capacity) {
+                    if head <= tail {
+                        return Err(ClaimError::Full);
+                    }
+                    // The consumer has released past the `tail` we read: it is stale.
+                    continue;
+                }
+                // Release: passes the Acquire above on to the producers that read the cache.
+                self.head_cache.store(head, Ordering::Release);
+            }
+            // Relaxed: see the load of `tail`. Success makes [tail, tail + needed) ours.
+            match self.tail.compare_exchange_weak(
+                tail,
+                tail + needed,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break (tail, padding),
+                Err(_) => continue,
+            }
+        };
+        let mut start = start;
+        if padding != 0 {
+            // The padding record is ours and holds nothing: publish it at once. Release, as
+            // for any commit, so the consumer's Acquire orders it after the claim.
+            let word = padding as u32 | PADDING;
+            self.state(start).store(word, Ordering::Release);
+            start += padding;
+        }
+        let index = (start & self.mask()) as usize;
+        debug_assert!(
+            index + len <= self.geometry.capacity,
+            "a record never wraps"
+        );
+        debug_assert_eq!(self.state(start).load(Ordering::Relaxed), 0, "invariant Z");
+
+        let mut claim = RawClaim {
+            shared: self,
+            index,
+            len,
+            payload_len,
+            published: false,
+            #[cfg(loom)]
+            _access: self.shadow.write(index, len),
+        };
+        let header = record_header(event, payload_len as u32);
+        let bytes = claim.record_mut();
+        // Zero the last 8-byte word first: it holds the padding after the payload, which
+        // must be zero on the wire, and the caller only ever writes the payload.
+        bytes[len - RECORD_ALIGN..].fill(0);
+        bytes[..RECORD_HEADER_LEN].copy_from_slice(&header);
+        Ok(claim)
+    }
+
+    /// Bytes claimed by producers and not yet released by the consumer, as far as a racy
+    /// look can tell. For diagnostics only.
+    fn claimed_bytes(&self, head: u64) -> u64 {
+        // Relaxed: a diagnostic snapshot; it hands nothing over.
+        self.tail.load(Ordering::Relaxed).saturating_sub(head)
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("capacity", &self.geometry.capacity)
+            .field("max_record_len", &self.geometry.max_record_len)
+            .field("tail", &self.tail.load(Ordering::Relaxed))
+            .field("head", &self.head.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `needed` more bytes fit after `tail` when the consumer has released up to `head`.
+/// False as well if `head` is ahead of a stale `tail`.
+fn fits(tail: u64, head: u64, needed: u64, capacity: u64) -> bool {
+    tail >= head && tail - head + needed <= capacity
+}
+
+/// Makes the ring: the shared part, and the consumer's cursor (there is exactly one).
+pub(super) fn new(geometry: Geometry) -> (Arc<Shared>, Cursor) {
+    let shared = Arc::new(Shared {
+        tail: CachePadded::new(AtomicU64::new(0)),
+        head_cache: CachePadded::new(AtomicU64::new(0)),
+        head: CachePadded::new(AtomicU64::new(0)),
+        states: (0..geometry.slots()).map(|_| AtomicU32::new(0)).collect(),
+        bytes: Storage::new(geometry.capacity),
+        #[cfg(loom)]
+        shadow: Shadow::new(geometry.slots()),
+        geometry,
+    });
+    let cursor = Cursor {
+        shared: shared.clone(),
+        head: 0,
+        stall_position: 0,
+        stall_polls: 0,
+    };
+    (shared, cursor)
+}
+
+/// A record a producer has claimed and not yet committed or aborted.
+///
+/// Holding one means owning the bytes `[index, index + len)` of the storage (state 2 in the
+/// module doc); the type is neither `Clone` nor constructible outside [`Shared::claim`].
+pub(super) struct RawClaim<'a> {
+    shared: &'a Shared,
+    index: usize,
+    len: usize,
+    payload_len: usize,
+    published: bool,
+    #[cfg(loom)]
+    _access: Vec<loom::cell::MutPtr<()>>,
+}
+
+impl RawClaim<'_> {
+    /// The payload length the record was claimed for.
+    pub(super) fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// The whole record: header, payload and padding.
+    fn record_mut(&mut self) -> &mut [u8] {
+        debug_assert!(self.index + self.len <= self.shared.geometry.capacity);
+        // SAFETY: [index, index + len) lies inside the storage (asserted above: a record
+        // never wraps) and this claim owns it exclusively until it is published: the tail CAS
+        // gave it to no other producer, and its state word is 0 so the consumer stops before
+        // it. The borrow of `self` is unique, so at most one such slice exists at a time.
+        unsafe { self.shared.bytes.slice_mut(self.index, self.len) }
+    }
+
+    /// The payload bytes, for the caller to fill in.
+    pub(super) fn payload_mut(&mut self) -> &mut [u8] {
+        let payload_len = self.payload_len;
+        &mut self.record_mut()[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len]
+    }
+
+    /// Publishes the record for the consumer.
+    pub(super) fn commit(mut self) {
+        self.publish(self.len as u32);
+    }
+
+    /// Gives up access and stores the record's state word.
+    fn publish(&mut self, word: u32) {
+        debug_assert!(!self.published);
+        self.published = true;
+        // End the loom access before the consumer can begin its own.
+        #[cfg(loom)]
+        self._access.clear();
+        let state = &self.shared.states[self.index / RECORD_ALIGN];
+        debug_assert_eq!(state.load(Ordering::Relaxed), 0, "invariant Z");
+        // Release: the header and payload writes happen before the consumer's Acquire load
+        // of this word, after which it reads them.
+        state.store(word, Ordering::Release);
+    }
+}
+
+impl Drop for RawClaim<'_> {
+    /// An unpublished claim aborts: the record becomes padding, which the consumer skips.
+    fn drop(&mut self) {
+        if !self.published {
+            self.publish(self.len as u32 | PADDING);
+        }
+    }
+}
+
+/// The consumer's side: its own copy of `head`, and what it knows of a stalled producer.
+pub(super) struct Cursor {
+    shared: Arc<Shared>,
+    /// Equal to `shared.head` (only this cursor writes it), kept here to avoid loads.
+    head: u64,
+    /// The position at which `stall_polls` consecutive reads found a claimed record that
+    /// was not committed.
+    stall_position: u64,
+    stall_polls: u64,
+}
+
+/// What the consumer sees of a producer that has claimed and not yet committed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StallInfo {
+    pub(super) position: u64,
+    pub(super) polls: u64,
+    pub(super) claimed_bytes: u64,
+}
+
+impl Cursor {
+    /// The ring this cursor reads.
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Releases padding records at the head, then finds the longest run of committed
+    /// records after it that is contiguous and no longer than `max_bytes`.
+    pub(super) fn read(&mut self, max_bytes: usize) -> Option<RawRun<'_>> {
+        self.skip_padding();
+        let start = self.head;
+        let mut end = start;
+        let mut count = 0;
+        loop {
+            if end != start && end & self.shared.mask() == 0 {
+                // The next record is at offset 0: not contiguous with this run.
+                break;
+            }
+            // Acquire: pairs with the producer's Release in `publish`; the record's bytes
+            // are complete once we see a nonzero word.
+            let word = self.shared.state(end).load(Ordering::Acquire);
+            if word == 0 || word & PADDING != 0 {
+                break;
+            }
+            let len = u64::from(word);
+            if end - start + len > max_bytes as u64 {
+                break;
+            }
+            end += len;
+            count += 1;
+        }
+        if count == 0 {
+            self.note_empty_read();
+            return None;
+        }
+        self.stall_polls = 0;
+        let index = (start & self.shared.mask()) as usize;
+        let len = (end - start) as usize;
+        Some(RawRun {
+            #[cfg(loom)]
+            _access: self.shared.shadow.read(index, len),
+            cursor: self,
+            index,
+            len,
+            count,
+        })
+    }
+
+    /// Releases every padding record at the head.
+    fn skip_padding(&mut self) {
+        loop {
+            let state = self.shared.state(self.head);
+            // Acquire: pairs with the Release store of the padding word.
+            let word = state.load(Ordering::Acquire);
+            if word & PADDING == 0 {
+                return;
+            }
+            let len = u64::from(word & !PADDING);
+            debug_assert!(len > 0 && len % RECORD_ALIGN as u64 == 0);
+            // Relaxed: ordered before the Release store of `head` just below (invariant Z).
+            state.store(0, Ordering::Relaxed);
+            self.head += len;
+            // Release: a producer that loads this head (Acquire) may reuse the space.
+            self.shared.head.store(self.head, Ordering::Release);
+        }
+    }
+
+    /// Counts reads that found a claimed record not yet committed at the head.
+    fn note_empty_read(&mut self) {
+        if self.shared.claimed_bytes(self.head) == 0 {
+            self.stall_polls = 0;
+        } else if self.stall_polls > 0 && self.stall_position == self.head {
+            self.stall_polls += 1;
+        } else {
+            self.stall_position = self.head;
+            self.stall_polls = 1;
+        }
+    }
+
+    /// The stall the last reads ran into, if the last read found nothing while space was
+    /// claimed.
+    pub(super) fn stall(&self) -> Option<StallInfo> {
+        (self.stall_polls > 0).then(|| StallInfo {
+            position: self.stall_position,
+            polls: self.stall_polls,
+            claimed_bytes: self.shared.claimed_bytes(self.head),
+        })
+    }
+
+    /// Bytes claimed and not yet released.
+    pub(super) fn claimed_bytes(&self) -> u64 {
+        self.shared.claimed_bytes(self.head)
+    }
+}
+
+/// A run of committed records, contiguous in the storage, lent to the consumer.
+pub(super) struct RawRun<'a> {
+    cursor: &'a mut Cursor,
+    index: usize,
+    len: usize,
+    count: usize,
+    #[cfg(loom)]
+    _access: Vec<loom::cell::ConstPtr<()>>,
+}
+
+impl RawRun<'_> {
+    /// The records, as wire bytes.
+    pub(super) fn bytes(&self) -> &[u8] {
+        debug_assert!(self.index + self.len <= self.cursor.shared.geometry.capacity);
+        // SAFETY: [index, index + len) is inside the storage (asserted: a run never wraps)
+        // and holds committed records: `read` loaded each state word with Acquire and saw a
+        // length, so their producers finished writing and gave up access. No producer can
+        // claim them again before `head` passes them, which only `release` does, and it
+        // consumes the run; the slice borrows the run, so it cannot outlive that.
+        unsafe { self.cursor.shared.bytes.slice(self.index, self.len) }
+    }
+
+    /// The number of records in the run.
+    pub(super) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Frees the run's space for producers.
+    pub(super) fn release(self) {
+        let mut offset = 0;
+        for _ in 0..self.count {
+            let record = &self.bytes()[offset..];
+            let len = crate::wire::record_len(header_payload_len(record))
+                .expect("the ring wrote this header");
+            let state = self.cursor.shared.state((self.index + offset) as u64);
+            debug_assert_eq!(state.load(Ordering::Relaxed), len as u32);
+            // Relaxed: ordered before the Release store of `head` below (invariant Z).
+            state.store(0, Ordering::Relaxed);
+            offset += len;
+        }
+        debug_assert_eq!(offset, self.len);
+        let RawRun {
+            cursor,
+            len,
+            #[cfg(loom)]
+            _access,
+            ..
+        } = self;
+        // End the loom access before producers can begin theirs.
+        #[cfg(loom)]
+        drop(_access);
+        cursor.head += len as u64;
+        // Release: our reads of the run and the zeroed state words happen before any
+        // producer's writes into this space (it loads `head` with Acquire).
+        cursor.shared.head.store(cursor.head, Ordering::Release);
+    }
+}
+
+/// The record bytes: one heap block of `capacity` bytes, 8-byte aligned.
+///
+/// Accessed only through raw pointers derived from `ptr`, never through references to the
+/// whole block, so one thread's slice never overlaps another's borrow.
+struct Storage {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `Storage` owns its block like a `Box<[u8]>` does; moving it to another thread is fine.
+unsafe impl Send for Storage {}
+// SAFETY: shared access goes only through `slice` and `slice_mut`, whose callers (in this
+// module) guarantee that no two threads access the same byte at once without ordering, by
+// the ownership protocol in the module doc.
+unsafe impl Sync for Storage {}
+
+impl Storage {
+    fn new(len: usize) -> Self {
+        debug_assert_eq!(len % 8, 0);
+        let block: Box<[u64]> = vec![0u64; len / 8].into_boxed_slice();
+        let ptr = NonNull::from(Box::leak(block)).cast::<u8>();
+        Self { ptr, len }
+    }
+
+    /// # Safety
+    ///
+    /// `offset + len <= self.len`, and for the slice's lifetime no thread writes these bytes.
+    unsafe fn slice(&self, offset: usize, len: usize) -> &[u8] {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: in bounds of the block (caller), no concurrent writer (caller).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) }
+    }
+
+    /// # Safety
+    ///
+    /// `offset + len <= self.len`, and for the slice's lifetime no other thread or slice
+    /// reads or writes these bytes.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: in bounds of the block (caller), exclusive access (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) }
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        let block =
+            std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr().cast::<u64>(), self.len / 8);
+        // SAFETY: `ptr` came from `Box::leak` of a `Box<[u64]>` of `len / 8` words in `new`,
+        // and `drop` runs once, after every borrow of the storage has ended.
+        drop(unsafe { Box::from_raw(block) });
+    }
+}
+
+/// One loom cell per 8-byte slot, accessed whenever the matching bytes are, so loom's
+/// causality checks cover the plain byte storage.
+#[cfg(loom)]
+struct Shadow(Box<[crate::sync::UnsafeCell<()>]>);
+
+// SAFETY: the cells hold `()`, which is never read or written; they only report accesses to
+// loom, which checks them itself.
+#[cfg(loom)]
+unsafe impl Sync for Shadow {}
+
+#[cfg(loom)]
+impl Shadow {
+    fn new(slots: usize) -> Self {
+        Self(
+            (0..slots)
+                .map(|_| crate::sync::UnsafeCell::new(()))
+                .collect(),
+        )
+    }
+
+    fn write(&self, index: usize, len: usize) -> Vec<loom::cell::MutPtr<()>> {
+        self.slots(index, len).iter().map(|c| c.get_mut()).collect()
+    }
+
+    fn read(&self, index: usize, len: usize) -> Vec<loom::cell::ConstPtr<()>> {
+        self.slots(index, len).iter().map(|c| c.get()).collect()
+    }
+
+    fn slots(&self, index: usize, len: usize) -> &[crate::sync::UnsafeCell<()>] {
+        &self.0[index / RECORD_ALIGN..(index + len) / RECORD_ALIGN]
+    }
+}
