@@ -1,3 +1,86 @@
-//! The herald command line (its subcommands arrive with the router).
+//! The `herald` command.
+//!
+//! Today it offers `demo` (the pipeline that exists so far, in one process) and `keygen`
+//! (secret files). `node`, `raise`, `tail`, `bench` and `check` arrive with the router.
 
-fn main() {}
+/// `println!` for the command's output: a closed pipe (`herald demo | head`) ends the
+/// command quietly instead of panicking, and any other write error is one line on stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(&e)
+        }
+    }};
+}
+
+mod demo;
+mod keygen;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// herald: signed, gap-detecting event fan-out between the instances of an application.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show herald at work: producers raise events into the ring, frames are batched, signed,
+    /// verified and dispatched to per-node caches, then a throughput run.
+    Demo(demo::DemoArgs),
+    /// Create a cluster secret file (mode 0600), or add, switch and retire its keys.
+    Keygen(keygen::KeygenArgs),
+}
+
+/// An error for a person: one line, what went wrong and how to fix it.
+#[derive(Debug)]
+pub(crate) struct CliError(String);
+
+impl CliError {
+    pub(crate) fn usage(message: impl fmt::Display) -> Self {
+        Self(message.to_string())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<herald::auth::SecretFileError> for CliError {
+    fn from(e: herald::auth::SecretFileError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Ends the process after stdout failed.
+pub(crate) fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("herald: cannot write to standard output: {e}");
+    std::process::exit(2);
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Keygen(args) => keygen::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

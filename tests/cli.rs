@@ -1,0 +1,158 @@
+//! Drives the built `herald` binary the way a person would.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn herald(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .output()
+        .expect("run herald")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn demo_shows_invalidation_and_refusals() {
+    let out = herald(&["demo", "--seconds", "1"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "stdout:\n{text}\nstderr:\n{}",
+        stderr(&out)
+    );
+    for node in ["node-b", "node-c"] {
+        let line =
+            format!("{node}: frame #1 from node 1 verified; drops sku-42 $4.20 and reloads $4.50");
+        assert!(text.contains(&line), "no `{line}` in:\n{text}");
+    }
+    assert!(
+        text.contains("Every node now caches what the database holds"),
+        "{text}"
+    );
+    for reason in ["bad_tag", "foreign_cluster", "length_mismatch", "bad_magic"] {
+        assert!(
+            text.contains(&format!("refused ({reason}")),
+            "no {reason} in:\n{text}"
+        );
+    }
+    assert!(text.contains("No event lost"), "{text}");
+}
+
+#[test]
+fn demo_rejects_bad_flags_with_exit_2() {
+    let out = herald(&["demo", "--producers", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--producers"), "{}", stderr(&out));
+}
+
+#[test]
+fn keygen_creates_a_private_file_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.secret");
+    let p = path.to_str().unwrap();
+
+    let out = herald(&["keygen", p]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&path), 0o600);
+    let first = fs::read_to_string(&path).unwrap();
+
+    let out = herald(&["keygen", p]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), first, "not overwritten");
+
+    let out = herald(&["keygen", "--force", p]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(
+        fs::read_to_string(&path).unwrap(),
+        first,
+        "--force replaces the key"
+    );
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn keygen_rotation_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.secret");
+    let p = path.to_str().unwrap();
+    assert!(herald(&["keygen", p]).status.success());
+
+    // Step 1: a new key that verifies everywhere before it signs.
+    let out = herald(&["keygen", "--add-key", p]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("keys 1, 2, signing with 1"),
+        "{}",
+        stdout(&out)
+    );
+    // Step 2: it signs.
+    let out = herald(&["keygen", "--sign", "2", p]);
+    assert!(stdout(&out).contains("signing with 2"), "{}", stdout(&out));
+    // Step 3: the old key is retired.
+    let out = herald(&["keygen", "--retire", "1", p]);
+    assert!(
+        stdout(&out).contains("keys 2, signing with 2"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(mode(&path), 0o600);
+
+    // The signing key cannot be retired, and an unknown key cannot sign.
+    let out = herald(&["keygen", "--retire", "2", p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--retire 2"), "{}", stderr(&out));
+    let out = herald(&["keygen", "--sign", "7", p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--sign 7"), "{}", stderr(&out));
+
+    // --rotate adds a key and makes it sign at once.
+    let out = herald(&["keygen", "--rotate", p]);
+    assert!(
+        stdout(&out).contains("keys 2, 3, signing with 3"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn keygen_refuses_a_secret_others_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.secret");
+    let p = path.to_str().unwrap();
+    assert!(herald(&["keygen", p]).status.success());
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = herald(&["keygen", "--add-key", p]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("chmod 600 {p}")), "{err}");
+}
+
+#[test]
+fn keygen_on_a_missing_file_names_it() {
+    let out = herald(&["keygen", "--add-key", "/nonexistent/dir/secret"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/dir/secret"),
+        "{}",
+        stderr(&out)
+    );
+}
