@@ -189,8 +189,7 @@ impl Keyring {
     ///
     /// [`KeyringError::UnknownId`] if there is no such key.
     pub fn set_signing(&mut self, id: u32) -> Result<(), KeyringError> {
-        self.get(id).ok_or(KeyringError::UnknownId(id))?;
-        self.signing = id;
+        self.signing = signing_id(&self.keys, id)?;
         Ok(())
     }
 
@@ -201,16 +200,7 @@ impl Keyring {
     /// [`KeyringError::UnknownId`] if there is no such key;
     /// [`KeyringError::RemovingSigningKey`] if it is the signing key.
     pub fn remove(&mut self, id: u32) -> Result<(), KeyringError> {
-        if id == self.signing {
-            return Err(KeyringError::RemovingSigningKey(id));
-        }
-        let before = self.keys.len();
-        self.keys.retain(|(k, _)| *k != id);
-        if self.keys.len() == before {
-            Err(KeyringError::UnknownId(id))
-        } else {
-            Ok(())
-        }
+        remove_key(&mut self.keys, self.signing, id)
     }
 
     /// The id of the signing key.
@@ -256,6 +246,29 @@ impl Keyring {
     pub fn verify<F: Signed>(&self, frame: F) -> Result<Verified<F>, VerifyError> {
         self.verify_tag(frame.key_id(), frame.signed_bytes(), frame.tag())?;
         Ok(Verified { frame })
+    }
+}
+
+/// `id`, if `keys` holds it: the rule for a new signing key, shared with secret files.
+fn signing_id<T>(keys: &[(u32, T)], id: u32) -> Result<u32, KeyringError> {
+    if keys.iter().any(|(k, _)| *k == id) {
+        Ok(id)
+    } else {
+        Err(KeyringError::UnknownId(id))
+    }
+}
+
+/// Removes key `id` from `keys` unless it signs: shared with secret files.
+fn remove_key<T>(keys: &mut Vec<(u32, T)>, signing: u32, id: u32) -> Result<(), KeyringError> {
+    if id == signing {
+        return Err(KeyringError::RemovingSigningKey(id));
+    }
+    let before = keys.len();
+    keys.retain(|(k, _)| *k != id);
+    if keys.len() == before {
+        Err(KeyringError::UnknownId(id))
+    } else {
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use ring::hmac;
 use serde::Deserialize;
 use zeroize::Zeroize as _;
 
-use super::{KEY_LEN, Key, KeyGenError, Keyring, KeyringError};
+use super::{KEY_LEN, Key, KeyGenError, Keyring, KeyringError, remove_key, signing_id};
 
 /// The keys of a secret file, as read from or written to disk.
 #[derive(Clone)]
@@ -280,10 +280,7 @@ impl SecretFile {
     ///
     /// [`KeyringError::UnknownId`] if the file has no such key.
     pub fn set_signing(&mut self, id: u32) -> Result<(), KeyringError> {
-        if !self.keys.iter().any(|(k, _)| *k == id) {
-            return Err(KeyringError::UnknownId(id));
-        }
-        self.signing = id;
+        self.signing = signing_id(&self.keys, id)?;
         Ok(())
     }
 
@@ -294,16 +291,7 @@ impl SecretFile {
     /// [`KeyringError::UnknownId`] if there is no such key;
     /// [`KeyringError::RemovingSigningKey`] if it is the signing key.
     pub fn retire(&mut self, id: u32) -> Result<(), KeyringError> {
-        if id == self.signing {
-            return Err(KeyringError::RemovingSigningKey(id));
-        }
-        let before = self.keys.len();
-        self.keys.retain(|(k, _)| *k != id);
-        if self.keys.len() == before {
-            Err(KeyringError::UnknownId(id))
-        } else {
-            Ok(())
-        }
+        remove_key(&mut self.keys, self.signing, id)
     }
 
     /// The id of the signing key.
