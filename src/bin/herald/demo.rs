@@ -80,7 +80,7 @@ impl Node {
         db.insert(sku.to_owned(), cents);
         let old = self.cache.insert(sku.to_owned(), cents);
         say!(
-            "  {}: {sku} {} -> {}; raises product.changed \"{sku}\" (local subscribers run now, on this thread)",
+            "  {}: {sku} {} -> {}; raises product.changed \"{sku}\" into its ring",
             self.name,
             price(old),
             price(Some(cents)),
