@@ -127,6 +127,7 @@ pub struct KeyGenError;
 /// keyring.remove(1).unwrap();                        // and retire key 1 at last.
 /// assert_eq!(keyring.key_ids().collect::<Vec<_>>(), [2]);
 /// ```
+#[derive(Clone)]
 pub struct Keyring {
     keys: Vec<(u32, hmac::Key)>,
     signing: u32,
@@ -322,6 +323,11 @@ impl<F> Verified<F> {
     /// The verified frame.
     pub fn frame(&self) -> &F {
         &self.frame
+    }
+
+    /// The verified frame, by value.
+    pub fn into_frame(self) -> F {
+        self.frame
     }
 }
 

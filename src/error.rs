@@ -21,6 +21,25 @@ pub enum Reject {
     /// The frame failed authentication.
     #[error(transparent)]
     Auth(#[from] VerifyError),
+    /// The frame's timestamp is further from this node's clock than the skew window allows:
+    /// a replay of an old frame, or a sender whose clock is wrong.
+    #[error("frame timestamp outside the clock-skew window")]
+    ClockSkew,
+    /// The node already accepted this frame (a network duplicate or a replay), or a heartbeat
+    /// no newer than one it has seen.
+    #[error("duplicate or replayed frame")]
+    Duplicate,
+    /// The frame belongs to an earlier incarnation of its sender (a replay from before the
+    /// sender restarted).
+    #[error("frame from a retired incarnation of its sender")]
+    StaleIncarnation,
+    /// The frame carries this node's own node id: multicast loopback, or a peer list that
+    /// names this node. Never delivered twice.
+    #[error("frame sent by this node")]
+    OwnFrame,
+    /// The node tracks as many senders as it may and none of them can be let go yet.
+    #[error("too many senders")]
+    TooManySenders,
 }
 
 impl Reject {
@@ -38,7 +57,27 @@ impl Reject {
             Self::Parse(e) => e.name(),
             Self::ForeignCluster => "foreign_cluster",
             Self::Auth(e) => e.name(),
+            Self::ClockSkew => "clock_skew",
+            Self::Duplicate => "duplicate",
+            Self::StaleIncarnation => "stale_incarnation",
+            Self::OwnFrame => "own_frame",
+            Self::TooManySenders => "too_many_senders",
         }
+    }
+
+    /// The reasons that come after parsing and authentication, in declaration order.
+    const SESSION_NAMES: &'static [&'static str] = &[
+        "clock_skew",
+        "duplicate",
+        "stale_incarnation",
+        "own_frame",
+        "too_many_senders",
+    ];
+
+    /// The position of this reason's name in [`names`](Self::names): an index for counters.
+    pub(crate) fn index(&self) -> usize {
+        let name = self.name();
+        Self::names().position(|n| n == name).unwrap_or(0)
     }
 
     /// Every short name any reject can have.
@@ -48,5 +87,6 @@ impl Reject {
             .copied()
             .chain(std::iter::once("foreign_cluster"))
             .chain(VerifyError::NAMES.iter().copied())
+            .chain(Self::SESSION_NAMES.iter().copied())
     }
 }

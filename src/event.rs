@@ -89,3 +89,76 @@ mod tests {
         assert_eq!(id.to_string(), "abababab-abab-abab-abab-abababababab");
     }
 }
+
+/// Notice that events from a sender may have been lost: whoever caches data derived from that
+/// sender's events should drop it (or the part the range covers, if it can tell).
+///
+/// herald's promise is that every event raised on a live peer is delivered exactly once *or*
+/// covered by a `Missed`; this is the second half of that promise.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Missed {
+    /// The sender's node id.
+    pub node: u64,
+    /// The sender's incarnation (random per start of the sender) the loss belongs to.
+    pub incarnation: u64,
+    /// Why events were missed.
+    pub reason: MissedReason,
+    /// The data-frame sequence numbers of the sender that were lost, both ends included, when
+    /// they are known. A frame holds one or more events.
+    pub range: Option<(u64, u64)>,
+}
+
+/// Why a [`Missed`] was raised. Each reason has a stable short [`name`](Self::name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MissedReason {
+    /// Frames of the sender never arrived (lost, or late past the reorder window).
+    Gap,
+    /// The sender's ring was full: it refused events, which therefore never reached the wire.
+    SenderOverflowed,
+    /// The sender restarted (a new incarnation appeared) without a clean shutdown: events it
+    /// raised just before, and frames still unaccounted for, are lost.
+    SenderRestarted,
+    /// Nothing, not even a heartbeat, has come from the sender for the dead-peer timeout.
+    PeerSilent,
+}
+
+impl MissedReason {
+    /// Every short name, in declaration order.
+    pub const NAMES: &'static [&'static str] = &[
+        "gap",
+        "sender_overflowed",
+        "sender_restarted",
+        "peer_silent",
+    ];
+
+    /// The reason's stable short name (a metrics label).
+    ///
+    /// ```
+    /// assert_eq!(herald::MissedReason::Gap.name(), "gap");
+    /// ```
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Gap => "gap",
+            Self::SenderOverflowed => "sender_overflowed",
+            Self::SenderRestarted => "sender_restarted",
+            Self::PeerSilent => "peer_silent",
+        }
+    }
+
+    /// The position of the reason in [`NAMES`](Self::NAMES).
+    pub(crate) const fn index(&self) -> usize {
+        match self {
+            Self::Gap => 0,
+            Self::SenderOverflowed => 1,
+            Self::SenderRestarted => 2,
+            Self::PeerSilent => 3,
+        }
+    }
+}
+
+impl fmt::Display for MissedReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

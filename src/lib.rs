@@ -44,11 +44,14 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod endpoint;
 mod error;
 mod event;
 pub mod ringbuf;
+mod session;
 mod sync;
+pub mod testing;
 pub mod wire;
 
 pub use error::Reject;
-pub use event::EventId;
+pub use event::{EventId, Missed, MissedReason};

@@ -121,8 +121,12 @@ impl Flags {
     /// The sender's ring overflowed since its previous data frame: it refused events that
     /// therefore never reached the wire. Receivers raise Missed.
     pub const OVERFLOWED: Self = Self(1);
+    /// On a heartbeat: the sender is shutting down cleanly. Every data frame it sent is
+    /// accounted for by the heartbeat's `sequence`, so receivers report nothing when it goes
+    /// silent or comes back as a new incarnation.
+    pub const CLOSING: Self = Self(2);
     /// Every bit this version defines. Frames with other bits set are refused.
-    pub const KNOWN: Self = Self(1);
+    pub const KNOWN: Self = Self(3);
 
     /// The flags from their bits, if this version knows every bit set.
     pub const fn from_bits(bits: u16) -> Option<Self> {
@@ -354,6 +358,10 @@ pub enum EncodeError {
     /// The frame already holds `u16::MAX` records.
     #[error("frame already holds the maximum number of records")]
     TooManyRecords,
+    /// A data frame was asked for with no records (it would use up a sequence number for
+    /// nothing).
+    #[error("a data frame needs at least one record")]
+    Empty,
 }
 
 #[cfg(test)]

@@ -1,0 +1,539 @@
+//! The sans-IO node: everything a router does with frames, without sockets, threads or clocks.
+//!
+//! An [`Endpoint`] is fed datagrams and the time, and is asked for what to send and what to
+//! deliver. The driver (or a test's in-memory network) owns the sockets and the clock and calls,
+//! in each turn:
+//!
+//! 1. [`handle_datagram`](Endpoint::handle_datagram) for each received frame, then
+//!    [`poll_output`](Endpoint::poll_output) until it returns `None` (frames to deliver and
+//!    [`Missed`] notices, in the order subscribers must see them);
+//! 2. [`encode_data`](Endpoint::encode_data) for each batch of records to send, and
+//!    [`poll_heartbeat`](Endpoint::poll_heartbeat) to learn whether a heartbeat is due;
+//! 3. [`handle_timeout`](Endpoint::handle_timeout) once [`poll_timeout`](Endpoint::poll_timeout)
+//!    has passed (reorder windows, silent peers), then `poll_output` again.
+//!
+//! # What a received frame goes through
+//!
+//! [`SharedFrame::parse`] (shape), the cluster id, the tag ([`Keyring::verify`]), the
+//! sender's node id (a node's own frames are dropped), the clock-skew window, the sender's
+//! incarnation (a retired one is dropped, a newer one retires the old session) and finally the
+//! session's sequence window (duplicates dropped, gaps reported). No state exists for a sender
+//! before one of its frames has verified, and the number of senders is bounded.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::auth::Keyring;
+use crate::error::Reject;
+use crate::event::Missed;
+use crate::ringbuf::Consumer;
+use crate::session::{Output, Session};
+use crate::wire::{
+    ClusterId, EncodeError, FRAME_OVERHEAD, Flags, FrameKind, FrameWriter, HeaderFields,
+    RECORD_ALIGN, SharedFrame,
+};
+
+/// How many retired incarnations of a node are remembered, to refuse their replays at once.
+const RETIRED_PER_NODE: usize = 4;
+
+/// The time, as the endpoint needs it: a monotonic instant for timers and the wall clock for
+/// frame timestamps (which are compared across nodes, within the clock-skew window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers.
+    pub instant: Instant,
+    /// Nanoseconds since the Unix epoch, for frame timestamps.
+    pub unix_ns: u64,
+}
+
+impl Now {
+    /// The system's clocks.
+    pub fn system() -> Self {
+        let unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Self {
+            instant: Instant::now(),
+            unix_ns,
+        }
+    }
+
+    /// This time plus `d` on both clocks (for tests and simulations).
+    #[must_use]
+    pub fn after(self, d: Duration) -> Self {
+        Self {
+            instant: self.instant + d,
+            unix_ns: self
+                .unix_ns
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// Bits of an incarnation below the start time.
+const INCARNATION_RANDOM_BITS: u32 = 20;
+
+/// An incarnation for a node starting at `unix_ns`: the start time in milliseconds in the high
+/// 44 bits, `random` in the low 20. Receivers read the start time to tell whether a sender
+/// started after them (then every frame it sent was meant for them, and a lost first frame is
+/// reported) or before (then its earlier frames predate them).
+pub fn new_incarnation(unix_ns: u64, random: u64) -> u64 {
+    let ms = unix_ns / 1_000_000;
+    (ms << INCARNATION_RANDOM_BITS) | (random & ((1 << INCARNATION_RANDOM_BITS) - 1))
+}
+
+/// The start time, in milliseconds since the Unix epoch, that an incarnation carries.
+pub fn incarnation_start_ms(incarnation: u64) -> u64 {
+    incarnation >> INCARNATION_RANDOM_BITS
+}
+
+/// The endpoint's settings. [`EndpointConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// The cluster this node belongs to; frames of other clusters are dropped.
+    pub cluster: ClusterId,
+    /// This node's id, unique in the cluster.
+    pub node: u64,
+    /// This run of the node, different at each start so peers tell a restart from a replay:
+    /// [`new_incarnation`] makes one from the start time and random bits.
+    pub incarnation: u64,
+    /// How long a gap in a sender's sequence may wait for a late (reordered) frame before it is
+    /// reported as [`Missed`]. Default 20 ms.
+    pub reorder_window: Duration,
+    /// How often a node that sends nothing else sends a heartbeat. Default 100 ms.
+    pub heartbeat_interval: Duration,
+    /// How long a sender may stay silent before it is reported ([`MissedReason::PeerSilent`]).
+    /// Default 1 s (ten heartbeats).
+    pub dead_timeout: Duration,
+    /// How far a frame's timestamp may be from this node's clock. Default 5 s.
+    pub clock_skew: Duration,
+    /// The most senders tracked at once. Default 1024.
+    pub max_senders: usize,
+}
+
+impl EndpointConfig {
+    /// The defaults for a node.
+    pub fn new(cluster: ClusterId, node: u64, incarnation: u64) -> Self {
+        Self {
+            cluster,
+            node,
+            incarnation,
+            reorder_window: Duration::from_millis(20),
+            heartbeat_interval: Duration::from_millis(100),
+            dead_timeout: Duration::from_secs(1),
+            clock_skew: Duration::from_secs(5),
+            max_senders: 1024,
+        }
+    }
+}
+
+/// What the endpoint hands to the dispatcher, in the order subscribers must see it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Received {
+    /// A verified data frame, in its sender's order; its records are the events.
+    Frame(SharedFrame),
+    /// Events that will never be delivered.
+    Missed(Missed),
+}
+
+/// Counters kept by an [`Endpoint`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Data frames sent.
+    pub frames_sent: u64,
+    /// Heartbeats sent.
+    pub heartbeats_sent: u64,
+    /// Datagrams handed to the endpoint.
+    pub frames_received: u64,
+    /// Data frames accepted (delivered or pending).
+    pub frames_accepted: u64,
+    /// Heartbeats accepted.
+    pub heartbeats_accepted: u64,
+    /// Dropped frames, indexed like [`Reject::names`].
+    pub drops: Vec<u64>,
+    /// Missed notices, indexed like [`MissedReason::NAMES`].
+    pub missed: [u64; 4],
+    /// Times this node's ring overflowed (raises refused with `Full`), as told by the caller.
+    pub overflows: u64,
+}
+
+impl EndpointStats {
+    /// The number of frames dropped for the reason with this short name.
+    pub fn drops_by_name(&self, name: &str) -> u64 {
+        Reject::names()
+            .position(|n| n == name)
+            .and_then(|i| self.drops.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    /// All dropped frames.
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+#[derive(Debug)]
+struct NodeState {
+    session: Session,
+    retired: VecDeque<u64>,
+}
+
+/// The sans-IO core of a router; see the [module documentation](self).
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    keyring: Keyring,
+    started: Instant,
+    started_ms: u64,
+    nodes: HashMap<u64, NodeState>,
+    out: VecDeque<Output>,
+    /// The sequence number of the last data frame sent (0: none yet).
+    last_seq: u64,
+    last_sent: Option<Instant>,
+    /// Set until a frame has carried the OVERFLOWED flag for a full heartbeat interval.
+    overflow_until: Option<Instant>,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// An endpoint that starts at `now`.
+    pub fn new(config: EndpointConfig, keyring: Keyring, now: Now) -> Self {
+        Self {
+            config,
+            keyring,
+            started: now.instant,
+            started_ms: now.unix_ns / 1_000_000,
+            nodes: HashMap::new(),
+            out: VecDeque::new(),
+            last_seq: 0,
+            last_sent: None,
+            overflow_until: None,
+            stats: EndpointStats {
+                drops: vec![0; Reject::names().count()],
+                ..EndpointStats::default()
+            },
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// The keyring frames are signed and verified with.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Replaces the keyring (key rotation); frames are signed with its signing key from now on.
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.keyring = keyring;
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// The number of senders tracked.
+    pub fn sender_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The sequence number of the last data frame this node sent.
+    pub fn last_sequence(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Takes one received datagram.
+    ///
+    /// # Errors
+    ///
+    /// The reason the frame was dropped. It is also counted in [`stats`](Self::stats); the
+    /// endpoint keeps no state from a dropped frame (beyond the count).
+    pub fn handle_datagram(&mut self, now: Now, bytes: Bytes) -> Result<(), Reject> {
+        self.stats.frames_received += 1;
+        let result = self.accept(now, bytes);
+        if let Err(reject) = &result
+            && let Some(count) = self.stats.drops.get_mut(reject.index())
+        {
+            *count += 1;
+        }
+        result
+    }
+
+    fn accept(&mut self, now: Now, bytes: Bytes) -> Result<(), Reject> {
+        let frame = SharedFrame::parse(bytes)?;
+        if frame.header_fields().cluster != self.config.cluster {
+            return Err(Reject::ForeignCluster);
+        }
+        let frame = self.keyring.verify(frame)?;
+        let fields = *frame.frame().header_fields();
+        if fields.node == self.config.node {
+            return Err(Reject::OwnFrame);
+        }
+        let skew = u64::try_from(self.config.clock_skew.as_nanos()).unwrap_or(u64::MAX);
+        if fields.timestamp_ns.abs_diff(now.unix_ns) > skew {
+            return Err(Reject::ClockSkew);
+        }
+        // The session and the output queue are both fields of `self`.
+        let mut out = std::mem::take(&mut self.out);
+        let result = self
+            .session_for(now.instant, &fields, &mut out)
+            .and_then(|session| match fields.kind {
+                FrameKind::Heartbeat => session.handle_heartbeat(now.instant, &frame, &mut out),
+                _ => session.handle_data(now.instant, frame, &mut out),
+            });
+        self.out = out;
+        if result.is_ok() {
+            match fields.kind {
+                FrameKind::Heartbeat => self.stats.heartbeats_accepted += 1,
+                _ => self.stats.frames_accepted += 1,
+            }
+        }
+        result
+    }
+
+    /// The session for a verified frame's (node, incarnation): the current one, a new one
+    /// (a new sender, or a restart that retires the old incarnation), or a refusal.
+    fn session_for(
+        &mut self,
+        now: Instant,
+        fields: &HeaderFields,
+        out: &mut VecDeque<Output>,
+    ) -> Result<&mut Session, Reject> {
+        // A sender that started after this node sent every frame to it: a lost first frame is
+        // reported. One that started before may have sent its first frames before this node
+        // was listening, so its session starts at the first frame heard.
+        let joined_late = incarnation_start_ms(fields.incarnation) >= self.started_ms;
+        let first_next = |joined_late: bool| match (joined_late, fields.kind) {
+            (true, _) => 1,
+            (false, FrameKind::Heartbeat) => fields.sequence.saturating_add(1),
+            (false, _) => fields.sequence,
+        };
+        if !self.nodes.contains_key(&fields.node) && self.nodes.len() >= self.config.max_senders {
+            self.evict_one(now)?;
+        }
+        match self.nodes.entry(fields.node) {
+            Entry::Vacant(v) => {
+                let session = Session::new(
+                    fields.node,
+                    fields.incarnation,
+                    first_next(joined_late),
+                    now,
+                );
+                Ok(&mut v
+                    .insert(NodeState {
+                        session,
+                        retired: VecDeque::new(),
+                    })
+                    .session)
+            }
+            Entry::Occupied(o) => {
+                let state = o.into_mut();
+                if state.session.incarnation() == fields.incarnation {
+                    return Ok(&mut state.session);
+                }
+                // A restart shows itself by a new incarnation whose clock runs past everything
+                // the old one sent; anything else is a replay of an incarnation gone by.
+                if state.retired.contains(&fields.incarnation)
+                    || fields.timestamp_ns <= state.session.newest_ts()
+                {
+                    return Err(Reject::StaleIncarnation);
+                }
+                let new = Session::new(fields.node, fields.incarnation, 1, now);
+                let old = std::mem::replace(&mut state.session, new);
+                if state.retired.len() == RETIRED_PER_NODE {
+                    state.retired.pop_front();
+                }
+                state.retired.push_back(old.incarnation());
+                old.retire(out);
+                Ok(&mut state.session)
+            }
+        }
+    }
+
+    /// Makes room for one sender by forgetting one silent for long enough that no frame of
+    /// it can pass the clock-skew check any more (so forgetting it cannot let a replay in).
+    fn evict_one(&mut self, now: Instant) -> Result<(), Reject> {
+        let quiet = self.config.clock_skew * 2 + self.config.dead_timeout;
+        let victim = self
+            .nodes
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.session.last_heard()) > quiet)
+            .min_by_key(|(_, s)| s.session.last_heard())
+            .map(|(&node, _)| node);
+        match victim {
+            Some(node) => {
+                self.nodes.remove(&node);
+                Ok(())
+            }
+            None => Err(Reject::TooManySenders),
+        }
+    }
+
+    /// The next frame to deliver or Missed notice, in order.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Received> {
+        let output = self.out.pop_front()?;
+        Some(match output {
+            Output::Deliver(frame) => Received::Frame(frame),
+            Output::Missed(missed) => {
+                if let Some(count) = self.stats.missed.get_mut(missed.reason.index()) {
+                    *count += 1;
+                }
+                Received::Missed(missed)
+            }
+        })
+    }
+
+    /// Reports gaps whose reorder window has passed and senders silent past the dead-peer
+    /// timeout; [`poll_output`](Self::poll_output) hands them out.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let (reorder, dead) = (self.config.reorder_window, self.config.dead_timeout);
+        for state in self.nodes.values_mut() {
+            state
+                .session
+                .handle_timeout(now, reorder, dead, &mut self.out);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) or
+    /// [`poll_heartbeat`](Self::poll_heartbeat) next has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let (reorder, dead) = (self.config.reorder_window, self.config.dead_timeout);
+        let heartbeat = self.next_heartbeat();
+        self.nodes
+            .values()
+            .filter_map(|s| s.session.next_timeout(reorder, dead))
+            .chain(std::iter::once(heartbeat))
+            .min()
+    }
+
+    fn next_heartbeat(&self) -> Instant {
+        self.last_sent
+            .map_or(self.started, |t| t + self.config.heartbeat_interval)
+    }
+
+    /// Tells the endpoint that the ring refused events (it was full). The next frames, data
+    /// or heartbeat, carry the OVERFLOWED flag for a heartbeat interval, so peers raise
+    /// [`Missed`] even if some of those frames are lost.
+    pub fn note_overflow(&mut self, now: Instant) {
+        self.stats.overflows += 1;
+        self.overflow_until = Some(now + self.config.heartbeat_interval);
+    }
+
+    fn flags(&mut self, now: Instant) -> Flags {
+        match self.overflow_until {
+            Some(until) if now <= until => Flags::OVERFLOWED,
+            Some(_) => {
+                // Carry the flag on one more frame after the interval, then drop it.
+                self.overflow_until = None;
+                Flags::OVERFLOWED
+            }
+            None => Flags::EMPTY,
+        }
+    }
+
+    fn fields(&mut self, now: Now, kind: FrameKind, sequence: u64, extra: Flags) -> HeaderFields {
+        HeaderFields {
+            kind,
+            flags: self.flags(now.instant).union(extra),
+            key_id: self.keyring.signing_key_id(),
+            cluster: self.config.cluster,
+            node: self.config.node,
+            incarnation: self.config.incarnation,
+            sequence,
+            timestamp_ns: now.unix_ns,
+        }
+    }
+
+    /// Encodes and signs a data frame into `buf` holding `count` wire records (a run read from
+    /// the ring) and returns its length. The frame takes the next sequence number only if it
+    /// is encoded.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] if `buf` cannot hold the records (nothing is consumed), or `count` is 0.
+    pub fn encode_data(
+        &mut self,
+        now: Now,
+        buf: &mut [u8],
+        records: &[u8],
+        count: usize,
+    ) -> Result<usize, EncodeError> {
+        if count == 0 {
+            return Err(EncodeError::Empty);
+        }
+        let fields = self.fields(now, FrameKind::Data, self.last_seq + 1, Flags::EMPTY);
+        let mut writer = FrameWriter::new(buf, &fields)?;
+        writer.push_encoded(records, count)?;
+        let len = writer.finish(&self.keyring).len();
+        self.last_seq += 1;
+        self.last_sent = Some(now.instant);
+        self.stats.frames_sent += 1;
+        Ok(len)
+    }
+
+    /// Reads the next run of records from `ring` (at most what a frame of `buf.len()` bytes
+    /// holds), encodes and signs it into `buf` as one data frame, frees the run, and returns
+    /// the frame's length; `None` when the ring holds no committed record.
+    ///
+    /// The driver calls it until it returns `None`: that is the smart batching, frames as full
+    /// as the ring allows and no waiting for more.
+    #[must_use]
+    pub fn encode_from_ring(
+        &mut self,
+        now: Now,
+        ring: &mut Consumer,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let max_body = buf.len().saturating_sub(FRAME_OVERHEAD) & !(RECORD_ALIGN - 1);
+        let run = ring.read(max_body)?;
+        let len = self.encode_data(now, buf, run.bytes(), run.record_count());
+        // The run fits the frame by construction; a failure would be a bug, and the records
+        // must not be freed if they were not encoded.
+        debug_assert!(
+            len.is_ok(),
+            "run of {} bytes did not fit: {len:?}",
+            run.bytes().len()
+        );
+        let len = len.ok()?;
+        run.release();
+        Some(len)
+    }
+
+    /// Encodes a heartbeat into `buf` if one is due (nothing sent for a heartbeat interval),
+    /// and returns its length.
+    #[must_use]
+    pub fn poll_heartbeat(&mut self, now: Now, buf: &mut [u8]) -> Option<usize> {
+        if now.instant < self.next_heartbeat() {
+            return None;
+        }
+        self.encode_heartbeat(now, buf, Flags::EMPTY)
+    }
+
+    /// Encodes the last heartbeat of a clean shutdown: every data frame is accounted for, so
+    /// peers report nothing when this node goes quiet or restarts.
+    #[must_use]
+    pub fn encode_closing(&mut self, now: Now, buf: &mut [u8]) -> Option<usize> {
+        self.encode_heartbeat(now, buf, Flags::CLOSING)
+    }
+
+    fn encode_heartbeat(&mut self, now: Now, buf: &mut [u8], extra: Flags) -> Option<usize> {
+        let fields = self.fields(now, FrameKind::Heartbeat, self.last_seq, extra);
+        let writer = FrameWriter::new(buf, &fields).ok()?;
+        let len = writer.finish(&self.keyring).len();
+        self.last_sent = Some(now.instant);
+        self.stats.heartbeats_sent += 1;
+        Some(len)
+    }
+}
+
+#[cfg(test)]
+mod tests;
