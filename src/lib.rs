@@ -44,14 +44,22 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+mod driver;
 pub mod endpoint;
 mod error;
 mod event;
+mod metrics;
 pub mod ringbuf;
+mod router;
 mod session;
+mod subscription;
 mod sync;
 pub mod testing;
+pub mod transport;
 pub mod wire;
 
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};
+pub use metrics::Metrics;
+pub use router::{BuildError, Event, RaiseError, Router, RouterBuilder};
+pub use subscription::{Delivery, Message, Subscription};

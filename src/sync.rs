@@ -17,7 +17,9 @@ pub(crate) use loom::cell::UnsafeCell;
 pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
 pub(crate) mod atomic {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    };
 }
 
 // Aliases rather than re-exports: clippy's `disallowed-types` sees through a `use`, and
@@ -27,7 +29,7 @@ pub(crate) mod atomic {
 pub(crate) type Arc<T> = std::sync::Arc<T>;
 #[cfg(not(loom))]
 pub(crate) mod atomic {
-    pub(crate) use std::sync::atomic::Ordering;
+    pub(crate) use std::sync::atomic::{Ordering, fence};
     /// std's atomic (loom's under `cfg(loom)`).
     pub(crate) type AtomicBool = std::sync::atomic::AtomicBool;
     /// std's atomic (loom's under `cfg(loom)`).
@@ -64,4 +66,18 @@ impl<T: ?Sized> UnsafeCell<T> {
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+}
+
+/// std's types, in every build: for the router's bookkeeping (flags, counters, shared
+/// handles), which loom does not model. Only the ring's protocol goes through loom.
+pub(crate) mod plain {
+    /// std's `Arc`.
+    pub(crate) type Arc<T> = std::sync::Arc<T>;
+    /// std's `Weak`.
+    pub(crate) type Weak<T> = std::sync::Weak<T>;
+    /// std's atomic.
+    pub(crate) type AtomicBool = std::sync::atomic::AtomicBool;
+    /// std's atomic.
+    pub(crate) type AtomicU64 = std::sync::atomic::AtomicU64;
+    pub(crate) use std::sync::atomic::{Ordering, fence};
 }

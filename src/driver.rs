@@ -1,0 +1,207 @@
+//! The driver thread: moves bytes between the ring, the endpoint and the transports, on one
+//! `mio::Poll`. The only code that touches sockets.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::{Events, Poll, Token};
+
+use crate::endpoint::{Endpoint, Now, Received};
+use crate::metrics::Shared;
+use crate::ringbuf::Consumer;
+use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
+use crate::transport::Transport;
+
+/// The waker's token; transports get 1, 2, …
+pub(crate) const WAKER: Token = Token(0);
+
+/// What the driver shares with the application threads.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    /// Set by the driver just before it sleeps in `poll`; a raise that sees it wakes it.
+    pub(crate) parked: AtomicBool,
+    /// Set by `raise` when the ring refused an event.
+    pub(crate) overflowed: AtomicBool,
+    /// Set by `shutdown`.
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) waker: mio::Waker,
+}
+
+impl Signals {
+    /// Wakes the driver if it sleeps. Called after every successful raise: costs one load
+    /// when the driver is busy, and one system call per batch when it is idle.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        // Pairs with the fence in `Driver::park`: either the driver sees the committed record,
+        // or this load sees `parked`.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Rate limit for drop logs: at most one line per reason and per second, with the count since.
+#[derive(Debug, Default)]
+pub(crate) struct DropLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+pub(crate) struct Driver {
+    pub(crate) poll: Poll,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) ring: Consumer,
+    pub(crate) transports: Vec<Box<dyn Transport>>,
+    pub(crate) signals: Arc<Signals>,
+    pub(crate) metrics: Arc<Shared>,
+    pub(crate) deliveries: Sender<Received>,
+    pub(crate) frame_buf: Vec<u8>,
+    pub(crate) drop_log: DropLog,
+}
+
+/// The most frames one turn sends before it looks at the sockets again.
+const SEND_BUDGET: usize = 256;
+
+impl Driver {
+    /// Runs until shutdown: then flushes the ring and says goodbye.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let shutting_down = self.signals.shutdown.load(Ordering::Acquire);
+            let sent_all = self.send_ring();
+            self.receive();
+            self.timers();
+            self.metrics.publish(self.endpoint.stats());
+            if shutting_down && sent_all {
+                break;
+            }
+            if sent_all {
+                self.park(&mut events);
+            }
+        }
+        self.send_ring();
+        let now = Now::system();
+        if let Some(len) = self.endpoint.encode_closing(now, &mut self.frame_buf) {
+            self.send_frame(len);
+        }
+        self.metrics.publish(self.endpoint.stats());
+    }
+
+    /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget.
+    /// Returns whether the ring is empty.
+    fn send_ring(&mut self) -> bool {
+        if self.signals.overflowed.swap(false, Ordering::AcqRel) {
+            self.endpoint.note_overflow(Instant::now());
+        }
+        for _ in 0..SEND_BUDGET {
+            let now = Now::system();
+            match self
+                .endpoint
+                .encode_from_ring(now, &mut self.ring, &mut self.frame_buf)
+            {
+                Some(len) => self.send_frame(len),
+                None => return true,
+            }
+        }
+        false
+    }
+
+    fn send_frame(&mut self, len: usize) {
+        let frame = &self.frame_buf[..len];
+        for t in &mut self.transports {
+            if let Err(e) = t.send(frame) {
+                self.metrics
+                    .send_errors
+                    .fetch_add(e.failed as u64, Ordering::Relaxed);
+                tracing::debug!(transport = t.name(), error = %e.last, "send failed");
+            }
+        }
+    }
+
+    fn receive(&mut self) {
+        let now = Now::system();
+        let endpoint = &mut self.endpoint;
+        let drop_log = &mut self.drop_log;
+        for t in &mut self.transports {
+            let name = t.name().to_owned();
+            let result = t.recv(&mut |bytes| {
+                if let Err(reject) = endpoint.handle_datagram(now, bytes) {
+                    log_drop(drop_log, now.instant, &name, reject);
+                }
+            });
+            if let Err(e) = result {
+                tracing::warn!(transport = %name, error = %e, "receive failed");
+            }
+        }
+        self.forward();
+    }
+
+    fn forward(&mut self) {
+        while let Some(out) = self.endpoint.poll_output() {
+            // The dispatcher lives as long as the router; if it is gone, so is everyone
+            // who could have been told.
+            let _ = self.deliveries.send(out);
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Now::system();
+        if self
+            .endpoint
+            .poll_timeout()
+            .is_some_and(|t| t <= now.instant)
+        {
+            self.endpoint.handle_timeout(now.instant);
+            self.forward();
+        }
+        if let Some(len) = self.endpoint.poll_heartbeat(now, &mut self.frame_buf) {
+            self.send_frame(len);
+        }
+    }
+
+    /// Sleeps until a socket is ready, a raise wakes us, or the next timer.
+    fn park(&mut self, events: &mut Events) {
+        self.signals.parked.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `Signals::wake` (see there).
+        fence(Ordering::SeqCst);
+        let work_waiting = self.ring.read(usize::MAX).is_some()
+            || self.signals.shutdown.load(Ordering::Acquire)
+            || self.signals.overflowed.load(Ordering::Acquire);
+        let timeout = if work_waiting {
+            Some(Duration::ZERO)
+        } else {
+            self.endpoint
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()))
+        };
+        if let Err(e) = self.poll.poll(events, timeout)
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            tracing::error!(error = %e, "poll failed");
+        }
+        self.signals.parked.store(false, Ordering::Relaxed);
+    }
+}
+
+fn log_drop(log: &mut DropLog, now: Instant, transport: &str, reject: crate::Reject) {
+    if matches!(reject, crate::Reject::OwnFrame) {
+        return; // multicast loopback: expected, counted, not worth a line
+    }
+    match log.last {
+        Some(last) if now.saturating_duration_since(last) < Duration::from_secs(1) => {
+            log.suppressed += 1;
+        }
+        _ => {
+            tracing::warn!(
+                transport,
+                reason = reject.name(),
+                suppressed = log.suppressed,
+                "dropped a frame"
+            );
+            log.last = Some(now);
+            log.suppressed = 0;
+        }
+    }
+}

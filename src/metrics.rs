@@ -1,0 +1,125 @@
+//! Counters a router keeps, and their snapshot [`Metrics`].
+
+use crate::endpoint::EndpointStats;
+use crate::error::Reject;
+use crate::event::MissedReason;
+use crate::sync::plain::{AtomicU64, Ordering};
+
+/// A snapshot of a router's counters ([`Router::metrics`](crate::Router::metrics)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Events raised on this node and accepted into the ring.
+    pub raised: u64,
+    /// Raises refused because the ring was full.
+    pub raise_full: u64,
+    /// Data frames sent (each once, whatever the number of peers).
+    pub frames_sent: u64,
+    /// Heartbeats sent.
+    pub heartbeats_sent: u64,
+    /// Datagrams (or TCP frames) received.
+    pub frames_received: u64,
+    /// Data frames accepted.
+    pub frames_accepted: u64,
+    /// Remote events handed to subscribers.
+    pub events_delivered: u64,
+    /// Datagrams that could not be sent (socket buffer full or an error), per destination.
+    pub send_errors: u64,
+    /// Dropped frames by reason, as (short name, count), every reason listed.
+    pub drops: Vec<(&'static str, u64)>,
+    /// Missed notices by reason, as (short name, count), every reason listed.
+    pub missed: Vec<(&'static str, u64)>,
+}
+
+impl Metrics {
+    /// The drop count for a reason's short name (0 for an unknown name).
+    pub fn drops_for(&self, name: &str) -> u64 {
+        self.drops
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, c)| *c)
+    }
+
+    /// All dropped frames.
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().map(|(_, c)| c).sum()
+    }
+
+    /// All Missed notices.
+    pub fn missed_total(&self) -> u64 {
+        self.missed.iter().map(|(_, c)| c).sum()
+    }
+}
+
+/// The live counters: raise-side ones written by application threads, the rest published by
+/// the driver after each turn.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) raised: AtomicU64,
+    pub(crate) raise_full: AtomicU64,
+    pub(crate) events_delivered: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+    frames_sent: AtomicU64,
+    heartbeats_sent: AtomicU64,
+    frames_received: AtomicU64,
+    frames_accepted: AtomicU64,
+    drops: Vec<AtomicU64>,
+    missed: Vec<AtomicU64>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            raised: AtomicU64::new(0),
+            raise_full: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            heartbeats_sent: AtomicU64::new(0),
+            frames_received: AtomicU64::new(0),
+            frames_accepted: AtomicU64::new(0),
+            drops: zeros(Reject::names().count()),
+            missed: zeros(MissedReason::NAMES.len()),
+        }
+    }
+
+    /// Copies the endpoint's counters (the driver owns the endpoint).
+    pub(crate) fn publish(&self, stats: &EndpointStats) {
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.frames_sent, stats.frames_sent);
+        set(&self.heartbeats_sent, stats.heartbeats_sent);
+        set(&self.frames_received, stats.frames_received);
+        set(&self.frames_accepted, stats.frames_accepted);
+        for (a, v) in self.drops.iter().zip(&stats.drops) {
+            set(a, *v);
+        }
+        for (a, v) in self.missed.iter().zip(&stats.missed) {
+            set(a, *v);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Metrics {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Metrics {
+            raised: get(&self.raised),
+            raise_full: get(&self.raise_full),
+            frames_sent: get(&self.frames_sent),
+            heartbeats_sent: get(&self.heartbeats_sent),
+            frames_received: get(&self.frames_received),
+            frames_accepted: get(&self.frames_accepted),
+            events_delivered: get(&self.events_delivered),
+            send_errors: get(&self.send_errors),
+            drops: Reject::names()
+                .zip(&self.drops)
+                .map(|(n, a)| (n, get(a)))
+                .collect(),
+            missed: MissedReason::NAMES
+                .iter()
+                .copied()
+                .zip(&self.missed)
+                .map(|(n, a)| (n, get(a)))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! [`Router`]: what an application embeds. Raise events, subscribe to them, hear about
+//! [`Missed`] ones.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, unbounded};
+use mio::{Poll, Token};
+use parking_lot::Mutex;
+
+use crate::auth::{Keyring, SecretFile, SecretFileError};
+use crate::driver::{Driver, DropLog, Signals, WAKER};
+use crate::endpoint::{Endpoint, EndpointConfig, Now, Received, new_incarnation};
+use crate::event::{EventId, Missed};
+use crate::metrics::{Metrics, Shared};
+use crate::ringbuf::{ClaimError, Producer, ring};
+use crate::subscription::{Delivery, Message, Registry, Subscription};
+use crate::sync::plain::{Arc, Ordering};
+use crate::transport::{Transport, UdpConfig, UdpTransport};
+use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN, max_payload};
+
+/// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is missing or out of range.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The builder method (and config key) at fault.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+    /// The secret file could not be used.
+    #[error(transparent)]
+    Secret(#[from] SecretFileError),
+    /// A socket or the poller could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being set up, such as `udp bind 127.0.0.1:7700`.
+        what: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
+
+/// Why [`Event::raise`] refused an event. Nothing was sent, and local subscribers were not
+/// called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaiseError {
+    /// The payload does not fit in one frame.
+    #[error("payload of {len} bytes exceeds the {max}-byte maximum for this router's frame size")]
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload.
+        max: usize,
+    },
+    /// The ring is full: the driver cannot keep up (or the network is down). Peers are told
+    /// (they raise [`Missed`]).
+    #[error("ring full: event refused (peers will be told)")]
+    Full,
+    /// The router was shut down.
+    #[error("router shut down")]
+    ShutDown,
+}
+
+/// Settings for a [`Router`]; [`Router::builder`] makes one with the defaults.
+pub struct RouterBuilder {
+    cluster: Option<String>,
+    node: Option<u64>,
+    keyring: Option<Keyring>,
+    secret_file: Option<PathBuf>,
+    udp_bind: Option<SocketAddr>,
+    udp_peers: Vec<SocketAddr>,
+    multicast: Option<(SocketAddrV4, Ipv4Addr)>,
+    transports: Vec<Box<dyn Transport>>,
+    ring_capacity: usize,
+    max_frame_len: usize,
+    heartbeat_interval: Duration,
+    dead_timeout: Duration,
+    clock_skew: Duration,
+    reorder_window: Duration,
+}
+
+impl fmt::Debug for RouterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterBuilder")
+            .field("cluster", &self.cluster)
+            .field("node", &self.node)
+            .field("udp_bind", &self.udp_bind)
+            .field("udp_peers", &self.udp_peers)
+            .field("multicast", &self.multicast)
+            .field("ring_capacity", &self.ring_capacity)
+            .field("max_frame_len", &self.max_frame_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterBuilder {
+    /// The cluster's name (required). Nodes of different clusters ignore each other.
+    pub fn cluster(mut self, name: &str) -> Self {
+        self.cluster = Some(name.to_owned());
+        self
+    }
+
+    /// This node's id, unique in the cluster. Default: derived from the host name and process
+    /// id, which is unique per process on a host.
+    pub fn node_id(mut self, id: u64) -> Self {
+        self.node = Some(id);
+        self
+    }
+
+    /// The keyring to sign and verify with.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// A secret file to load the keyring from (see [`SecretFile`]).
+    pub fn secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.secret_file = Some(path.into());
+        self
+    }
+
+    /// Receive UDP on this address.
+    pub fn udp_bind(mut self, addr: SocketAddr) -> Self {
+        self.udp_bind = Some(addr);
+        self
+    }
+
+    /// Send every frame to this UDP peer too.
+    pub fn udp_peer(mut self, addr: SocketAddr) -> Self {
+        self.udp_peers.push(addr);
+        self
+    }
+
+    /// Join a multicast group (and send to it) on the interface with this address.
+    pub fn udp_multicast(mut self, group: SocketAddrV4, interface: Ipv4Addr) -> Self {
+        self.multicast = Some((group, interface));
+        self
+    }
+
+    /// Add a transport of your own (see [`Transport`]).
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transports.push(Box::new(transport));
+        self
+    }
+
+    /// The ring's size in bytes, a power of two. Default 1 MiB.
+    pub fn ring_capacity(mut self, bytes: usize) -> Self {
+        self.ring_capacity = bytes;
+        self
+    }
+
+    /// The largest frame, in bytes. Default 1472 (one Ethernet datagram).
+    pub fn max_frame_len(mut self, bytes: usize) -> Self {
+        self.max_frame_len = bytes;
+        self
+    }
+
+    /// How often an idle node sends a heartbeat. Default 100 ms.
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.heartbeat_interval = d;
+        self
+    }
+
+    /// How long a peer may be silent before it is reported. Default 1 s.
+    pub fn dead_peer_timeout(mut self, d: Duration) -> Self {
+        self.dead_timeout = d;
+        self
+    }
+
+    /// How far a frame's timestamp may be from this node's clock. Default 5 s.
+    pub fn clock_skew(mut self, d: Duration) -> Self {
+        self.clock_skew = d;
+        self
+    }
+
+    /// How long a gap waits for a late frame before it is reported. Default 20 ms.
+    pub fn reorder_window(mut self, d: Duration) -> Self {
+        self.reorder_window = d;
+        self
+    }
+
+    fn invalid(field: &'static str, problem: impl Into<String>) -> BuildError {
+        BuildError::Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    /// Checks every setting, binds the sockets and starts the driver and dispatcher threads.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] naming the setting at fault.
+    pub fn build(mut self) -> Result<Router, BuildError> {
+        let cluster = match self.cluster.as_deref() {
+            Some(c) if !c.is_empty() => c.to_owned(),
+            _ => {
+                return Err(Self::invalid(
+                    "cluster",
+                    "missing: give the cluster's name, the same on every node",
+                ));
+            }
+        };
+        if !(FRAME_OVERHEAD + 128..=MAX_FRAME_LEN).contains(&self.max_frame_len) {
+            return Err(Self::invalid(
+                "max_frame_len",
+                format!(
+                    "{} is out of range: use {} to {MAX_FRAME_LEN} (1472 for UDP on Ethernet)",
+                    self.max_frame_len,
+                    FRAME_OVERHEAD + 128
+                ),
+            ));
+        }
+        let max_record = max_payload(self.max_frame_len) + crate::wire::RECORD_HEADER_LEN;
+        if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 2 * max_record {
+            return Err(Self::invalid(
+                "ring_capacity",
+                format!(
+                    "{} must be a power of two of at least {} bytes (twice the largest record)",
+                    self.ring_capacity,
+                    (2 * max_record).next_power_of_two()
+                ),
+            ));
+        }
+        for (field, d) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("dead_peer_timeout", self.dead_timeout),
+            ("clock_skew", self.clock_skew),
+        ] {
+            if d.is_zero() {
+                return Err(Self::invalid(field, "must be more than zero"));
+            }
+        }
+        if self.dead_timeout < self.heartbeat_interval * 2 {
+            return Err(Self::invalid(
+                "dead_peer_timeout",
+                "must be at least two heartbeat intervals, or live peers look dead",
+            ));
+        }
+        let keyring = match (self.keyring.take(), &self.secret_file) {
+            (Some(k), None) => k,
+            (None, Some(path)) => SecretFile::load(path)?.keyring(),
+            (Some(_), Some(_)) => {
+                return Err(Self::invalid(
+                    "secret_file",
+                    "give either a keyring or a secret file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(Self::invalid(
+                    "secret_file",
+                    "missing: give a secret file (create one with `herald keygen`) or a keyring",
+                ));
+            }
+        };
+        let mut transports = std::mem::take(&mut self.transports);
+        if self.udp_bind.is_some() || self.multicast.is_some() {
+            let bind = match (self.udp_bind, self.multicast) {
+                (Some(b), _) => b,
+                (None, Some((group, _))) => {
+                    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port()))
+                }
+                (None, None) => unreachable!("checked above"),
+            };
+            let config = UdpConfig {
+                bind,
+                peers: self.udp_peers.clone(),
+                multicast: self.multicast,
+                max_frame_len: self.max_frame_len,
+            };
+            let udp = UdpTransport::bind(&config).map_err(|source| BuildError::Io {
+                what: format!("udp bind {bind}"),
+                source,
+            })?;
+            transports.push(Box::new(udp));
+        } else if !self.udp_peers.is_empty() {
+            return Err(Self::invalid(
+                "udp_bind",
+                "UDP peers are set but no UDP bind address: set udp_bind",
+            ));
+        }
+        if transports.is_empty() {
+            tracing::warn!("router built without a transport: events stay on this node");
+        }
+        let node = self.node.unwrap_or_else(default_node_id);
+        self.start(cluster, node, keyring, transports)
+    }
+
+    fn start(
+        self,
+        cluster: String,
+        node: u64,
+        keyring: Keyring,
+        mut transports: Vec<Box<dyn Transport>>,
+    ) -> Result<Router, BuildError> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| BuildError::Io { what, source }
+        };
+        let poll = Poll::new().map_err(io("poller"))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(io("waker"))?;
+        for (i, t) in transports.iter_mut().enumerate() {
+            let name = t.name().to_owned();
+            t.register(poll.registry(), Token(i + 1))
+                .map_err(io(&format!("register transport {name}")))?;
+        }
+        let max_record = max_payload(self.max_frame_len) + crate::wire::RECORD_HEADER_LEN;
+        let (producer, consumer) = ring(self.ring_capacity, max_record)
+            .map_err(|e| Self::invalid("ring_capacity", e.to_string()))?;
+        let now = Now::system();
+        let random = ring_random_u64();
+        let mut config = EndpointConfig::new(
+            ClusterId::from_name(&cluster),
+            node,
+            new_incarnation(now.unix_ns, random),
+        );
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.dead_timeout = self.dead_timeout;
+        config.clock_skew = self.clock_skew;
+        config.reorder_window = self.reorder_window;
+        let endpoint = Endpoint::new(config, keyring, now);
+        let signals = Arc::new(Signals {
+            parked: Default::default(),
+            overflowed: Default::default(),
+            shutdown: Default::default(),
+            waker,
+        });
+        let metrics = Arc::new(Shared::new());
+        let registry = Arc::new(Registry::default());
+        let (tx, rx) = unbounded();
+        let driver = Driver {
+            poll,
+            endpoint,
+            ring: consumer,
+            transports,
+            signals: Arc::clone(&signals),
+            metrics: Arc::clone(&metrics),
+            deliveries: tx,
+            frame_buf: vec![0; self.max_frame_len],
+            drop_log: DropLog::default(),
+        };
+        let driver = std::thread::Builder::new()
+            .name("herald-driver".into())
+            .spawn(move || driver.run())
+            .map_err(io("driver thread"))?;
+        let dispatcher = {
+            let registry = Arc::clone(&registry);
+            let metrics = Arc::clone(&metrics);
+            std::thread::Builder::new()
+                .name("herald-dispatch".into())
+                .spawn(move || dispatch(&rx, &registry, &metrics))
+                .map_err(io("dispatcher thread"))?
+        };
+        Ok(Router {
+            inner: Arc::new(Inner {
+                producer,
+                registry,
+                signals,
+                metrics,
+                node,
+                max_payload: max_payload(self.max_frame_len),
+                threads: Mutex::new(Some((driver, dispatcher))),
+            }),
+        })
+    }
+}
+
+/// The dispatcher thread: hands remote events and Missed notices to subscribers, in order,
+/// off the driver's thread so a slow subscriber never stalls the sockets.
+fn dispatch(rx: &Receiver<Received>, registry: &Registry, metrics: &Shared) {
+    for received in rx {
+        match received {
+            Received::Frame(frame) => {
+                let node = frame.header_fields().node;
+                let mut n = 0;
+                for record in frame.records() {
+                    registry.dispatch(&Delivery::remote(record.event, node, &record.payload));
+                    n += 1;
+                }
+                metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
+            }
+            Received::Missed(missed) => {
+                tracing::warn!(
+                    node = missed.node,
+                    reason = missed.reason.name(),
+                    range = ?missed.range,
+                    "missed events"
+                );
+                registry.dispatch_missed(&missed);
+            }
+        }
+    }
+}
+
+fn ring_random_u64() -> u64 {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 8];
+    // If the system's generator fails, the start time alone still separates incarnations.
+    let _ = SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// A node id from the host name and the process id: unique per process on a host, and stable
+/// for nothing (set one in the config to keep it across restarts).
+fn default_node_id() -> u64 {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{}:{}", host.trim(), std::process::id()).as_bytes(),
+    );
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_le_bytes(b)
+}
+
+struct Inner {
+    producer: Producer,
+    registry: Arc<Registry>,
+    signals: Arc<Signals>,
+    metrics: Arc<Shared>,
+    node: u64,
+    max_payload: usize,
+    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        stop(&self.signals, &self.threads);
+    }
+}
+
+fn stop(signals: &Signals, threads: &Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>) {
+    signals.shutdown.store(true, Ordering::Release);
+    let _ = signals.waker.wake();
+    if let Some((driver, dispatcher)) = threads.lock().take() {
+        let _ = driver.join();
+        // The driver's end of the channel is gone now, so the dispatcher ends.
+        let _ = dispatcher.join();
+    }
+}
+
+/// A node of a herald cluster. `Send + Sync`; clones share the node.
+///
+/// ```no_run
+/// use herald::{EventId, Router};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let router = Router::builder()
+///     .cluster("shop")
+///     .secret_file("herald.secret")
+///     .udp_bind("127.0.0.1:7701".parse()?)
+///     .udp_peer("127.0.0.1:7702".parse()?)
+///     .build()?;
+/// let changed = router.event(EventId::from_name("product.changed"));
+/// let _sub = changed.subscribe(|d| println!("product {:?} changed", d.payload()));
+/// changed.raise(b"42")?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A builder with the defaults.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder {
+            cluster: None,
+            node: None,
+            keyring: None,
+            secret_file: None,
+            udp_bind: None,
+            udp_peers: Vec::new(),
+            multicast: None,
+            transports: Vec::new(),
+            ring_capacity: 1 << 20,
+            max_frame_len: DEFAULT_UDP_FRAME_LEN,
+            heartbeat_interval: Duration::from_millis(100),
+            dead_timeout: Duration::from_secs(1),
+            clock_skew: Duration::from_secs(5),
+            reorder_window: Duration::from_millis(20),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node
+    }
+
+    /// The largest payload an event may carry.
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
+    /// A handle to raise and subscribe to one event.
+    pub fn event(&self, id: EventId) -> Event {
+        Event {
+            router: self.clone(),
+            id,
+        }
+    }
+
+    /// Subscribes to every event (as `herald tail` does).
+    pub fn subscribe_all(&self, f: impl Fn(&Delivery<'_>) + Send + Sync + 'static) -> Subscription {
+        let key = self.inner.registry.add_callback(None, Arc::new(f));
+        Subscription::new(Arc::downgrade(&self.inner.registry), key)
+    }
+
+    /// Every event, as owned messages on a channel.
+    pub fn receiver_all(&self) -> (Subscription, Receiver<Message>) {
+        let (tx, rx) = unbounded();
+        let key = self.inner.registry.add_channel(None, tx);
+        (
+            Subscription::new(Arc::downgrade(&self.inner.registry), key),
+            rx,
+        )
+    }
+
+    /// Calls `f` (on the dispatcher thread) for each [`Missed`] notice.
+    pub fn on_missed(&self, f: impl Fn(&Missed) + Send + Sync + 'static) -> Subscription {
+        let key = self.inner.registry.add_missed_callback(Arc::new(f));
+        Subscription::new(Arc::downgrade(&self.inner.registry), key)
+    }
+
+    /// [`Missed`] notices on a channel.
+    pub fn missed_receiver(&self) -> (Subscription, Receiver<Missed>) {
+        let (tx, rx) = unbounded();
+        let key = self.inner.registry.add_missed_channel(tx);
+        (
+            Subscription::new(Arc::downgrade(&self.inner.registry), key),
+            rx,
+        )
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        self.inner.metrics.snapshot()
+    }
+
+    /// Sends what the ring holds, says goodbye to the peers (so they report nothing), and
+    /// stops the threads. Raises fail with [`RaiseError::ShutDown`] afterwards. Dropping the
+    /// last clone does the same.
+    pub fn shutdown(&self) {
+        stop(&self.inner.signals, &self.inner.threads);
+    }
+
+    fn raise(&self, id: &EventId, payload: &[u8]) -> Result<(), RaiseError> {
+        let inner = &*self.inner;
+        if inner.signals.shutdown.load(Ordering::Relaxed) {
+            return Err(RaiseError::ShutDown);
+        }
+        if payload.len() > inner.max_payload {
+            return Err(RaiseError::TooLarge {
+                len: payload.len(),
+                max: inner.max_payload,
+            });
+        }
+        match inner.producer.push(id, payload) {
+            Ok(()) => {}
+            Err(ClaimError::Full) => {
+                inner.metrics.raise_full.fetch_add(1, Ordering::Relaxed);
+                inner.signals.overflowed.store(true, Ordering::Release);
+                inner.signals.wake();
+                return Err(RaiseError::Full);
+            }
+            Err(_) => {
+                return Err(RaiseError::TooLarge {
+                    len: payload.len(),
+                    max: inner.max_payload,
+                });
+            }
+        }
+        inner.signals.wake();
+        inner.metrics.raised.fetch_add(1, Ordering::Relaxed);
+        if inner.registry.has_listeners(id) {
+            inner
+                .registry
+                .dispatch(&Delivery::local(*id, inner.node, payload));
+        }
+        Ok(())
+    }
+}
+
+/// One event of a [`Router`]: raise it, subscribe to it.
+#[derive(Clone, Debug)]
+pub struct Event {
+    router: Router,
+    id: EventId,
+}
+
+impl Event {
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// Raises the event: local subscribers run now, on this thread; the event is queued for
+    /// every peer. Never blocks and never allocates (channel subscribers of this node get a
+    /// copy of the payload, which allocates).
+    ///
+    /// # Errors
+    ///
+    /// [`RaiseError`]: too large, ring full, or shut down. Then nothing happened, locally
+    /// or remotely.
+    pub fn raise(&self, payload: &[u8]) -> Result<(), RaiseError> {
+        self.router.raise(&self.id, payload)
+    }
+
+    /// Calls `f` for each raise of this event: local ones on the raising thread, remote ones
+    /// on the dispatcher thread. Dropping the [`Subscription`] unsubscribes.
+    pub fn subscribe(&self, f: impl Fn(&Delivery<'_>) + Send + Sync + 'static) -> Subscription {
+        let registry = &self.router.inner.registry;
+        let key = registry.add_callback(Some(self.id), Arc::new(f));
+        Subscription::new(Arc::downgrade(registry), key)
+    }
+
+    /// This event's raises as owned messages on a channel.
+    pub fn receiver(&self) -> (Subscription, Receiver<Message>) {
+        let registry = &self.router.inner.registry;
+        let (tx, rx) = unbounded();
+        let key = registry.add_channel(Some(self.id), tx);
+        (Subscription::new(Arc::downgrade(registry), key), rx)
+    }
+}

@@ -1,0 +1,293 @@
+//! Who listens to what: the registry of subscribers, [`Delivery`], [`Message`] and the
+//! [`Subscription`] handle.
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::event::{EventId, Missed};
+use crate::sync::plain::{Arc, AtomicU64, Ordering, Weak};
+
+/// One event handed to a callback subscriber. Local events (raised on this node) borrow the
+/// caller's payload; remote ones share the received datagram's buffer. Neither is a copy.
+#[derive(Clone, Copy)]
+pub struct Delivery<'a> {
+    event: EventId,
+    node: u64,
+    local: bool,
+    payload: &'a [u8],
+    shared: Option<&'a Bytes>,
+}
+
+impl<'a> Delivery<'a> {
+    pub(crate) fn local(event: EventId, node: u64, payload: &'a [u8]) -> Self {
+        Self {
+            event,
+            node,
+            local: true,
+            payload,
+            shared: None,
+        }
+    }
+
+    pub(crate) fn remote(event: EventId, node: u64, payload: &'a Bytes) -> Self {
+        Self {
+            event,
+            node,
+            local: false,
+            payload,
+            shared: Some(payload),
+        }
+    }
+
+    /// The event's id.
+    pub fn event(&self) -> EventId {
+        self.event
+    }
+
+    /// The node that raised it.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Whether it was raised on this node (delivered on the raising thread).
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The payload as [`Bytes`]: a shared reference for a remote event, a copy for a local
+    /// one (whose payload belongs to the caller of `raise`).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.shared {
+            Some(b) => b.clone(),
+            None => Bytes::copy_from_slice(self.payload),
+        }
+    }
+
+    /// An owned copy of this delivery, for sending to another thread.
+    pub fn to_message(&self) -> Message {
+        Message {
+            event: self.event,
+            node: self.node,
+            local: self.local,
+            payload: self.to_bytes(),
+        }
+    }
+}
+
+impl fmt::Debug for Delivery<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("event", &self.event)
+            .field("node", &self.node)
+            .field("local", &self.local)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// An owned event, as channel subscribers receive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The event's id.
+    pub event: EventId,
+    /// The node that raised it.
+    pub node: u64,
+    /// Whether it was raised on this node.
+    pub local: bool,
+    /// The payload (for remote events, a slice of the received datagram).
+    pub payload: Bytes,
+}
+
+type Callback = dyn Fn(&Delivery<'_>) + Send + Sync;
+type MissedCallback = dyn Fn(&Missed) + Send + Sync;
+
+enum Sink {
+    Callback(Arc<Callback>),
+    Channel(Sender<Message>),
+}
+
+enum MissedSink {
+    Callback(Arc<MissedCallback>),
+    Channel(Sender<Missed>),
+}
+
+/// What a subscription listens to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    Event(EventId),
+    All,
+    Missed,
+}
+
+#[derive(Default)]
+struct Tables {
+    by_event: HashMap<EventId, Vec<(u64, Sink)>>,
+    all: Vec<(u64, Sink)>,
+    missed: Vec<(u64, MissedSink)>,
+}
+
+/// The subscribers of one router. Reads (every raise and every delivery) take a shared lock
+/// that only subscribe and unsubscribe take exclusively.
+#[derive(Default)]
+pub(crate) struct Registry {
+    tables: RwLock<Tables>,
+    next_id: AtomicU64,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.tables.read();
+        f.debug_struct("Registry")
+            .field("events", &t.by_event.len())
+            .field("all", &t.all.len())
+            .field("missed", &t.missed.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_callback(&self, topic: Option<EventId>, f: Arc<Callback>) -> (Topic, u64) {
+        self.add(topic, Sink::Callback(f))
+    }
+
+    pub(crate) fn add_channel(&self, topic: Option<EventId>, tx: Sender<Message>) -> (Topic, u64) {
+        self.add(topic, Sink::Channel(tx))
+    }
+
+    fn add(&self, topic: Option<EventId>, sink: Sink) -> (Topic, u64) {
+        let id = self.id();
+        let mut t = self.tables.write();
+        match topic {
+            Some(event) => {
+                t.by_event.entry(event).or_default().push((id, sink));
+                (Topic::Event(event), id)
+            }
+            None => {
+                t.all.push((id, sink));
+                (Topic::All, id)
+            }
+        }
+    }
+
+    pub(crate) fn add_missed_callback(&self, f: Arc<MissedCallback>) -> (Topic, u64) {
+        let id = self.id();
+        self.tables
+            .write()
+            .missed
+            .push((id, MissedSink::Callback(f)));
+        (Topic::Missed, id)
+    }
+
+    pub(crate) fn add_missed_channel(&self, tx: Sender<Missed>) -> (Topic, u64) {
+        let id = self.id();
+        self.tables
+            .write()
+            .missed
+            .push((id, MissedSink::Channel(tx)));
+        (Topic::Missed, id)
+    }
+
+    pub(crate) fn remove(&self, topic: Topic, id: u64) {
+        let mut t = self.tables.write();
+        match topic {
+            Topic::Event(event) => {
+                if let Some(v) = t.by_event.get_mut(&event) {
+                    v.retain(|(i, _)| *i != id);
+                    if v.is_empty() {
+                        t.by_event.remove(&event);
+                    }
+                }
+            }
+            Topic::All => t.all.retain(|(i, _)| *i != id),
+            Topic::Missed => t.missed.retain(|(i, _)| *i != id),
+        }
+    }
+
+    /// Hands `delivery` to every subscriber of its event and of all events; returns how many
+    /// there were. Channel subscribers whose receiver is gone are skipped (and removed by
+    /// their `Subscription`'s drop, or at the next subscribe).
+    pub(crate) fn dispatch(&self, delivery: &Delivery<'_>) -> usize {
+        let t = self.tables.read();
+        let mut n = 0;
+        let specific = t.by_event.get(&delivery.event).map(Vec::as_slice);
+        for (_, sink) in specific.unwrap_or_default().iter().chain(t.all.iter()) {
+            n += 1;
+            match sink {
+                Sink::Callback(f) => f(delivery),
+                Sink::Channel(tx) => {
+                    let _ = tx.send(delivery.to_message());
+                }
+            }
+        }
+        n
+    }
+
+    /// Whether anyone listens to `event` (so a raise can skip building a delivery).
+    pub(crate) fn has_listeners(&self, event: &EventId) -> bool {
+        let t = self.tables.read();
+        !t.all.is_empty() || t.by_event.contains_key(event)
+    }
+
+    pub(crate) fn dispatch_missed(&self, missed: &Missed) -> usize {
+        let t = self.tables.read();
+        for (_, sink) in &t.missed {
+            match sink {
+                MissedSink::Callback(f) => f(missed),
+                MissedSink::Channel(tx) => {
+                    let _ = tx.send(missed.clone());
+                }
+            }
+        }
+        t.missed.len()
+    }
+}
+
+/// A live subscription. Dropping it unsubscribes (calls in progress on other threads finish).
+#[must_use = "dropping a Subscription unsubscribes at once"]
+pub struct Subscription {
+    registry: Weak<Registry>,
+    topic: Topic,
+    id: u64,
+}
+
+impl Subscription {
+    pub(crate) fn new(registry: Weak<Registry>, (topic, id): (Topic, u64)) -> Self {
+        Self {
+            registry,
+            topic,
+            id,
+        }
+    }
+
+    /// Unsubscribes now (the same as dropping the handle).
+    pub fn unsubscribe(self) {}
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove(self.topic, self.id);
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("id", &self.id)
+            .finish()
+    }
+}

@@ -1,0 +1,220 @@
+//! Routers over real UDP sockets on loopback.
+// The loom switch is the library's business; tests use std directly.
+#![allow(clippy::disallowed_types)]
+
+mod util;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use herald::{EventId, RaiseError, Router};
+use parking_lot::Mutex;
+
+/// Per sender: the next counter expected, and whether anything came out of order.
+#[derive(Default)]
+struct Seen {
+    next: std::collections::HashMap<u64, u64>,
+    disorder: u64,
+    count: u64,
+}
+
+fn cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
+    let addrs = util::free_udp_addrs(n);
+    let routers = (0..n)
+        .map(|i| {
+            let mut b = Router::builder()
+                .cluster("udp-test")
+                .node_id(i as u64 + 1)
+                .keyring(util::test_keyring())
+                // Room for every event of the test: a full ring refuses raises, which peers
+                // must hear about (SenderOverflowed), and this test wants no Missed at all.
+                .ring_capacity(8 << 20)
+                .udp_bind(addrs[i]);
+            for (j, a) in addrs.iter().enumerate() {
+                if j != i {
+                    b = b.udp_peer(*a);
+                }
+            }
+            b.build().expect("router builds")
+        })
+        .collect();
+    (routers, addrs)
+}
+
+fn raise_all(router: &Router, event: EventId, n: u64) {
+    let e = router.event(event);
+    for i in 0..n {
+        loop {
+            match e.raise(&i.to_le_bytes()) {
+                Ok(()) => break,
+                Err(RaiseError::Full) => std::thread::sleep(Duration::from_micros(50)),
+                Err(other) => panic!("raise: {other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn three_routers_exchange_every_event_exactly_once_in_order() {
+    const N: u64 = 100_000;
+    let (routers, _) = cluster(3);
+    let event = EventId::from_name("test.counter");
+    let missed = Arc::new(AtomicU64::new(0));
+    let mut seen = Vec::new();
+    let mut subs = Vec::new();
+    for r in &routers {
+        let s = Arc::new(Mutex::new(Seen::default()));
+        let s2 = Arc::clone(&s);
+        subs.push(r.event(event).subscribe(move |d| {
+            if d.is_local() {
+                return;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(d.payload());
+            let i = u64::from_le_bytes(b);
+            let mut guard = s2.lock();
+            let s = &mut *guard;
+            let next = s.next.entry(d.node()).or_insert(0);
+            if i != *next {
+                s.disorder += 1;
+            }
+            *next = i + 1;
+            s.count += 1;
+        }));
+        let m = Arc::clone(&missed);
+        subs.push(r.on_missed(move |x| {
+            eprintln!("missed: {x:?}");
+            m.fetch_add(1, Ordering::Relaxed);
+        }));
+        seen.push(s);
+    }
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for r in &routers {
+            s.spawn(|| raise_all(r, event, N));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.iter().any(|s| s.lock().count < 2 * N) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = start.elapsed();
+    for (i, s) in seen.iter().enumerate() {
+        let s = s.lock();
+        eprintln!("router {i}: {} events, {:?}", s.count, routers[i].metrics());
+        assert_eq!(s.count, 2 * N, "router {i} got every remote event once");
+        assert_eq!(s.disorder, 0, "router {i} saw each sender's order");
+        for (node, next) in &s.next {
+            assert_eq!(*next, N, "router {i}: all of node {node}");
+        }
+    }
+    assert_eq!(
+        missed.load(Ordering::Relaxed),
+        0,
+        "no Missed on a clean loopback"
+    );
+    eprintln!("{} events delivered in {elapsed:?}", 6 * N);
+    drop(subs);
+    for r in &routers {
+        r.shutdown();
+    }
+}
+
+#[test]
+fn local_subscribers_run_on_the_raising_thread() {
+    let router = Router::builder()
+        .cluster("local")
+        .keyring(util::test_keyring())
+        .build()
+        .expect("a router without transports builds");
+    let event = router.event(EventId::from_name("local"));
+    let me = std::thread::current().id();
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = Arc::clone(&hits);
+    let _sub = event.subscribe(move |d| {
+        assert!(d.is_local());
+        assert_eq!(std::thread::current().id(), me);
+        assert_eq!(d.payload(), b"hello");
+        h.fetch_add(1, Ordering::Relaxed);
+    });
+    event.raise(b"hello").unwrap();
+    assert_eq!(hits.load(Ordering::Relaxed), 1, "ran before raise returned");
+    drop(_sub);
+    event.raise(b"hello").unwrap();
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        1,
+        "dropping the subscription unsubscribes"
+    );
+    let too_big = vec![0u8; router.max_payload() + 1];
+    assert!(matches!(
+        event.raise(&too_big),
+        Err(RaiseError::TooLarge { .. })
+    ));
+    router.shutdown();
+    assert_eq!(event.raise(b"late"), Err(RaiseError::ShutDown));
+}
+
+#[test]
+fn bad_settings_name_the_field() {
+    let err = |b: herald::RouterBuilder| b.build().expect_err("refused").to_string();
+    let base = || Router::builder().cluster("c").keyring(util::test_keyring());
+    assert!(err(Router::builder()).starts_with("cluster:"));
+    assert!(err(base().ring_capacity(1000)).starts_with("ring_capacity:"));
+    assert!(err(base().max_frame_len(10)).starts_with("max_frame_len:"));
+    assert!(
+        err(base().dead_peer_timeout(Duration::from_millis(10))).starts_with("dead_peer_timeout:")
+    );
+    assert!(err(Router::builder().cluster("c")).starts_with("secret_file:"));
+    let taken = util::free_udp_addrs(1)[0];
+    let _hold = std::net::UdpSocket::bind(taken).unwrap();
+    let e = err(base().udp_bind(taken));
+    assert!(e.starts_with(&format!("udp bind {taken}:")), "{e}");
+}
+
+#[test]
+fn hostile_datagrams_are_dropped_and_counted_while_traffic_goes_on() {
+    let (routers, addrs) = cluster(2);
+    let event = EventId::from_name("test.hostile");
+    let (_sub, rx) = routers[1].event(event).receiver();
+    let addr = addrs[1];
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let forged_key = herald::auth::Keyring::new(1, herald::auth::Key::from_bytes([1; 32])).unwrap();
+    let mut buf = [0u8; 256];
+    let fields = herald::wire::HeaderFields {
+        kind: herald::wire::FrameKind::Data,
+        flags: herald::wire::Flags::EMPTY,
+        key_id: 1,
+        cluster: herald::wire::ClusterId::from_name("udp-test"),
+        node: 1,
+        incarnation: 1,
+        sequence: 1 << 40,
+        timestamp_ns: 0,
+    };
+    let mut w = herald::wire::FrameWriter::new(&mut buf, &fields).unwrap();
+    w.push(&event, b"forged").unwrap();
+    let forged = w.finish(&forged_key).to_vec();
+    for _ in 0..100 {
+        attacker.send_to(&[0xab; 200], addr).unwrap();
+        attacker.send_to(&forged, addr).unwrap();
+        attacker.send_to(&forged[..40], addr).unwrap();
+    }
+    for i in 0..1000u64 {
+        routers[0].event(event).raise(&i.to_le_bytes()).unwrap();
+    }
+    let mut got = 0;
+    while got < 1000 {
+        let m = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("traffic goes on");
+        assert_ne!(&m.payload[..], b"forged");
+        got += 1;
+    }
+    // Give the driver a moment to publish its counters.
+    std::thread::sleep(Duration::from_millis(300));
+    let m = routers[1].metrics();
+    assert_eq!(m.drops_for("bad_magic"), 100, "{m:?}");
+    assert_eq!(m.drops_for("bad_tag"), 100, "{m:?}");
+    assert_eq!(m.drops_for("truncated"), 100, "{m:?}");
+}
