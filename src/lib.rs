@@ -4,7 +4,16 @@
 //!
 //! # What exists today
 //!
-//! This crate is being built bottom up. What is here now is the sans-IO foundation:
+//! This crate is being built bottom up. The application-facing part:
+//!
+//! - [`Router`]: raise events ([`Event::raise`]), subscribe to them ([`Event::subscribe`],
+//!   [`Event::receiver`]), hear about lost ones ([`Router::on_missed`]), read counters
+//!   ([`Router::metrics`]). Frames travel over UDP (unicast or multicast) or over a
+//!   [`transport::Transport`] of your own.
+//! - [`testing::SimNetwork`]: a simulated lossy network of nodes with a fake clock, to test
+//!   what your caches do with a [`Missed`].
+//!
+//! Underneath, the sans-IO core:
 //!
 //! - [`wire`]: the frame format. [`wire::FrameWriter`] encodes events into a buffer the caller
 //!   owns, without allocating; [`wire::Frame::parse`] is the one checked entry point for bytes
@@ -14,8 +23,31 @@
 //! - [`ringbuf`]: the lock-free many-producer, one-consumer byte ring that `raise()` will write
 //!   into, laid out so that its records are already wire records.
 //!
-//! The router (sockets, sessions, Missed), the command line and the subscription service come
-//! next; see the README for what runs today.
+//! - [`endpoint`]: the node without sockets or clocks: frames in, deliveries and [`Missed`]
+//!   out, sequence windows per sender incarnation.
+//!
+//! The TCP transport, most of the command line and the subscription service come next; see
+//! the README for what runs today.
+//!
+//! # Example: raise and subscribe
+//!
+//! ```
+//! use herald::auth::{Key, Keyring};
+//! use herald::{EventId, Router};
+//!
+//! // A router with no transport keeps events on this node; add `.udp_bind(..)` and
+//! // `.udp_peer(..)` (or `.udp_multicast(..)`) to reach the others.
+//! let router = Router::builder()
+//!     .cluster("shop")
+//!     .keyring(Keyring::new(1, Key::from_bytes([7; 32])).unwrap())
+//!     .build()
+//!     .unwrap();
+//! let changed = router.event(EventId::from_name("product.changed"));
+//! let (_subscription, rx) = changed.receiver();
+//! changed.raise(b"42").unwrap();
+//! assert_eq!(&rx.try_recv().unwrap().payload[..], b"42");
+//! router.shutdown();
+//! ```
 //!
 //! # Example: sign a frame and read it back
 //!
