@@ -25,7 +25,7 @@ pub(crate) struct Signals {
     pub(crate) overflowed: AtomicBool,
     /// Set by `shutdown`.
     pub(crate) shutdown: AtomicBool,
-    pub(crate) waker: mio::Waker,
+    pub(crate) waker: Arc<mio::Waker>,
 }
 
 impl Signals {

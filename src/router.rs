@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, Shared};
 use crate::ringbuf::{ClaimError, Producer, ring};
 use crate::subscription::{Delivery, Message, Registry, Subscription};
 use crate::sync::plain::{Arc, Ordering};
-use crate::transport::{Transport, UdpConfig, UdpTransport};
+use crate::transport::{DriverWaker, Transport, UdpConfig, UdpTransport};
 use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN, max_payload};
 
 /// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
@@ -306,11 +306,15 @@ impl RouterBuilder {
             move |source| BuildError::Io { what, source }
         };
         let poll = Poll::new().map_err(io("poller"))?;
-        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(io("waker"))?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(io("waker"))?);
         for (i, t) in transports.iter_mut().enumerate() {
             let name = t.name().to_owned();
-            t.register(poll.registry(), Token(i + 1))
-                .map_err(io(&format!("register transport {name}")))?;
+            t.register(
+                poll.registry(),
+                Token(i + 1),
+                DriverWaker(Arc::clone(&waker)),
+            )
+            .map_err(io(&format!("register transport {name}")))?;
         }
         let max_record = max_payload(self.max_frame_len) + crate::wire::RECORD_HEADER_LEN;
         let (producer, consumer) = ring(self.ring_capacity, max_record)

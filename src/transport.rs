@@ -6,17 +6,20 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use bytes::{Bytes, BytesMut};
+use mio::Interest;
 use mio::net::UdpSocket;
-use mio::{Interest, Registry, Token};
+/// mio's registry and token, as [`Transport::register`] takes them (so a provider does not
+/// need its own dependency on mio unless it registers sockets).
+pub use mio::{Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// A way to move frames between nodes.
 ///
 /// The driver thread owns every transport. It calls [`register`](Self::register) once, then,
-/// in each turn, [`send`](Self::send) for each frame to send and [`recv`](Self::recv) when the
-/// transport's token was ready (and at least once a turn, so a transport without a file
-/// descriptor can poll). A transport that learns of frames on another thread (a broker
-/// client, say) registers a [`mio::Waker`] on its token and wakes it.
+/// in each turn, [`send`](Self::send) for each frame to send and [`recv`](Self::recv) for every
+/// transport. A transport that learns of frames on another thread (a broker client, say) keeps
+/// the [`DriverWaker`] it is given at registration and calls [`DriverWaker::wake`] so the driver
+/// does not sleep until its next timer.
 ///
 /// Frames are opaque bytes to a transport: herald signs and checks them. A transport whose
 /// channel is already authenticated may say so with [`authenticated`](Self::authenticated),
@@ -25,12 +28,14 @@ pub trait Transport: Send + fmt::Debug + 'static {
     /// A short name for logs and errors, such as `"udp"`.
     fn name(&self) -> &str;
 
-    /// Registers the transport's event sources under `token`.
+    /// Registers the transport's event sources (if it has any) under `token`; `waker` wakes
+    /// the driver from another thread.
     ///
     /// # Errors
     ///
     /// The registration's I/O error; the router fails to build.
-    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()>;
+    fn register(&mut self, registry: &Registry, token: Token, waker: DriverWaker)
+    -> io::Result<()>;
 
     /// Sends one frame to every peer. It must not block: a peer that cannot take the frame
     /// now loses it (receivers will report it as missed) and the error is counted.
@@ -50,6 +55,17 @@ pub trait Transport: Send + fmt::Debug + 'static {
     /// Whether the channel already authenticates every frame (default: no).
     fn authenticated(&self) -> bool {
         false
+    }
+}
+
+/// Wakes a router's driver thread (a cheap clone of one handle; mio allows one waker per poll).
+#[derive(Clone, Debug)]
+pub struct DriverWaker(pub(crate) crate::sync::plain::Arc<mio::Waker>);
+
+impl DriverWaker {
+    /// Wakes the driver, which then calls [`Transport::recv`] on every transport.
+    pub fn wake(&self) {
+        let _ = self.0.wake();
     }
 }
 
@@ -141,7 +157,7 @@ impl Transport for UdpTransport {
         "udp"
     }
 
-    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    fn register(&mut self, registry: &Registry, token: Token, _: DriverWaker) -> io::Result<()> {
         registry.register(&mut self.socket, token, Interest::READABLE)
     }
 
