@@ -54,6 +54,9 @@ pub(crate) struct Driver {
     pub(crate) endpoint: Endpoint,
     pub(crate) ring: Consumer,
     pub(crate) transports: Vec<Box<dyn Transport>>,
+    /// Per transport: whether its frames skip the tag check (authenticated channel, trusted
+    /// explicitly by the builder).
+    pub(crate) skip_mac: Vec<bool>,
     pub(crate) signals: Arc<Signals>,
     pub(crate) metrics: Arc<Shared>,
     pub(crate) deliveries: Sender<Received>,
@@ -124,10 +127,15 @@ impl Driver {
         let now = Now::system();
         let endpoint = &mut self.endpoint;
         let drop_log = &mut self.drop_log;
-        for t in &mut self.transports {
+        for (t, &skip_mac) in self.transports.iter_mut().zip(&self.skip_mac) {
             let name = t.name().to_owned();
             let result = t.recv(&mut |bytes| {
-                if let Err(reject) = endpoint.handle_datagram(now, bytes) {
+                let result = if skip_mac {
+                    endpoint.handle_authenticated_datagram(now, bytes)
+                } else {
+                    endpoint.handle_datagram(now, bytes)
+                };
+                if let Err(reject) = result {
                     log_drop(drop_log, now.instant, &name, reject);
                 }
             });

@@ -256,8 +256,24 @@ impl Endpoint {
     /// The reason the frame was dropped. It is also counted in [`stats`](Self::stats); the
     /// endpoint keeps no state from a dropped frame (beyond the count).
     pub fn handle_datagram(&mut self, now: Now, bytes: Bytes) -> Result<(), Reject> {
+        self.handle(now, bytes, true)
+    }
+
+    /// Like [`handle_datagram`](Self::handle_datagram), without checking the frame's tag: for
+    /// frames from a transport whose channel already authenticates every frame. Everything
+    /// else (shape, cluster, replay, sessions) is checked as usual.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle_datagram`](Self::handle_datagram), except that no authentication error is
+    /// returned.
+    pub fn handle_authenticated_datagram(&mut self, now: Now, bytes: Bytes) -> Result<(), Reject> {
+        self.handle(now, bytes, false)
+    }
+
+    fn handle(&mut self, now: Now, bytes: Bytes, check_tag: bool) -> Result<(), Reject> {
         self.stats.frames_received += 1;
-        let result = self.accept(now, bytes);
+        let result = self.accept(now, bytes, check_tag);
         if let Err(reject) = &result
             && let Some(count) = self.stats.drops.get_mut(reject.index())
         {
@@ -266,12 +282,16 @@ impl Endpoint {
         result
     }
 
-    fn accept(&mut self, now: Now, bytes: Bytes) -> Result<(), Reject> {
+    fn accept(&mut self, now: Now, bytes: Bytes, check_tag: bool) -> Result<(), Reject> {
         let frame = SharedFrame::parse(bytes)?;
         if frame.header_fields().cluster != self.config.cluster {
             return Err(Reject::ForeignCluster);
         }
-        let frame = self.keyring.verify(frame)?;
+        let frame = if check_tag {
+            self.keyring.verify(frame)?
+        } else {
+            crate::auth::assume_verified(frame)
+        };
         let fields = *frame.frame().header_fields();
         if fields.node == self.config.node {
             return Err(Reject::OwnFrame);

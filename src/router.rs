@@ -85,6 +85,7 @@ pub struct RouterBuilder {
     dead_timeout: Duration,
     clock_skew: Duration,
     reorder_window: Duration,
+    trust_authenticated: bool,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -184,6 +185,15 @@ impl RouterBuilder {
     /// How long a gap waits for a late frame before it is reported. Default 20 ms.
     pub fn reorder_window(mut self, d: Duration) -> Self {
         self.reorder_window = d;
+        self
+    }
+
+    /// Skips the MAC check on frames from transports that declare their channel already
+    /// authenticated ([`Transport::authenticated`]). Off by default; when on, a warning is
+    /// logged for each such transport at start. Frames from other transports are still
+    /// checked. Frames are still signed when sent.
+    pub fn trust_authenticated_transports(mut self, trust: bool) -> Self {
+        self.trust_authenticated = trust;
         self
     }
 
@@ -316,6 +326,20 @@ impl RouterBuilder {
             )
             .map_err(io(&format!("register transport {name}")))?;
         }
+        let skip_mac: Vec<bool> = transports
+            .iter()
+            .map(|t| {
+                let skip = self.trust_authenticated && t.authenticated();
+                if skip {
+                    tracing::warn!(
+                        transport = t.name(),
+                        "MAC checking is OFF for this transport: it declares its channel \
+                         authenticated, and the router was built to trust that"
+                    );
+                }
+                skip
+            })
+            .collect();
         let max_record = max_payload(self.max_frame_len) + crate::wire::RECORD_HEADER_LEN;
         let (producer, consumer) = ring(self.ring_capacity, max_record)
             .map_err(|e| Self::invalid("ring_capacity", e.to_string()))?;
@@ -345,6 +369,7 @@ impl RouterBuilder {
             endpoint,
             ring: consumer,
             transports,
+            skip_mac,
             signals: Arc::clone(&signals),
             metrics: Arc::clone(&metrics),
             deliveries: tx,
@@ -498,6 +523,7 @@ impl Router {
             dead_timeout: Duration::from_secs(1),
             clock_skew: Duration::from_secs(5),
             reorder_window: Duration::from_millis(20),
+            trust_authenticated: false,
         }
     }
 

@@ -431,3 +431,31 @@ proptest! {
         check_promise(&net);
     }
 }
+
+#[test]
+fn an_authenticated_channel_may_skip_the_tag_but_nothing_else() {
+    let now = start();
+    let b_node = endpoint(2, 20, now);
+    let mut b = b_node;
+    let mut forger = Endpoint::new(
+        EndpointConfig::new(
+            ClusterId::from_name("test"),
+            1,
+            new_incarnation(now.unix_ns, 1),
+        ),
+        Keyring::new(1, Key::from_bytes([7; 32])).unwrap(),
+        now,
+    );
+    let f = data(&mut forger, now, &[b"x"]);
+    assert_eq!(
+        b.handle_datagram(now, f.clone()),
+        Err(Reject::Auth(crate::auth::VerifyError::BadTag))
+    );
+    b.handle_authenticated_datagram(now, f.clone()).unwrap();
+    // Replays are still refused.
+    assert_eq!(
+        b.handle_authenticated_datagram(now, f),
+        Err(Reject::Duplicate)
+    );
+    assert_eq!(sequences(&drain(&mut b)), [1]);
+}
