@@ -180,8 +180,12 @@ impl Driver {
         let timeout = if work_waiting {
             Some(Duration::ZERO)
         } else {
+            let transports = self.transports.iter().filter_map(|t| t.next_timeout());
             self.endpoint
                 .poll_timeout()
+                .into_iter()
+                .chain(transports)
+                .min()
                 .map(|t| t.saturating_duration_since(Instant::now()))
         };
         if let Err(e) = self.poll.poll(events, timeout)

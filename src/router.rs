@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, Shared};
 use crate::ringbuf::{ClaimError, Producer, ring};
 use crate::subscription::{Delivery, Message, Registry, Subscription};
 use crate::sync::plain::{Arc, Ordering};
-use crate::transport::{DriverWaker, Transport, UdpConfig, UdpTransport};
+use crate::transport::{DriverWaker, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport};
 use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN, max_payload};
 
 /// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
@@ -78,6 +78,8 @@ pub struct RouterBuilder {
     udp_bind: Option<SocketAddr>,
     udp_peers: Vec<SocketAddr>,
     multicast: Option<(SocketAddrV4, Ipv4Addr)>,
+    tcp_listen: Option<SocketAddr>,
+    tcp_peers: Vec<SocketAddr>,
     transports: Vec<Box<dyn Transport>>,
     ring_capacity: usize,
     max_frame_len: usize,
@@ -143,6 +145,18 @@ impl RouterBuilder {
     /// Join a multicast group (and send to it) on the interface with this address.
     pub fn udp_multicast(mut self, group: SocketAddrV4, interface: Ipv4Addr) -> Self {
         self.multicast = Some((group, interface));
+        self
+    }
+
+    /// Accept peers' TCP connections on this address (their frames arrive there).
+    pub fn tcp_listen(mut self, addr: SocketAddr) -> Self {
+        self.tcp_listen = Some(addr);
+        self
+    }
+
+    /// Connect to this TCP peer and send it every frame (reconnecting with backoff).
+    pub fn tcp_peer(mut self, addr: SocketAddr) -> Self {
+        self.tcp_peers.push(addr);
         self
     }
 
@@ -296,6 +310,20 @@ impl RouterBuilder {
                 "udp_bind",
                 "UDP peers are set but no UDP bind address: set udp_bind",
             ));
+        }
+        if self.tcp_listen.is_some() || !self.tcp_peers.is_empty() {
+            let mut config = TcpConfig::new(self.max_frame_len);
+            config.listen = self.tcp_listen;
+            config.peers = self.tcp_peers.clone();
+            let tcp = TcpTransport::bind(config).map_err(|source| BuildError::Io {
+                what: format!(
+                    "tcp listen {}",
+                    self.tcp_listen
+                        .map_or_else(|| "-".to_owned(), |a| a.to_string())
+                ),
+                source,
+            })?;
+            transports.push(Box::new(tcp));
         }
         if transports.is_empty() {
             tracing::warn!("router built without a transport: events stay on this node");
@@ -516,6 +544,8 @@ impl Router {
             udp_bind: None,
             udp_peers: Vec::new(),
             multicast: None,
+            tcp_listen: None,
+            tcp_peers: Vec::new(),
             transports: Vec::new(),
             ring_capacity: 1 << 20,
             max_frame_len: DEFAULT_UDP_FRAME_LEN,

@@ -56,7 +56,17 @@ pub trait Transport: Send + fmt::Debug + 'static {
     fn authenticated(&self) -> bool {
         false
     }
+
+    /// When the transport next needs [`recv`](Self::recv) called even if nothing woke the
+    /// driver, such as a reconnection attempt (default: never).
+    fn next_timeout(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
+
+mod tcp;
+
+pub use tcp::{TcpConfig, TcpTransport};
 
 /// Wakes a router's driver thread (a cheap clone of one handle; mio allows one waker per poll).
 #[derive(Clone, Debug)]

@@ -6,18 +6,9 @@ mod util;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald::{EventId, RaiseError, Router};
-use parking_lot::Mutex;
-
-/// Per sender: the next counter expected, and whether anything came out of order.
-#[derive(Default)]
-struct Seen {
-    next: std::collections::HashMap<u64, u64>,
-    disorder: u64,
-    count: u64,
-}
 
 fn cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
     let addrs = util::free_udp_addrs(n);
@@ -42,83 +33,10 @@ fn cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
     (routers, addrs)
 }
 
-fn raise_all(router: &Router, event: EventId, n: u64) {
-    let e = router.event(event);
-    for i in 0..n {
-        loop {
-            match e.raise(&i.to_le_bytes()) {
-                Ok(()) => break,
-                Err(RaiseError::Full) => std::thread::sleep(Duration::from_micros(50)),
-                Err(other) => panic!("raise: {other}"),
-            }
-        }
-    }
-}
-
 #[test]
 fn three_routers_exchange_every_event_exactly_once_in_order() {
-    const N: u64 = 100_000;
     let (routers, _) = cluster(3);
-    let event = EventId::from_name("test.counter");
-    let missed = Arc::new(AtomicU64::new(0));
-    let mut seen = Vec::new();
-    let mut subs = Vec::new();
-    for r in &routers {
-        let s = Arc::new(Mutex::new(Seen::default()));
-        let s2 = Arc::clone(&s);
-        subs.push(r.event(event).subscribe(move |d| {
-            if d.is_local() {
-                return;
-            }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(d.payload());
-            let i = u64::from_le_bytes(b);
-            let mut guard = s2.lock();
-            let s = &mut *guard;
-            let next = s.next.entry(d.node()).or_insert(0);
-            if i != *next {
-                s.disorder += 1;
-            }
-            *next = i + 1;
-            s.count += 1;
-        }));
-        let m = Arc::clone(&missed);
-        subs.push(r.on_missed(move |x| {
-            eprintln!("missed: {x:?}");
-            m.fetch_add(1, Ordering::Relaxed);
-        }));
-        seen.push(s);
-    }
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for r in &routers {
-            s.spawn(|| raise_all(r, event, N));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.iter().any(|s| s.lock().count < 2 * N) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let elapsed = start.elapsed();
-    for (i, s) in seen.iter().enumerate() {
-        let s = s.lock();
-        eprintln!("router {i}: {} events, {:?}", s.count, routers[i].metrics());
-        assert_eq!(s.count, 2 * N, "router {i} got every remote event once");
-        assert_eq!(s.disorder, 0, "router {i} saw each sender's order");
-        for (node, next) in &s.next {
-            assert_eq!(*next, N, "router {i}: all of node {node}");
-        }
-    }
-    assert_eq!(
-        missed.load(Ordering::Relaxed),
-        0,
-        "no Missed on a clean loopback"
-    );
-    eprintln!("{} events delivered in {elapsed:?}", 6 * N);
-    drop(subs);
-    for r in &routers {
-        r.shutdown();
-    }
+    util::exchange_and_check(&routers, 100_000);
 }
 
 #[test]

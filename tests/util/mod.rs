@@ -1,9 +1,14 @@
 //! Helpers shared by the real-socket tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::disallowed_types)]
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use herald::auth::{Key, Keyring};
+use herald::{EventId, RaiseError, Router};
+use parking_lot::Mutex;
 
 /// `n` UDP ports on 127.0.0.1 that were free a moment ago.
 pub(crate) fn free_udp_addrs(n: usize) -> Vec<SocketAddr> {
@@ -19,4 +24,103 @@ pub(crate) fn free_udp_addrs(n: usize) -> Vec<SocketAddr> {
 /// The keyring every node of a test cluster shares.
 pub(crate) fn test_keyring() -> Keyring {
     Keyring::new(1, Key::from_bytes([0x5e; 32])).expect("key id 1")
+}
+
+/// Per sender: the next counter expected, and whether anything came out of order.
+#[derive(Default)]
+pub(crate) struct Seen {
+    next: std::collections::HashMap<u64, u64>,
+    disorder: u64,
+    count: u64,
+}
+
+pub(crate) fn raise_all(router: &Router, event: EventId, n: u64) {
+    let e = router.event(event);
+    for i in 0..n {
+        loop {
+            match e.raise(&i.to_le_bytes()) {
+                Ok(()) => break,
+                Err(RaiseError::Full) => std::thread::sleep(Duration::from_micros(50)),
+                Err(other) => panic!("raise: {other}"),
+            }
+        }
+    }
+}
+
+/// Each router raises `n` counters; checks that every other router got them all, once, in
+/// order, with no Missed.
+pub(crate) fn exchange_and_check(routers: &[Router], n: u64) {
+    const _: () = ();
+    let event = EventId::from_name("test.counter");
+    let missed = Arc::new(AtomicU64::new(0));
+    let mut seen = Vec::new();
+    let mut subs = Vec::new();
+    for r in routers {
+        let s = Arc::new(Mutex::new(Seen::default()));
+        let s2 = Arc::clone(&s);
+        subs.push(r.event(event).subscribe(move |d| {
+            if d.is_local() {
+                return;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(d.payload());
+            let i = u64::from_le_bytes(b);
+            let mut guard = s2.lock();
+            let s = &mut *guard;
+            let next = s.next.entry(d.node()).or_insert(0);
+            if i != *next {
+                s.disorder += 1;
+            }
+            *next = i + 1;
+            s.count += 1;
+        }));
+        let m = Arc::clone(&missed);
+        subs.push(r.on_missed(move |x| {
+            eprintln!("missed: {x:?}");
+            m.fetch_add(1, Ordering::Relaxed);
+        }));
+        seen.push(s);
+    }
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for r in routers {
+            s.spawn(|| raise_all(r, event, n));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.iter().any(|s| s.lock().count < 2 * n) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = start.elapsed();
+    for (i, s) in seen.iter().enumerate() {
+        let s = s.lock();
+        eprintln!("router {i}: {} events, {:?}", s.count, routers[i].metrics());
+        assert_eq!(
+            s.count,
+            (routers.len() as u64 - 1) * n,
+            "router {i} got every remote event once"
+        );
+        assert_eq!(s.disorder, 0, "router {i} saw each sender's order");
+        for (node, next) in &s.next {
+            assert_eq!(*next, n, "router {i}: all of node {node}");
+        }
+    }
+    assert_eq!(
+        missed.load(Ordering::Relaxed),
+        0,
+        "no Missed on a clean loopback"
+    );
+    eprintln!("{} events delivered in {elapsed:?}", 6 * n);
+    drop(subs);
+}
+
+/// `n` TCP ports on 127.0.0.1 that were free a moment ago.
+pub(crate) fn free_tcp_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address"))
+        .collect()
 }

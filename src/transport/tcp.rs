@@ -1,0 +1,415 @@
+//! herald's TCP transport: frames with a 4-byte little-endian length prefix over one outbound
+//! connection per peer (this node's frames) and the connections peers open to it (theirs).
+//!
+//! Nothing here blocks. Each peer has its own bounded send buffer: a peer that stops reading
+//! (frozen, or a black hole) fills its own buffer and loses frames (its receivers report them
+//! missed), and never delays the others. `TCP_USER_TIMEOUT` makes the kernel give up on a
+//! peer that does not acknowledge data, and the connection is retried with backoff.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use socket2::SockRef;
+
+use super::{DriverWaker, SendError, Transport};
+
+/// TCP settings for [`TcpTransport`].
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// Where to accept peers' connections (their frames arrive there), if anywhere.
+    pub listen: Option<SocketAddr>,
+    /// Peers to connect to (this node's frames go there).
+    pub peers: Vec<SocketAddr>,
+    /// The largest frame; a longer length prefix closes the connection.
+    pub max_frame_len: usize,
+    /// How long unacknowledged data may wait before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`). Default 2 s.
+    pub user_timeout: Duration,
+    /// The most bytes queued for one peer; frames beyond are dropped for that peer. Default
+    /// 4 MiB.
+    pub max_queued: usize,
+}
+
+impl TcpConfig {
+    /// The defaults, with no listener and no peers.
+    pub fn new(max_frame_len: usize) -> Self {
+        Self {
+            listen: None,
+            peers: Vec::new(),
+            max_frame_len,
+            user_timeout: Duration::from_secs(2),
+            max_queued: 4 << 20,
+        }
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct Outbound {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    /// Bytes (length prefixes and frames) not yet written.
+    queue: BytesMut,
+    retry_at: Instant,
+    backoff: Duration,
+    /// Frames dropped because the queue was full or the peer was down.
+    dropped: u64,
+}
+
+#[derive(Debug)]
+struct Inbound {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// herald's TCP transport; see the [module documentation](self).
+#[derive(Debug)]
+pub struct TcpTransport {
+    config: TcpConfig,
+    listener: Option<TcpListener>,
+    outbound: Vec<Outbound>,
+    inbound: Vec<Inbound>,
+    registry: Option<Registry>,
+    token: Token,
+}
+
+impl TcpTransport {
+    /// Binds the listener (connections to peers are made by the driver, with retries).
+    ///
+    /// # Errors
+    ///
+    /// The listener's I/O error, such as the address in use.
+    pub fn bind(config: TcpConfig) -> io::Result<Self> {
+        let listener = config.listen.map(TcpListener::bind).transpose()?;
+        let now = Instant::now();
+        let outbound = config
+            .peers
+            .iter()
+            .map(|&addr| Outbound {
+                addr,
+                stream: None,
+                queue: BytesMut::new(),
+                retry_at: now,
+                backoff: BACKOFF_MIN,
+                dropped: 0,
+            })
+            .collect();
+        Ok(Self {
+            config,
+            listener,
+            outbound,
+            inbound: Vec::new(),
+            registry: None,
+            token: Token(0),
+        })
+    }
+
+    /// The listener's address (useful after binding port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    fn tune(&self, stream: &TcpStream) {
+        let sock = SockRef::from(stream);
+        let _ = sock.set_tcp_nodelay(true);
+        let _ = sock.set_tcp_user_timeout(Some(self.config.user_timeout));
+        let _ = sock.set_keepalive(true);
+    }
+
+    fn register_stream(&self, stream: &mut TcpStream, interest: Interest) {
+        if let Some(registry) = &self.registry {
+            let _ = registry.register(stream, self.token, interest);
+        }
+    }
+
+    /// Connects peers whose retry time has come; flushes every queue.
+    fn service_outbound(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.outbound.len() {
+            if self.outbound[i].stream.is_none() && now >= self.outbound[i].retry_at {
+                match TcpStream::connect(self.outbound[i].addr) {
+                    Ok(mut stream) => {
+                        self.tune(&stream);
+                        self.register_stream(&mut stream, Interest::WRITABLE | Interest::READABLE);
+                        self.outbound[i].stream = Some(stream);
+                    }
+                    Err(e) => self.fail(i, &e),
+                }
+            }
+            self.flush(i);
+        }
+    }
+
+    /// Writes what peer `i`'s queue holds, as far as the socket takes it.
+    fn flush(&mut self, i: usize) {
+        let peer = &mut self.outbound[i];
+        let Some(stream) = peer.stream.as_mut() else {
+            return;
+        };
+        let mut error = None;
+        while !peer.queue.is_empty() {
+            match stream.write(&peer.queue) {
+                Ok(0) => {
+                    error = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => {
+                    peer.queue.advance(n);
+                    peer.backoff = BACKOFF_MIN;
+                }
+                // Full, or still connecting: the rest waits for the socket to be writable.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            self.fail(i, &e);
+        }
+    }
+
+    /// Drops peer `i`'s connection and what it had queued (a partial frame must not be
+    /// continued on a new connection), and schedules a retry.
+    fn fail(&mut self, i: usize, error: &io::Error) {
+        let peer = &mut self.outbound[i];
+        if let Some(mut stream) = peer.stream.take() {
+            if let Some(registry) = &self.registry {
+                let _ = registry.deregister(&mut stream);
+            }
+            tracing::warn!(peer = %peer.addr, error = %error, "tcp peer down; retrying");
+        }
+        if !peer.queue.is_empty() {
+            peer.dropped += 1;
+        }
+        peer.queue.clear();
+        peer.retry_at = Instant::now() + peer.backoff;
+        peer.backoff = (peer.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    self.tune(&stream);
+                    self.register_stream(&mut stream, Interest::READABLE);
+                    self.inbound.push(Inbound {
+                        stream,
+                        buf: BytesMut::new(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads what `conn` has and hands out each whole frame. Returns false when the connection
+/// must close (end of stream, an error, or a length prefix over `max`).
+fn read_frames(conn: &mut Inbound, max: usize, deliver: &mut dyn FnMut(Bytes)) -> bool {
+    loop {
+        let start = conn.buf.len();
+        conn.buf.resize(start + READ_CHUNK, 0);
+        let read = conn.stream.read(&mut conn.buf[start..]);
+        let n = match read {
+            Ok(0) => {
+                conn.buf.truncate(start);
+                return false;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.buf.truncate(start);
+                return true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                conn.buf.truncate(start);
+                continue;
+            }
+            Err(_) => return false,
+        };
+        conn.buf.truncate(start + n);
+        if !deframe(&mut conn.buf, max, deliver) {
+            return false;
+        }
+    }
+}
+
+/// Hands out every whole length-prefixed frame at the front of `buf`. Returns false if a
+/// length prefix is over `max` (the stream cannot be trusted past it).
+pub(crate) fn deframe(buf: &mut BytesMut, max: usize, deliver: &mut dyn FnMut(Bytes)) -> bool {
+    loop {
+        let Some(prefix) = buf.get(..4) else {
+            return true;
+        };
+        let mut len = [0u8; 4];
+        len.copy_from_slice(prefix);
+        let len = u32::from_le_bytes(len) as usize;
+        if len > max {
+            return false;
+        }
+        if buf.len() < 4 + len {
+            buf.reserve(4 + len - buf.len());
+            return true;
+        }
+        buf.advance(4);
+        deliver(buf.split_to(len).freeze());
+    }
+}
+
+impl Transport for TcpTransport {
+    fn name(&self) -> &str {
+        "tcp"
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token, _: DriverWaker) -> io::Result<()> {
+        if let Some(listener) = &mut self.listener {
+            registry.register(listener, token, Interest::READABLE)?;
+        }
+        self.registry = Some(registry.try_clone()?);
+        self.token = token;
+        Ok(())
+    }
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        let mut failed = 0;
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        for i in 0..self.outbound.len() {
+            let peer = &mut self.outbound[i];
+            if peer.stream.is_none() || peer.queue.len() + 4 + frame.len() > self.config.max_queued
+            {
+                peer.dropped += 1;
+                failed += 1;
+                continue;
+            }
+            peer.queue.extend_from_slice(&len.to_le_bytes());
+            peer.queue.extend_from_slice(frame);
+            self.flush(i);
+        }
+        if failed == 0 {
+            Ok(())
+        } else {
+            Err(SendError {
+                failed,
+                last: io::Error::new(io::ErrorKind::WouldBlock, "tcp peer down or not reading"),
+            })
+        }
+    }
+
+    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<()> {
+        self.accept();
+        self.service_outbound();
+        let max = self.config.max_frame_len;
+        let registry = self.registry.as_ref();
+        self.inbound.retain_mut(|conn| {
+            let keep = read_frames(conn, max, deliver);
+            if !keep && let Some(r) = registry {
+                let _ = r.deregister(&mut conn.stream);
+            }
+            keep
+        });
+        // Outbound connections carry nothing inbound; read them only to notice a close.
+        for i in 0..self.outbound.len() {
+            let mut sink = [0u8; 64];
+            let closed = match self.outbound[i].stream.as_mut().map(|s| s.read(&mut sink)) {
+                Some(Ok(0)) => Some(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Some(Err(e))
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    Some(e)
+                }
+                _ => None,
+            };
+            if let Some(e) = closed {
+                self.fail(i, &e);
+            }
+        }
+        Ok(())
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        let retry = self
+            .outbound
+            .iter()
+            .filter(|p| p.stream.is_none())
+            .map(|p| p.retry_at)
+            .min();
+        // Pending writes are flushed when the socket is writable (it is registered for it);
+        // poll again soon anyway in case an edge was consumed.
+        let flush = self
+            .outbound
+            .iter()
+            .any(|p| p.stream.is_some() && !p.queue.is_empty())
+            .then(|| Instant::now() + Duration::from_millis(1));
+        retry.into_iter().chain(flush).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(frames: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for f in frames {
+            v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    #[test]
+    fn deframes_a_stream_split_at_every_byte() {
+        let stream = framed(&[b"first", b"", b"third frame"]);
+        for cut in 0..=stream.len() {
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            buf.extend_from_slice(&stream[..cut]);
+            assert!(deframe(&mut buf, 100, &mut |b| got.push(b)));
+            buf.extend_from_slice(&stream[cut..]);
+            assert!(deframe(&mut buf, 100, &mut |b| got.push(b)));
+            assert_eq!(got, [&b"first"[..], b"", b"third frame"], "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_length_over_the_maximum_closes_the_stream() {
+        let mut buf = BytesMut::from(&framed(&[&[0u8; 101]])[..]);
+        assert!(!deframe(&mut buf, 100, &mut |_| panic!(
+            "nothing delivered"
+        )));
+        let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+        assert!(!deframe(&mut buf, 1 << 16, &mut |_| panic!(
+            "nothing delivered"
+        )));
+    }
+}
