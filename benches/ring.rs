@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use crossbeam_utils::Backoff;
 use herald::EventId;
 use herald::ringbuf::{ClaimError, Producer, ring};
 
@@ -26,11 +27,13 @@ const EVENT: usize = 64;
 const CHANNEL_SLOTS: usize = RING_BYTES / EVENT;
 
 fn push_spin(producer: &Producer, id: &EventId, payload: &[u8]) {
+    let backoff = Backoff::new();
     loop {
         match producer.push(id, payload) {
             Ok(()) => return,
-            // Two cores, more threads than cores: give the consumer the core.
-            Err(ClaimError::Full) => thread::yield_now(),
+            // The consumer is behind: spin a little, then yield the core to it (the same
+            // backoff crossbeam-channel uses inside `send` before it parks).
+            Err(ClaimError::Full) => backoff.snooze(),
             Err(e) => panic!("{e}"),
         }
     }
@@ -54,6 +57,7 @@ fn herald_mpsc(producers: usize, total: u64) -> Duration {
             });
         }
         let mut seen = 0u64;
+        let backoff = Backoff::new();
         while seen < expected {
             match consumer.read(RING_BYTES) {
                 Some(run) => {
@@ -62,10 +66,11 @@ fn herald_mpsc(producers: usize, total: u64) -> Duration {
                         seen += 1;
                     }
                     run.release();
+                    backoff.reset();
                 }
-                // Let records accumulate (and a producer run) rather than spin on a cache
-                // line the producers are writing; the driver parks in the same situation.
-                None => thread::yield_now(),
+                // Empty: spin a little, then yield (crossbeam's `recv` backs off the same
+                // way before it parks), rather than hammer lines the producers write.
+                None => backoff.snooze(),
             }
         }
     });
@@ -119,10 +124,14 @@ fn raise(c: &mut Criterion) {
     let payload = [0x5au8; EVENT];
     thread::scope(|s| {
         s.spawn(|| {
+            let backoff = Backoff::new();
             while !stop.load(Ordering::Relaxed) {
                 match consumer.read(RING_BYTES) {
-                    Some(run) => run.release(),
-                    None => thread::yield_now(),
+                    Some(run) => {
+                        run.release();
+                        backoff.reset();
+                    }
+                    None => backoff.snooze(),
                 }
             }
         });

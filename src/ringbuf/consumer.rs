@@ -28,7 +28,8 @@ impl Consumer {
     /// return `None` while a longer record waits.
     ///
     /// Call [`Run::release`] to free the space; dropping the run instead leaves its records
-    /// to be read again.
+    /// to be read again. A read that finds nothing hands every released byte back to the
+    /// producers (see [`Run::release`]).
     ///
     /// ```
     /// use herald::EventId;
@@ -167,6 +168,7 @@ impl<'a> Run<'a> {
     }
 
     /// The records one by one: event id and payload.
+    #[inline]
     pub fn records(&self) -> Records<'_> {
         Records {
             rest: self.raw.bytes(),
@@ -174,6 +176,11 @@ impl<'a> Run<'a> {
     }
 
     /// Frees the space of these records for producers.
+    ///
+    /// The space goes back to producers in batches, to keep the consumer's writes away from
+    /// the lines producers are writing: once an eighth of the ring has been released since
+    /// the last hand-back, or when a [`Consumer::read`] finds nothing. A consumer that reads
+    /// until `None` (as the driver does) therefore hands everything back every time.
     #[inline]
     pub fn release(self) {
         self.raw.release();
@@ -198,6 +205,7 @@ pub struct Records<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = (EventId, &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;

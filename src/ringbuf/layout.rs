@@ -52,6 +52,7 @@ impl Geometry {
     }
 
     /// The length of the record carrying `payload_len` bytes, if the ring accepts it.
+    #[inline]
     pub(super) fn record_len(&self, payload_len: usize) -> Option<usize> {
         crate::wire::record_len(payload_len).filter(|&len| len <= self.max_record_len)
     }
@@ -64,6 +65,7 @@ impl Geometry {
 
 /// The 24-byte wire record header for an event record: event id, payload length, kind
 /// [`crate::wire::RECORD_KIND_EVENT`], then zero flags and reserved bytes.
+#[inline]
 pub(super) fn record_header(event: &[u8; 16], payload_len: u32) -> [u8; RECORD_HEADER_LEN] {
     let mut header = [0u8; RECORD_HEADER_LEN];
     header[..16].copy_from_slice(event);
@@ -75,6 +77,7 @@ pub(super) fn record_header(event: &[u8; 16], payload_len: u32) -> [u8; RECORD_H
 /// The payload length written in the record header at the start of `record`.
 ///
 /// Only for records the ring wrote itself; bytes from elsewhere go through `wire`'s parser.
+#[inline]
 pub(super) fn header_payload_len(record: &[u8]) -> usize {
     let mut len = [0u8; 4];
     len.copy_from_slice(&record[16..20]);

@@ -52,10 +52,12 @@ fn push_retry(producer: &Producer, n: u8, payload: &[u8]) {
     }
 }
 
-/// Moves head and tail to `offset` by pushing and consuming one record there.
+/// Moves head and tail to `offset` by pushing and consuming one record there, and hands
+/// the space back (a read that finds nothing publishes what was released).
 fn advance(producer: &Producer, consumer: &mut Consumer, payload_len: usize) {
     producer.push(&id(0), &vec![0; payload_len]).unwrap();
     consumer.read(CAPACITY).unwrap().release();
+    assert!(consumer.read(CAPACITY).is_none());
 }
 
 #[test]

@@ -31,7 +31,7 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use super::ClaimError;
-use super::layout::{Geometry, PADDING, header_payload_len, record_header};
+use super::layout::{Geometry, PADDING, record_header};
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::wire::{RECORD_ALIGN, RECORD_HEADER_LEN};
@@ -64,10 +64,21 @@ impl Shared {
         self.geometry
     }
 
+    /// How much the consumer consumes before it hands space back (see `Cursor::publish`).
+    #[inline]
+    fn publish_batch(&self) -> u64 {
+        // Under loom the ring holds two or three records: a larger batch makes the models
+        // go through deferred publishing (a release that hands nothing back yet) as well.
+        let divisor = if cfg!(loom) { 2 } else { 8 };
+        (self.geometry.capacity / divisor) as u64
+    }
+
+    #[inline]
     fn mask(&self) -> u64 {
         self.geometry.capacity as u64 - 1
     }
 
+    #[inline]
     fn state(&self, position: u64) -> &AtomicU32 {
         let index = (position & self.mask()) as usize;
         debug_assert_eq!(index % RECORD_ALIGN, 0, "records start on 8-byte slots");
@@ -80,6 +91,7 @@ impl Shared {
     /// soon as a consistent look at `head` and `tail` shows no room. The loop only repeats
     /// when the CAS on `tail` lost to another producer, which then made progress (lock-free,
     /// as in Agrona's `claimCapacity`).
+    #[inline]
     pub(super) fn claim(
         &self,
         event: &[u8; 16],
@@ -185,6 +197,7 @@ impl std::fmt::Debug for Shared {
 
 /// Whether `needed` more bytes fit after `tail` when the consumer has released up to `head`.
 /// False as well if `head` is ahead of a stale `tail`.
+#[inline]
 fn fits(tail: u64, head: u64, needed: u64, capacity: u64) -> bool {
     tail >= head && tail - head + needed <= capacity
 }
@@ -204,6 +217,7 @@ pub(super) fn new(geometry: Geometry) -> (Arc<Shared>, Cursor) {
     let cursor = Cursor {
         shared: shared.clone(),
         head: 0,
+        published: 0,
         stall_position: 0,
         stall_polls: 0,
     };
@@ -231,6 +245,7 @@ impl RawClaim<'_> {
     }
 
     /// The whole record: header, payload and padding.
+    #[inline]
     fn record_mut(&mut self) -> &mut [u8] {
         debug_assert!(self.index + self.len <= self.shared.geometry.capacity);
         // SAFETY: [index, index + len) lies inside the storage (asserted above: a record
@@ -241,17 +256,20 @@ impl RawClaim<'_> {
     }
 
     /// The payload bytes, for the caller to fill in.
+    #[inline]
     pub(super) fn payload_mut(&mut self) -> &mut [u8] {
         let payload_len = self.payload_len;
         &mut self.record_mut()[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len]
     }
 
     /// Publishes the record for the consumer.
+    #[inline]
     pub(super) fn commit(mut self) {
         self.publish(self.len as u32);
     }
 
     /// Gives up access and stores the record's state word.
+    #[inline]
     fn publish(&mut self, word: u32) {
         debug_assert!(!self.published);
         self.published = true;
@@ -268,6 +286,7 @@ impl RawClaim<'_> {
 
 impl Drop for RawClaim<'_> {
     /// An unpublished claim aborts: the record becomes padding, which the consumer skips.
+    #[inline]
     fn drop(&mut self) {
         if !self.published {
             self.publish(self.len as u32 | PADDING);
@@ -278,8 +297,12 @@ impl Drop for RawClaim<'_> {
 /// The consumer's side: its own copy of `head`, and what it knows of a stalled producer.
 pub(super) struct Cursor {
     shared: Arc<Shared>,
-    /// Equal to `shared.head` (only this cursor writes it), kept here to avoid loads.
+    /// Position of the first byte not yet consumed. `shared.head` trails it: consumed space
+    /// is handed back to producers in batches (see [`Cursor::publish`]).
     head: u64,
+    /// The last value stored into `shared.head`. Between it and `head`, the state words are
+    /// still those of the consumed records (invariant Z holds again once they are published).
+    published: u64,
     /// The position at which `stall_polls` consecutive reads found a claimed record that
     /// was not committed.
     stall_position: u64,
@@ -302,6 +325,7 @@ impl Cursor {
 
     /// Releases padding records at the head, then finds the longest run of committed
     /// records after it that is contiguous and no longer than `max_bytes`.
+    #[inline]
     pub(super) fn read(&mut self, max_bytes: usize) -> Option<RawRun<'_>> {
         self.skip_padding();
         let start = self.head;
@@ -310,6 +334,12 @@ impl Cursor {
         loop {
             if end != start && end & self.shared.mask() == 0 {
                 // The next record is at offset 0: not contiguous with this run.
+                break;
+            }
+            if end - self.published >= self.shared.geometry.capacity as u64 {
+                // Producers cannot have claimed this far yet (they stop a lap past the
+                // published head), and the slot's word may still be a consumed record's of
+                // the previous lap, not yet zeroed.
                 break;
             }
             // Acquire: pairs with the producer's Release in `publish`; the record's bytes
@@ -326,6 +356,9 @@ impl Cursor {
             count += 1;
         }
         if count == 0 {
+            // Nothing to read: hand back everything consumed, so producers that found the
+            // ring full can go on.
+            self.publish();
             self.note_empty_read();
             return None;
         }
@@ -342,30 +375,73 @@ impl Cursor {
         })
     }
 
-    /// Releases every padding record at the head.
+    /// Consumes every padding record at the head (publishing happens with the records).
+    #[inline]
     fn skip_padding(&mut self) {
         loop {
-            let state = self.shared.state(self.head);
             // Acquire: pairs with the Release store of the padding word.
-            let word = state.load(Ordering::Acquire);
+            let word = self.shared.state(self.head).load(Ordering::Acquire);
             if word & PADDING == 0 {
                 return;
             }
             let len = u64::from(word & !PADDING);
             debug_assert!(len > 0 && len % RECORD_ALIGN as u64 == 0);
-            // Relaxed: ordered before the Release store of `head` just below (invariant Z).
-            state.store(0, Ordering::Relaxed);
             self.head += len;
-            // Release: a producer that loads this head (Acquire) may reuse the space.
+            self.publish_if_due();
+        }
+    }
+
+    /// Publishes once an eighth of the ring is consumed and unpublished. Called after every
+    /// advance of `head`, each by at most half the ring, so `head - published` stays below
+    /// the capacity: the state word at `head` then belongs to this lap or was zeroed by an
+    /// earlier publish, never to a consumed record of the previous lap (invariant Z as the
+    /// consumer sees it).
+    #[inline]
+    fn publish_if_due(&mut self) {
+        if self.head - self.published >= self.shared.publish_batch() {
+            self.publish();
+        }
+    }
+
+    /// Hands consumed space back to producers: zeroes the state words of every record
+    /// consumed since the last publish, then stores `head`.
+    ///
+    /// Doing this in batches (an eighth of the ring, or whenever a read finds nothing) keeps
+    /// the consumer's writes away from the state words producers are committing into right
+    /// now: released slots are not written again before the next lap.
+    fn publish(&mut self) {
+        let mut position = self.published;
+        while position < self.head {
+            let state = self.shared.state(position);
+            // Relaxed: the consumer loaded this word with Acquire when it consumed the record;
+            // it only reads its own earlier observation here.
+            let len = u64::from(state.load(Ordering::Relaxed) & !PADDING);
+            debug_assert!(
+                len > 0 && len % RECORD_ALIGN as u64 == 0,
+                "a consumed record"
+            );
+            if len == 0 {
+                break; // unreachable: consumed records have nonzero words
+            }
+            // Relaxed: ordered before the Release store of `head` below (invariant Z).
+            state.store(0, Ordering::Relaxed);
+            position += len;
+        }
+        debug_assert_eq!(position, self.head);
+        if self.published != self.head {
+            self.published = self.head;
+            // Release: our reads of the consumed records and the zeroed state words happen
+            // before any producer's writes into this space (it loads `head` with Acquire).
             self.shared.head.store(self.head, Ordering::Release);
         }
     }
 
-    /// Counts reads that found a claimed record not yet committed at the head.
+    /// Counts consecutive reads that found nothing at the head. It does not look at `tail`:
+    /// an idle consumer polling an empty ring must not pull the line every producer's claim
+    /// writes. Whether anything is claimed is asked only by [`stall`](Self::stall).
+    #[inline]
     fn note_empty_read(&mut self) {
-        if self.shared.claimed_bytes(self.head) == 0 {
-            self.stall_polls = 0;
-        } else if self.stall_polls > 0 && self.stall_position == self.head {
+        if self.stall_polls > 0 && self.stall_position == self.head {
             self.stall_polls += 1;
         } else {
             self.stall_position = self.head;
@@ -373,13 +449,16 @@ impl Cursor {
         }
     }
 
-    /// The stall the last reads ran into, if the last read found nothing while space was
-    /// claimed.
+    /// The stall the last reads ran into: `Some` if the last read found nothing while space
+    /// is claimed (so the record at the head is claimed and not committed). `polls` counts
+    /// the consecutive empty reads at that position, the first of which may predate the
+    /// claim.
     pub(super) fn stall(&self) -> Option<StallInfo> {
-        (self.stall_polls > 0).then(|| StallInfo {
+        let claimed_bytes = self.shared.claimed_bytes(self.head);
+        (self.stall_polls > 0 && claimed_bytes > 0).then_some(StallInfo {
             position: self.stall_position,
             polls: self.stall_polls,
-            claimed_bytes: self.shared.claimed_bytes(self.head),
+            claimed_bytes,
         })
     }
 
@@ -401,6 +480,7 @@ pub(super) struct RawRun<'a> {
 
 impl RawRun<'_> {
     /// The records, as wire bytes.
+    #[inline]
     pub(super) fn bytes(&self) -> &[u8] {
         debug_assert!(self.index + self.len <= self.cursor.shared.geometry.capacity);
         // SAFETY: [index, index + len) is inside the storage (asserted: a run never wraps)
@@ -412,24 +492,15 @@ impl RawRun<'_> {
     }
 
     /// The number of records in the run.
+    #[inline]
     pub(super) fn count(&self) -> usize {
         self.count
     }
 
-    /// Frees the run's space for producers.
+    /// Marks the run consumed. Its space goes back to producers at the next publish: once an
+    /// eighth of the ring has been consumed since the last one, or when a read finds nothing.
+    #[inline]
     pub(super) fn release(self) {
-        let mut offset = 0;
-        for _ in 0..self.count {
-            let record = &self.bytes()[offset..];
-            let len = crate::wire::record_len(header_payload_len(record))
-                .expect("the ring wrote this header");
-            let state = self.cursor.shared.state((self.index + offset) as u64);
-            debug_assert_eq!(state.load(Ordering::Relaxed), len as u32);
-            // Relaxed: ordered before the Release store of `head` below (invariant Z).
-            state.store(0, Ordering::Relaxed);
-            offset += len;
-        }
-        debug_assert_eq!(offset, self.len);
         let RawRun {
             cursor,
             len,
@@ -441,9 +512,7 @@ impl RawRun<'_> {
         #[cfg(loom)]
         drop(_access);
         cursor.head += len as u64;
-        // Release: our reads of the run and the zeroed state words happen before any
-        // producer's writes into this space (it loads `head` with Acquire).
-        cursor.shared.head.store(cursor.head, Ordering::Release);
+        cursor.publish_if_due();
     }
 }
 
@@ -474,6 +543,7 @@ impl Storage {
     /// # Safety
     ///
     /// `offset + len <= self.len`, and for the slice's lifetime no thread writes these bytes.
+    #[inline]
     unsafe fn slice(&self, offset: usize, len: usize) -> &[u8] {
         debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
         // SAFETY: in bounds of the block (caller), no concurrent writer (caller).
@@ -485,6 +555,7 @@ impl Storage {
     /// `offset + len <= self.len`, and for the slice's lifetime no other thread or slice
     /// reads or writes these bytes.
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
         debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
         // SAFETY: in bounds of the block (caller), exclusive access (caller).
