@@ -326,10 +326,16 @@ impl Endpoint {
         fields: &HeaderFields,
         out: &mut VecDeque<Output>,
     ) -> Result<&mut Session, Reject> {
-        // A sender that started after this node sent every frame to it: a lost first frame is
-        // reported. One that started before may have sent its first frames before this node
-        // was listening, so its session starts at the first frame heard.
-        let joined_late = incarnation_start_ms(fields.incarnation) >= self.started_ms;
+        // A sender that started after this node (or less than a dead-peer timeout before it,
+        // as when a cluster starts together) sent every frame to it: a lost first frame is
+        // reported, at worst a false alarm at boot, when caches are cold anyway. One that
+        // started earlier may have sent its first frames before this node listened, so its
+        // session starts at the first frame heard. (Left open: if that first frame heard
+        // is data, frames just before it that were sent after this node started and lost
+        // go unreported. Heartbeats make that window about one heartbeat long.)
+        let grace_ms = u64::try_from(self.config.dead_timeout.as_millis()).unwrap_or(u64::MAX);
+        let joined_late =
+            incarnation_start_ms(fields.incarnation).saturating_add(grace_ms) >= self.started_ms;
         let first_next = |joined_late: bool| match (joined_late, fields.kind) {
             (true, _) => 1,
             (false, FrameKind::Heartbeat) => fields.sequence.saturating_add(1),

@@ -19,7 +19,9 @@ use crate::metrics::{Metrics, Shared};
 use crate::ringbuf::{ClaimError, Producer, ring};
 use crate::subscription::{Delivery, Message, Registry, Subscription};
 use crate::sync::plain::{Arc, Ordering};
-use crate::transport::{DriverWaker, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport};
+use crate::transport::{
+    DriverWaker, FaultInjection, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
+};
 use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN, max_payload};
 
 /// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
@@ -80,6 +82,7 @@ pub struct RouterBuilder {
     multicast: Option<(SocketAddrV4, Ipv4Addr)>,
     tcp_listen: Option<SocketAddr>,
     tcp_peers: Vec<SocketAddr>,
+    udp_faults: Option<FaultInjection>,
     transports: Vec<Box<dyn Transport>>,
     ring_capacity: usize,
     max_frame_len: usize,
@@ -145,6 +148,13 @@ impl RouterBuilder {
     /// Join a multicast group (and send to it) on the interface with this address.
     pub fn udp_multicast(mut self, group: SocketAddrV4, interface: Ipv4Addr) -> Self {
         self.multicast = Some((group, interface));
+        self
+    }
+
+    /// Injects seeded faults (loss, bursts, duplication, reordering) into what the UDP
+    /// transport receives. For tests of what your application does with [`Missed`].
+    pub fn udp_fault_injection(mut self, faults: FaultInjection) -> Self {
+        self.udp_faults = Some(faults);
         self
     }
 
@@ -299,6 +309,7 @@ impl RouterBuilder {
                 peers: self.udp_peers.clone(),
                 multicast: self.multicast,
                 max_frame_len: self.max_frame_len,
+                faults: self.udp_faults.clone(),
             };
             let udp = UdpTransport::bind(&config).map_err(|source| BuildError::Io {
                 what: format!("udp bind {bind}"),
@@ -436,10 +447,11 @@ fn dispatch(rx: &Receiver<Received>, registry: &Registry, metrics: &Shared) {
     for received in rx {
         match received {
             Received::Frame(frame) => {
-                let node = frame.header_fields().node;
+                let h = frame.header_fields();
+                let origin = (h.node, h.incarnation, h.sequence);
                 let mut n = 0;
                 for record in frame.records() {
-                    registry.dispatch(&Delivery::remote(record.event, node, &record.payload));
+                    registry.dispatch(&Delivery::remote(record.event, origin, &record.payload));
                     n += 1;
                 }
                 metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
@@ -546,6 +558,7 @@ impl Router {
             multicast: None,
             tcp_listen: None,
             tcp_peers: Vec::new(),
+            udp_faults: None,
             transports: Vec::new(),
             ring_capacity: 1 << 20,
             max_frame_len: DEFAULT_UDP_FRAME_LEN,

@@ -16,6 +16,8 @@ use crate::sync::plain::{Arc, AtomicU64, Ordering, Weak};
 pub struct Delivery<'a> {
     event: EventId,
     node: u64,
+    incarnation: u64,
+    sequence: u64,
     local: bool,
     payload: &'a [u8],
     shared: Option<&'a Bytes>,
@@ -26,16 +28,24 @@ impl<'a> Delivery<'a> {
         Self {
             event,
             node,
+            incarnation: 0,
+            sequence: 0,
             local: true,
             payload,
             shared: None,
         }
     }
 
-    pub(crate) fn remote(event: EventId, node: u64, payload: &'a Bytes) -> Self {
+    pub(crate) fn remote(
+        event: EventId,
+        (node, incarnation, sequence): (u64, u64, u64),
+        payload: &'a Bytes,
+    ) -> Self {
         Self {
             event,
             node,
+            incarnation,
+            sequence,
             local: false,
             payload,
             shared: Some(payload),
@@ -50,6 +60,12 @@ impl<'a> Delivery<'a> {
     /// The node that raised it.
     pub fn node(&self) -> u64 {
         self.node
+    }
+
+    /// For a remote event, the sender's incarnation and the sequence number of the frame that
+    /// carried it (what [`Missed::range`] counts in); `(0, 0)` for a local one.
+    pub fn frame(&self) -> (u64, u64) {
+        (self.incarnation, self.sequence)
     }
 
     /// Whether it was raised on this node (delivered on the raising thread).
@@ -76,6 +92,7 @@ impl<'a> Delivery<'a> {
         Message {
             event: self.event,
             node: self.node,
+            frame: self.frame(),
             local: self.local,
             payload: self.to_bytes(),
         }
@@ -100,6 +117,8 @@ pub struct Message {
     pub event: EventId,
     /// The node that raised it.
     pub node: u64,
+    /// The sender's incarnation and the frame's sequence number (see [`Delivery::frame`]).
+    pub frame: (u64, u64),
     /// Whether it was raised on this node.
     pub local: bool,
     /// The payload (for remote events, a slice of the received datagram).

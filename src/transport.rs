@@ -1,9 +1,11 @@
 //! Providers: what carries frames between nodes. herald's UDP transport implements the same
 //! public [`Transport`] trait a user implements to plug in their own.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mio::Interest;
@@ -59,7 +61,7 @@ pub trait Transport: Send + fmt::Debug + 'static {
 
     /// When the transport next needs [`recv`](Self::recv) called even if nothing woke the
     /// driver, such as a reconnection attempt (default: never).
-    fn next_timeout(&self) -> Option<std::time::Instant> {
+    fn next_timeout(&self) -> Option<Instant> {
         None
     }
 }
@@ -89,6 +91,85 @@ pub struct SendError {
     pub last: io::Error,
 }
 
+/// Faults a [`UdpTransport`] injects into what it receives, from a seeded generator: for
+/// testing what herald promises under loss, bursts, duplication and reordering without root
+/// or kernel rules. Probabilities are per datagram, from 0.0 to 1.0.
+#[derive(Clone, Debug, Default)]
+pub struct FaultInjection {
+    /// Seed of the generator: the same seed drops the same datagrams.
+    pub seed: u64,
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+    /// Probability that a loss starts a burst of `burst_len` more lost datagrams.
+    pub burst: f64,
+    /// Length of a loss burst.
+    pub burst_len: u32,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a datagram is held back for up to `reorder_delay`, so that later
+    /// ones overtake it.
+    pub reorder: f64,
+    /// The longest a datagram is held back.
+    pub reorder_delay: Duration,
+}
+
+#[derive(Debug)]
+struct Faults {
+    config: FaultInjection,
+    rng: crate::testing::SimRng,
+    burst_left: u32,
+    held: VecDeque<(Instant, Bytes)>,
+}
+
+impl Faults {
+    /// Passes `bytes` through the faults: zero, one or two deliveries, now or later.
+    fn apply(&mut self, bytes: Bytes, deliver: &mut dyn FnMut(Bytes)) {
+        if self.burst_left > 0 {
+            self.burst_left -= 1;
+            return;
+        }
+        if self.rng.chance(self.config.loss) {
+            if self.rng.chance(self.config.burst) {
+                self.burst_left = self.config.burst_len;
+            }
+            return;
+        }
+        let copies = if self.rng.chance(self.config.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            if self.rng.chance(self.config.reorder) {
+                let max = u64::try_from(self.config.reorder_delay.as_nanos()).unwrap_or(1);
+                let delay = Duration::from_nanos(self.rng.next_u64() % max.max(1));
+                self.held.push_back((Instant::now() + delay, bytes.clone()));
+            } else {
+                deliver(bytes.clone());
+            }
+        }
+    }
+
+    /// Delivers the held-back datagrams whose time has come.
+    fn release(&mut self, deliver: &mut dyn FnMut(Bytes)) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 <= now {
+                if let Some((_, bytes)) = self.held.remove(i) {
+                    deliver(bytes);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn next_release(&self) -> Option<Instant> {
+        self.held.iter().map(|(t, _)| *t).min()
+    }
+}
+
 /// UDP settings for [`UdpTransport`].
 #[derive(Clone, Debug)]
 pub struct UdpConfig {
@@ -100,6 +181,8 @@ pub struct UdpConfig {
     pub multicast: Option<(SocketAddrV4, Ipv4Addr)>,
     /// The largest frame, which sizes the receive buffers.
     pub max_frame_len: usize,
+    /// Faults to inject into received datagrams (tests only).
+    pub faults: Option<FaultInjection>,
 }
 
 /// herald's UDP transport: unicast to a peer list, multicast to a group, or both.
@@ -109,6 +192,7 @@ pub struct UdpTransport {
     destinations: Vec<SocketAddr>,
     buf: BytesMut,
     max_frame_len: usize,
+    faults: Option<Faults>,
 }
 
 /// Receive buffers are carved out of blocks of this many bytes.
@@ -149,6 +233,12 @@ impl UdpTransport {
             destinations,
             buf: BytesMut::with_capacity(RECV_BLOCK),
             max_frame_len: config.max_frame_len,
+            faults: config.faults.clone().map(|f| Faults {
+                rng: crate::testing::SimRng::new(f.seed),
+                config: f,
+                burst_left: 0,
+                held: VecDeque::new(),
+            }),
         })
     }
 
@@ -165,6 +255,10 @@ impl UdpTransport {
 impl Transport for UdpTransport {
     fn name(&self) -> &str {
         "udp"
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        self.faults.as_ref().and_then(Faults::next_release)
     }
 
     fn register(&mut self, registry: &Registry, token: Token, _: DriverWaker) -> io::Result<()> {
@@ -201,6 +295,9 @@ impl Transport for UdpTransport {
     }
 
     fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<()> {
+        if let Some(faults) = &mut self.faults {
+            faults.release(deliver);
+        }
         loop {
             if self.buf.capacity() < self.max_frame_len + 1 {
                 self.buf = BytesMut::with_capacity(RECV_BLOCK.max(self.max_frame_len + 1));
@@ -211,7 +308,11 @@ impl Transport for UdpTransport {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, _from)) => {
                     self.buf.truncate(n);
-                    deliver(self.buf.split().freeze());
+                    let bytes = self.buf.split().freeze();
+                    match &mut self.faults {
+                        Some(faults) => faults.apply(bytes, deliver),
+                        None => deliver(bytes),
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.buf.clear();
