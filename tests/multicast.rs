@@ -1,0 +1,67 @@
+//! UDP multicast between three routers, inside a network namespace of the test's own (made
+//! with `unshare -n`), so no datagram can leave the machine: the namespace has only its own
+//! loopback, with the multicast route on it, and the routers set the multicast interface to
+//! 127.0.0.1.
+//!
+//! The outer test re-runs this binary's `multicast_inside_namespace` inside the namespace.
+//! It needs root (CI runs as root); elsewhere it says why it skipped.
+#![allow(clippy::disallowed_types)]
+
+mod util;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::Command;
+
+use herald::Router;
+
+#[test]
+fn multicast_exchange_in_a_network_namespace() {
+    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout).ok();
+    if uid.as_deref() != Some(b"0\n".as_slice()) {
+        eprintln!("SKIPPED: needs root for a network namespace (CI runs it as root)");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let script = format!(
+        "ip link set lo up && ip route add 224.0.0.0/4 dev lo && \
+         HERALD_IN_NETNS=1 exec {} --exact multicast_inside_namespace --ignored --nocapture",
+        exe.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .output()
+        .expect("unshare runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "the multicast test inside the namespace failed");
+    assert!(stdout.contains("1 passed"), "the inner test did not run");
+}
+
+#[test]
+#[ignore = "run by multicast_exchange_in_a_network_namespace inside a namespace"]
+fn multicast_inside_namespace() {
+    assert_eq!(
+        std::env::var("HERALD_IN_NETNS").as_deref(),
+        Ok("1"),
+        "only inside the test's own namespace"
+    );
+    let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 42, 1), 47_001);
+    let routers: Vec<Router> = (0..3)
+        .map(|i| {
+            Router::builder()
+                .cluster("multicast")
+                .node_id(i + 1)
+                .keyring(util::test_keyring())
+                .ring_capacity(8 << 20)
+                .udp_multicast(group, Ipv4Addr::LOCALHOST)
+                .build()
+                .expect("router builds")
+        })
+        .collect();
+    util::exchange_and_check(&routers, 100_000);
+    // Each router hears its own frames back (multicast loopback) and drops them by node id.
+    for r in &routers {
+        assert!(r.metrics().drops_for("own_frame") > 0);
+    }
+}
