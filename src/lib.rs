@@ -76,6 +76,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+mod config;
 mod driver;
 pub mod endpoint;
 mod error;
@@ -90,6 +91,10 @@ pub mod testing;
 pub mod transport;
 pub mod wire;
 
+pub use config::{
+    Config, ConfigError, LogFormat, LogSection, MetricsSection, MulticastSection, RingSection,
+    TcpSection, TimingSection, UdpSection,
+};
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;

@@ -49,6 +49,81 @@ impl Metrics {
     pub fn missed_total(&self) -> u64 {
         self.missed.iter().map(|(_, c)| c).sum()
     }
+
+    /// The counters in Prometheus' text exposition format, every name starting `herald_`,
+    /// drops and Missed labelled by reason.
+    ///
+    /// ```
+    /// let text = herald::Metrics::default().to_prometheus();
+    /// assert!(text.contains("# TYPE herald_events_raised_total counter"));
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        };
+        counter(
+            "herald_events_raised_total",
+            "Events raised on this node.",
+            self.raised,
+        );
+        counter(
+            "herald_raise_refused_total",
+            "Raises refused because the ring was full.",
+            self.raise_full,
+        );
+        counter(
+            "herald_frames_sent_total",
+            "Data frames sent.",
+            self.frames_sent,
+        );
+        counter(
+            "herald_heartbeats_sent_total",
+            "Heartbeats sent.",
+            self.heartbeats_sent,
+        );
+        counter(
+            "herald_frames_received_total",
+            "Frames received, before any check.",
+            self.frames_received,
+        );
+        counter(
+            "herald_frames_accepted_total",
+            "Data frames accepted.",
+            self.frames_accepted,
+        );
+        counter(
+            "herald_events_delivered_total",
+            "Remote events handed to subscribers.",
+            self.events_delivered,
+        );
+        counter(
+            "herald_send_errors_total",
+            "Frames a destination did not take.",
+            self.send_errors,
+        );
+        let mut labelled = |name: &str, help: &str, values: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (reason, v) in values {
+                let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {v}");
+            }
+        };
+        labelled(
+            "herald_frames_dropped_total",
+            "Frames dropped, by reason.",
+            &self.drops,
+        );
+        labelled(
+            "herald_missed_total",
+            "Missed notices raised, by reason.",
+            &self.missed,
+        );
+        out
+    }
 }
 
 /// The live counters: raise-side ones written by application threads, the rest published by

@@ -156,3 +156,159 @@ fn keygen_on_a_missing_file_names_it() {
         stderr(&out)
     );
 }
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("herald.toml");
+    fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn check_prints_the_effective_config_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "cluster = \"shop\"\n[udp]\nbind = \"127.0.0.1:7700\"\n",
+    );
+    assert!(
+        herald(&["keygen", dir.path().join("herald.secret").to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = herald(&["check", "--config", &cfg]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("heartbeat_ms = 100"),
+        "defaults shown:\n{text}"
+    );
+    assert!(text.contains("signing with key id 1"), "{text}");
+    let secret = fs::read_to_string(dir.path().join("herald.secret")).unwrap();
+    let hex = secret
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(!text.contains(hex), "the secret is never printed");
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, key) in [
+        (
+            "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:1\"\nbindd = 3\n",
+            "udp.bindd",
+        ),
+        ("cluster = \"c\"\n[udp]\nbind = \"nowhere\"\n", "udp.bind"),
+        ("cluster = \"c\"\n", "udp"),
+        ("[udp]\nbind = \"127.0.0.1:1\"\n", "cluster"),
+    ] {
+        let cfg = write_config(dir.path(), body);
+        let out = herald(&["check", "--config", &cfg]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{key}:")),
+            "{key} not named in: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    let out = herald(&["check", "--config", "/nonexistent/herald.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no such config file"));
+}
+
+#[test]
+fn node_creates_its_secret_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let metrics = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:{port}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        ),
+    );
+    let node = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["node", "--log-format", "json", "--config", &cfg])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(mode(&dir.path().join("herald.secret")), 0o600);
+    // Metrics are served, herald_* counters with reasons.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("herald_frames_dropped_total{reason=\"bad_tag\"} 0"));
+    // A second node on the same port is refused with the fix.
+    let out = herald(&["node", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("address in use"), "{}", stderr(&out));
+    Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    let out = node.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit 0 after SIGTERM");
+    let logs = stderr(&out);
+    assert!(
+        logs.lines().all(|l| l.starts_with('{')),
+        "json logs: {logs}"
+    );
+    assert!(logs.contains("node running"));
+}
+
+#[test]
+fn raise_refuses_bad_payload_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    );
+    herald(&["keygen", dir.path().join("herald.secret").to_str().unwrap()]);
+    let out = herald(&[
+        "raise",
+        "--config",
+        &cfg,
+        "--event",
+        "e",
+        "--payload-hex",
+        "abc",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--payload-hex"));
+    let out = herald(&[
+        "raise",
+        "--config",
+        &cfg,
+        "--event",
+        "e",
+        "--payload",
+        "x",
+        "--payload-hex",
+        "00",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let big = "x".repeat(2000);
+    let out = herald(&["raise", "--config", &cfg, "--event", "e", "--payload", &big]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("max_frame_len"), "{}", stderr(&out));
+    let out = herald(&["raise", "--config", &cfg, "--event", "e", "--payload", "ok"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("raised 1"));
+}

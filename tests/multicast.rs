@@ -34,7 +34,10 @@ fn multicast_exchange_in_a_network_namespace() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "the multicast test inside the namespace failed");
+    assert!(
+        out.status.success(),
+        "the multicast test inside the namespace failed"
+    );
     assert!(stdout.contains("1 passed"), "the inner test did not run");
 }
 

@@ -186,7 +186,8 @@ impl TcpTransport {
     }
 
     /// Drops peer `i`'s connection and what it had queued (a partial frame must not be
-    /// continued on a new connection), and schedules a retry.
+    /// continued on a new connection; those frames are reported missed by the peer), and
+    /// schedules a retry.
     fn fail(&mut self, i: usize, error: &io::Error) {
         let peer = &mut self.outbound[i];
         if let Some(mut stream) = peer.stream.take() {
@@ -299,8 +300,9 @@ impl Transport for TcpTransport {
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         for i in 0..self.outbound.len() {
             let peer = &mut self.outbound[i];
-            if peer.stream.is_none() || peer.queue.len() + 4 + frame.len() > self.config.max_queued
-            {
+            // Frames wait in the queue while the peer connects (the first connection, or a
+            // reconnection under way); a full queue drops the frame for this peer only.
+            if peer.queue.len() + 4 + frame.len() > self.config.max_queued {
                 peer.dropped += 1;
                 failed += 1;
                 continue;
@@ -314,7 +316,10 @@ impl Transport for TcpTransport {
         } else {
             Err(SendError {
                 failed,
-                last: io::Error::new(io::ErrorKind::WouldBlock, "tcp peer down or not reading"),
+                last: io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "tcp peer not reading: queue full",
+                ),
             })
         }
     }

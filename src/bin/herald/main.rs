@@ -1,7 +1,8 @@
 //! The `herald` command.
 //!
-//! Today it offers `demo` (the pipeline that exists so far, in one process) and `keygen`
-//! (secret files). `node`, `raise`, `tail`, `bench` and `check` arrive with the router.
+//! `demo`, `node`, `tail`, `raise`, `check` and `keygen`; `bench` comes next.
+// The loom switch (`crate::sync`) is the library's business; the command uses std directly.
+#![allow(clippy::disallowed_types)]
 
 /// `println!` for the command's output: a closed pipe (`herald demo | head`) ends the
 /// command quietly instead of panicking, and any other write error is one line on stderr.
@@ -14,8 +15,12 @@ macro_rules! say {
     }};
 }
 
+mod check;
+mod common;
 mod demo;
 mod keygen;
+mod node;
+mod raise;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -35,6 +40,14 @@ enum Command {
     /// Show herald at work: producers raise events into the ring, frames are batched, signed,
     /// verified and dispatched to per-node caches, then a throughput run.
     Demo(demo::DemoArgs),
+    /// Run a node until SIGINT or SIGTERM, then flush and exit.
+    Node(node::NodeArgs),
+    /// Join the cluster and print each event and each Missed as it arrives.
+    Tail(node::TailArgs),
+    /// Raise an event cluster-wide and exit once it has been sent.
+    Raise(raise::RaiseArgs),
+    /// Check a config file and print it with every default (the secret is never printed).
+    Check(check::CheckArgs),
     /// Create a cluster secret file (mode 0600), or add, switch and retire its keys.
     Keygen(keygen::KeygenArgs),
 }
@@ -75,6 +88,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Node(args) => node::run_node(args),
+        Command::Tail(args) => node::run_tail(args),
+        Command::Raise(args) => raise::run(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
