@@ -416,6 +416,14 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_is_valid() {
+        let c = Config::from_toml(include_str!("../examples/herald.toml")).unwrap();
+        assert_eq!(c.cluster, "shop");
+        assert_eq!(c.timing, TimingSection::default());
+        assert_eq!(c.ring, RingSection::default());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let base = "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:1\"\n";
         assert!(err("[udp]\nbind = \"127.0.0.1:1\"\n").starts_with("cluster:"));
