@@ -100,3 +100,8 @@ pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;
 pub use router::{BuildError, Event, RaiseError, Router, RouterBuilder};
 pub use subscription::{Delivery, Message, Subscription};
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
