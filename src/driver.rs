@@ -1,6 +1,7 @@
 //! The driver thread: moves bytes between the ring, the endpoint and the transports, on one
 //! `mio::Poll`. The only code that touches sockets.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use crossbeam_channel::Sender;
 use mio::{Events, Poll, Token};
 
 use crate::endpoint::{Endpoint, Now, Received};
+use crate::event::{Missed, MissedReason};
 use crate::metrics::Shared;
 use crate::ringbuf::Consumer;
 use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
@@ -62,6 +64,8 @@ pub(crate) struct Driver {
     pub(crate) deliveries: Sender<Received>,
     pub(crate) frame_buf: Vec<u8>,
     pub(crate) drop_log: DropLog,
+    /// Outputs that did not fit the dispatcher's queue, frames folded into Missed ranges.
+    pub(crate) overflow: VecDeque<Received>,
 }
 
 /// The most frames one turn sends before it looks at the sockets again.
@@ -146,11 +150,71 @@ impl Driver {
         self.forward();
     }
 
+    /// Hands the endpoint's output to the dispatcher without ever blocking: when its queue
+    /// is full (subscribers behind), frames are dropped and remembered as ranges per sender,
+    /// and each range reaches subscribers as one `LocalOverflow` Missed, ahead of anything
+    /// later from that sender, as soon as the queue has room.
     fn forward(&mut self) {
+        self.flush_overflow();
         while let Some(out) = self.endpoint.poll_output() {
-            // The dispatcher lives as long as the router; if it is gone, so is everyone
-            // who could have been told.
-            let _ = self.deliveries.send(out);
+            if !self.overflow.is_empty() {
+                self.overflow_push(out);
+                continue;
+            }
+            match self.deliveries.try_send(out) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(out)) => self.overflow_push(out),
+                // The dispatcher lives as long as the router; if it is gone, so is everyone
+                // who could have been told.
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    /// Remembers an output that did not fit the dispatcher's queue.
+    fn overflow_push(&mut self, out: Received) {
+        match out {
+            Received::Frame(frame) => {
+                let h = frame.header_fields();
+                self.metrics
+                    .dispatch_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(Received::Missed(last)) = self.overflow.back_mut()
+                    && last.reason == MissedReason::LocalOverflow
+                    && last.node == h.node
+                    && last.incarnation == h.incarnation
+                    && let Some((first, end)) = last.range
+                    && end + 1 == h.sequence
+                {
+                    last.range = Some((first, h.sequence));
+                    return;
+                }
+                self.metrics.count_missed(MissedReason::LocalOverflow);
+                self.overflow.push_back(Received::Missed(Missed {
+                    node: h.node,
+                    incarnation: h.incarnation,
+                    reason: MissedReason::LocalOverflow,
+                    range: Some((h.sequence, h.sequence)),
+                }));
+            }
+            other => self.overflow.push_back(other),
+        }
+    }
+
+    /// Sends what overflowed, in order, as far as the queue takes it.
+    fn flush_overflow(&mut self) {
+        while let Some(out) = self.overflow.pop_front() {
+            match self.deliveries.try_send(out) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(out)) => {
+                    self.overflow.push_front(out);
+                    return;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    self.overflow.clear();
+                    return;
+                }
+            }
         }
     }
 
@@ -175,6 +239,7 @@ impl Driver {
         // Pairs with the fence in `Signals::wake` (see there).
         fence(Ordering::SeqCst);
         let work_waiting = self.ring.read(usize::MAX).is_some()
+            || !self.overflow.is_empty()
             || self.signals.shutdown.load(Ordering::Acquire)
             || self.signals.overflowed.load(Ordering::Acquire);
         let timeout = if work_waiting {

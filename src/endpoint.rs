@@ -156,7 +156,7 @@ pub struct EndpointStats {
     /// Dropped frames, indexed like [`Reject::names`].
     pub drops: Vec<u64>,
     /// Missed notices, indexed like [`MissedReason::NAMES`].
-    pub missed: [u64; 4],
+    pub missed: [u64; 5],
     /// Times this node's ring overflowed (raises refused with `Full`), as told by the caller.
     pub overflows: u64,
 }

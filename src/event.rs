@@ -73,6 +73,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_missed_reason_has_its_name_at_its_index() {
+        for r in [
+            MissedReason::Gap,
+            MissedReason::SenderOverflowed,
+            MissedReason::SenderRestarted,
+            MissedReason::PeerSilent,
+            MissedReason::LocalOverflow,
+        ] {
+            assert_eq!(MissedReason::NAMES[r.index()], r.name());
+        }
+        assert_eq!(MissedReason::NAMES.len(), 5);
+    }
+
+    #[test]
     fn names_hash_stably() {
         // Pinned (and checked against Python's hashlib in docs/wire-format.md) so that a change
         // of hash, which would split a cluster running mixed versions, cannot slip in.
@@ -121,6 +135,9 @@ pub enum MissedReason {
     SenderRestarted,
     /// Nothing, not even a heartbeat, has come from the sender for the dead-peer timeout.
     PeerSilent,
+    /// This node's subscribers fell behind: the queue to the dispatcher thread was full, and
+    /// frames that arrived intact were dropped before dispatch.
+    LocalOverflow,
 }
 
 impl MissedReason {
@@ -130,6 +147,7 @@ impl MissedReason {
         "sender_overflowed",
         "sender_restarted",
         "peer_silent",
+        "local_overflow",
     ];
 
     /// The reason's stable short name (a metrics label).
@@ -143,6 +161,7 @@ impl MissedReason {
             Self::SenderOverflowed => "sender_overflowed",
             Self::SenderRestarted => "sender_restarted",
             Self::PeerSilent => "peer_silent",
+            Self::LocalOverflow => "local_overflow",
         }
     }
 
@@ -153,6 +172,7 @@ impl MissedReason {
             Self::SenderOverflowed => 1,
             Self::SenderRestarted => 2,
             Self::PeerSilent => 3,
+            Self::LocalOverflow => 4,
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub events_delivered: u64,
     /// Datagrams that could not be sent (socket buffer full or an error), per destination.
     pub send_errors: u64,
+    /// Frames dropped because this node's subscribers fell behind (reported as
+    /// `local_overflow` Missed notices).
+    pub dispatch_dropped: u64,
     /// Dropped frames by reason, as (short name, count), every reason listed.
     pub drops: Vec<(&'static str, u64)>,
     /// Missed notices by reason, as (short name, count), every reason listed.
@@ -105,6 +108,11 @@ impl Metrics {
             "Frames a destination did not take.",
             self.send_errors,
         );
+        counter(
+            "herald_dispatch_dropped_total",
+            "Frames dropped because this node's subscribers fell behind.",
+            self.dispatch_dropped,
+        );
         let mut labelled = |name: &str, help: &str, values: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -134,6 +142,7 @@ pub(crate) struct Shared {
     pub(crate) raise_full: AtomicU64,
     pub(crate) events_delivered: AtomicU64,
     pub(crate) send_errors: AtomicU64,
+    pub(crate) dispatch_dropped: AtomicU64,
     frames_sent: AtomicU64,
     heartbeats_sent: AtomicU64,
     frames_received: AtomicU64,
@@ -150,6 +159,7 @@ impl Shared {
             raise_full: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
+            dispatch_dropped: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             heartbeats_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
@@ -169,8 +179,18 @@ impl Shared {
         for (a, v) in self.drops.iter().zip(&stats.drops) {
             set(a, *v);
         }
-        for (a, v) in self.missed.iter().zip(&stats.missed) {
-            set(a, *v);
+        for (i, (a, v)) in self.missed.iter().zip(&stats.missed).enumerate() {
+            // The driver counts local overflows itself; the endpoint never sees them.
+            if i != MissedReason::LocalOverflow.index() {
+                set(a, *v);
+            }
+        }
+    }
+
+    /// Counts a Missed notice the driver made (not the endpoint).
+    pub(crate) fn count_missed(&self, reason: MissedReason) {
+        if let Some(a) = self.missed.get(reason.index()) {
+            a.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -185,6 +205,7 @@ impl Shared {
             frames_accepted: get(&self.frames_accepted),
             events_delivered: get(&self.events_delivered),
             send_errors: get(&self.send_errors),
+            dispatch_dropped: get(&self.dispatch_dropped),
             drops: Reject::names()
                 .zip(&self.drops)
                 .map(|(n, a)| (n, get(a)))

@@ -83,6 +83,7 @@ pub struct RouterBuilder {
     tcp_listen: Option<SocketAddr>,
     tcp_peers: Vec<SocketAddr>,
     udp_faults: Option<FaultInjection>,
+    dispatch_queue: usize,
     transports: Vec<Box<dyn Transport>>,
     ring_capacity: usize,
     max_frame_len: usize,
@@ -155,6 +156,14 @@ impl RouterBuilder {
     /// transport receives. For tests of what your application does with [`Missed`].
     pub fn udp_fault_injection(mut self, faults: FaultInjection) -> Self {
         self.udp_faults = Some(faults);
+        self
+    }
+
+    /// How many received frames may wait for the dispatcher thread. Default 4096. When
+    /// subscribers fall further behind, frames are dropped (never the sockets slowed down)
+    /// and reported as [`MissedReason::LocalOverflow`](crate::MissedReason::LocalOverflow).
+    pub fn dispatch_queue(mut self, frames: usize) -> Self {
+        self.dispatch_queue = frames;
         self
     }
 
@@ -272,6 +281,9 @@ impl RouterBuilder {
             if d.is_zero() {
                 return Err(Self::invalid(field, "must be more than zero"));
             }
+        }
+        if self.dispatch_queue == 0 {
+            return Err(Self::invalid("dispatch_queue", "must be at least 1 frame"));
         }
         if self.dead_timeout < self.heartbeat_interval * 2 {
             return Err(Self::invalid(
@@ -402,7 +414,7 @@ impl RouterBuilder {
         });
         let metrics = Arc::new(Shared::new());
         let registry = Arc::new(Registry::default());
-        let (tx, rx) = unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(self.dispatch_queue);
         let driver = Driver {
             poll,
             endpoint,
@@ -414,6 +426,7 @@ impl RouterBuilder {
             deliveries: tx,
             frame_buf: vec![0; self.max_frame_len],
             drop_log: DropLog::default(),
+            overflow: std::collections::VecDeque::new(),
         };
         let driver = std::thread::Builder::new()
             .name("herald-driver".into())
@@ -559,6 +572,7 @@ impl Router {
             tcp_listen: None,
             tcp_peers: Vec::new(),
             udp_faults: None,
+            dispatch_queue: 4096,
             transports: Vec::new(),
             ring_capacity: 1 << 20,
             max_frame_len: DEFAULT_UDP_FRAME_LEN,

@@ -57,6 +57,8 @@ fn multicast_inside_namespace() {
                 .node_id(i + 1)
                 .keyring(util::test_keyring())
                 .ring_capacity(8 << 20)
+                // These tests count every event: let subscribers queue far behind.
+                .dispatch_queue(1 << 16)
                 .udp_multicast(group, Ipv4Addr::LOCALHOST)
                 .build()
                 .expect("router builds")

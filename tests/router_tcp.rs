@@ -16,6 +16,8 @@ fn tcp_cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
                 .node_id(i as u64 + 1)
                 .keyring(util::test_keyring())
                 .ring_capacity(8 << 20)
+                // These tests count every event: let subscribers queue far behind.
+                .dispatch_queue(1 << 16)
                 .max_frame_len(8192)
                 .tcp_listen(addrs[i]);
             for (j, a) in addrs.iter().enumerate() {
@@ -79,6 +81,7 @@ fn a_peer_that_stops_reading_delays_no_one() {
         .cluster("tcp-frozen")
         .node_id(2)
         .keyring(util::test_keyring())
+        .dispatch_queue(1 << 16)
         .tcp_listen(addrs[0])
         .build()
         .unwrap();

@@ -21,6 +21,8 @@ fn cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
                 // Room for every event of the test: a full ring refuses raises, which peers
                 // must hear about (SenderOverflowed), and this test wants no Missed at all.
                 .ring_capacity(8 << 20)
+                // These tests count every event: let subscribers queue far behind.
+                .dispatch_queue(1 << 16)
                 .udp_bind(addrs[i]);
             for (j, a) in addrs.iter().enumerate() {
                 if j != i {
@@ -135,4 +137,85 @@ fn hostile_datagrams_are_dropped_and_counted_while_traffic_goes_on() {
     assert_eq!(m.drops_for("bad_magic"), 100, "{m:?}");
     assert_eq!(m.drops_for("bad_tag"), 100, "{m:?}");
     assert_eq!(m.drops_for("truncated"), 100, "{m:?}");
+}
+
+#[test]
+fn a_slow_subscriber_costs_bounded_memory_and_is_told_what_it_missed() {
+    let addrs = util::free_udp_addrs(2);
+    let make = |i: usize, queue: usize| {
+        Router::builder()
+            .cluster("slow")
+            .node_id(i as u64 + 1)
+            .keyring(util::test_keyring())
+            .ring_capacity(8 << 20)
+            .dispatch_queue(queue)
+            .udp_bind(addrs[i])
+            .udp_peer(addrs[1 - i])
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make(0, 4096), make(1, 8));
+    let event = EventId::from_name("test.slow");
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<(u64, u64)>::new()));
+    let missed = Arc::new(parking_lot::Mutex::new(Vec::<herald::Missed>::new()));
+    let s = Arc::clone(&seen);
+    let _sub = b.event(event).subscribe(move |d| {
+        let mut s = s.lock();
+        if s.is_empty() {
+            // The first delivery stalls the dispatcher, as a subscriber stuck on a lock would.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let c = u64::from_le_bytes(d.payload()[..8].try_into().unwrap());
+        s.push((c, d.frame().1));
+    });
+    let m = Arc::clone(&missed);
+    let _missed = b.on_missed(move |x| m.lock().push(x.clone()));
+    const N: u64 = 20_000;
+    util::raise_all(&a, event, N);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (am, bm) = (a.metrics(), b.metrics());
+    assert!(
+        bm.dispatch_dropped > 0,
+        "the queue of 8 frames overflowed: {bm:?}"
+    );
+    assert_eq!(
+        bm.frames_accepted, am.frames_sent,
+        "the sockets kept up: every frame reached the endpoint"
+    );
+    let seen = seen.lock();
+    let missed = missed.lock();
+    let local: Vec<(u64, u64)> = missed
+        .iter()
+        .filter(|m| m.reason == herald::MissedReason::LocalOverflow)
+        .filter_map(|m| m.range)
+        .collect();
+    assert!(!local.is_empty());
+    assert!(
+        missed
+            .iter()
+            .all(|m| m.reason == herald::MissedReason::LocalOverflow)
+    );
+    // Delivered events are in order, and every missing one lies in a reported frame.
+    assert!(seen.windows(2).all(|w| w[1].0 > w[0].0));
+    let covered = |seq: u64| local.iter().any(|(x, y)| (*x..=*y).contains(&seq));
+    for w in seen.windows(2) {
+        if w[1].0 > w[0].0 + 1 {
+            for seq in w[0].1 + 1..w[1].1 {
+                assert!(covered(seq), "frame {seq} lost silently");
+            }
+        }
+    }
+    let last = seen.last().unwrap();
+    if last.0 < N - 1 {
+        for seq in last.1 + 1..=am.frames_sent {
+            assert!(covered(seq), "tail frame {seq} lost silently");
+        }
+    }
+    assert_eq!(
+        bm.missed
+            .iter()
+            .find(|(n, _)| *n == "local_overflow")
+            .map(|(_, c)| *c),
+        Some(local.len() as u64)
+    );
 }

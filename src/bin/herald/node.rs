@@ -51,7 +51,10 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
 pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
     common::init_logging(&config, args.config.log_format);
-    let builder = common::with_secret(config.router_builder(), &config, &dir, false)?;
+    // A person reading a tail wants every event: let it queue far more than a node does
+    // (it still never slows the sockets; past this it reports local_overflow).
+    let builder = config.router_builder().dispatch_queue(1 << 16);
+    let builder = common::with_secret(builder, &config, &dir, false)?;
     let router = common::build(builder)?;
     let names: Vec<(EventId, String)> = args
         .event
