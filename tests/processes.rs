@@ -41,15 +41,17 @@ impl Cluster {
 struct Tail {
     child: Child,
     lines: mpsc::Receiver<String>,
+    stderr: tempfile::NamedTempFile,
 }
 
 impl Tail {
     fn start(config: &Path) -> Self {
+        let stderr = tempfile::NamedTempFile::new().expect("temp file");
         let mut child = Command::new(HERALD)
             .args(["tail", "--json", "--event", "test.counter", "--config"])
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr.reopen().expect("reopen"))
             .spawn()
             .expect("tail starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -61,7 +63,16 @@ impl Tail {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// What the tail wrote on stderr (for failure messages).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
     }
 
     /// Lines until `done` (shown each new line) says stop, or nothing arrives for `quiet`.
@@ -146,8 +157,9 @@ fn two_processes_exchange_events_both_ways() {
     let tail_b = Tail::start(&cb);
     std::thread::sleep(Duration::from_millis(300));
     // Each raiser sends to the other side's node.
-    let mut ra = raise(&ca, N, &[]);
-    let mut rb = raise(&cb, N, &[]);
+    // Paced, so a loaded machine does not turn this into a test of socket buffers.
+    let mut ra = raise(&ca, N, &["--rate", "200000"]);
+    let mut rb = raise(&cb, N, &["--rate", "200000"]);
     assert!(ra.wait().unwrap().success() && rb.wait().unwrap().success());
     for (name, tail) in [("a", &tail_a), ("b", &tail_b)] {
         let mut seen = 0;
@@ -183,13 +195,17 @@ fn a_sender_killed_and_restarted_is_reported_and_accepted() {
     let tail = Tail::start(&cb);
     std::thread::sleep(Duration::from_millis(300));
     // Node 7 raises far more than it can send before we kill it.
-    let mut first = raise(&ca, 50_000_000, &["--node-id", "7"]);
+    let mut first = raise(&ca, 50_000_000, &["--node-id", "7", "--rate", "100000"]);
     let mut seen = 0;
     let lines = tail.collect(Duration::from_secs(5), |_| {
         seen += 1;
         seen >= 1000
     });
-    assert!(lines.len() >= 1000, "the first incarnation got through");
+    assert!(
+        lines.len() >= 1000,
+        "the first incarnation got through; tail's log:\n{}",
+        tail.log()
+    );
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
     let killed_at = Instant::now();
@@ -274,7 +290,7 @@ fn a_frozen_tcp_peer_is_reported_and_delays_no_one() {
     );
     let stopped_at = Instant::now();
     let started = Instant::now();
-    let mut r = raise(&cr, N, &[]);
+    let mut r = raise(&cr, N, &["--rate", "200000"]);
     assert!(r.wait().unwrap().success());
     let raise_took = started.elapsed();
     let (mut n, mut silent) = (0u64, false);

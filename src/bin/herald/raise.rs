@@ -33,6 +33,10 @@ pub(crate) struct RaiseArgs {
     /// node it runs beside). Setting it makes a second run a restart of the same node.
     #[arg(long, value_name = "ID")]
     node_id: Option<u64>,
+    /// With `--count`: at most this many events per second (default: as fast as the ring
+    /// takes them).
+    #[arg(long, value_name = "EVENTS_PER_SEC")]
+    rate: Option<u64>,
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, CliError> {
@@ -90,7 +94,14 @@ pub(crate) fn run(args: &RaiseArgs) -> Result<(), CliError> {
     let router = common::build(builder)?;
     let event = router.event(EventId::from_name(&args.event));
     let mut buf = payload.clone();
+    let started = std::time::Instant::now();
     for i in 0..args.count {
+        if let Some(rate) = args.rate.filter(|r| *r > 0) {
+            let due = started + std::time::Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         if args.count > 1 {
             buf.truncate(payload.len());
             buf.extend_from_slice(&i.to_le_bytes());
