@@ -312,3 +312,44 @@ fn raise_refuses_bad_payload_flags() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("raised 1"));
 }
+
+#[test]
+fn bench_reports_json_with_every_key() {
+    let out = herald(&["bench", "--seconds", "0.5", "--rate", "5000", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for key in [
+        "events_per_sec",
+        "mb_per_sec",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "sent",
+        "delivered",
+        "missed",
+        "dropped",
+    ] {
+        assert!(
+            text.contains(&format!("\"{key}\":")),
+            "{key} missing: {text}"
+        );
+    }
+    let field = |k: &str| -> u64 {
+        let start = text.find(&format!("\"{k}\":")).unwrap() + k.len() + 3;
+        text[start..]
+            .split([',', '}'])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(field("sent") > 1000, "{text}");
+    assert_eq!(
+        field("delivered"),
+        field("sent"),
+        "paced load on loopback: nothing lost"
+    );
+    let out = herald(&["bench", "--payload", "4"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--payload"));
+}

@@ -1,6 +1,6 @@
 //! The `herald` command.
 //!
-//! `demo`, `node`, `tail`, `raise`, `check` and `keygen`; `bench` comes next.
+//! `demo`, `node`, `tail`, `raise`, `check`, `bench` and `keygen`.
 // The loom switch (`crate::sync`) is the library's business; the command uses std directly.
 #![allow(clippy::disallowed_types)]
 
@@ -15,6 +15,7 @@ macro_rules! say {
     }};
 }
 
+mod bench;
 mod check;
 mod common;
 mod demo;
@@ -48,6 +49,8 @@ enum Command {
     Raise(raise::RaiseArgs),
     /// Check a config file and print it with every default (the secret is never printed).
     Check(check::CheckArgs),
+    /// Load between two nodes on loopback: events/s, MB/s, latency percentiles, losses.
+    Bench(bench::BenchArgs),
     /// Create a cluster secret file (mode 0600), or add, switch and retire its keys.
     Keygen(keygen::KeygenArgs),
 }
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => node::run_tail(args),
         Command::Raise(args) => raise::run(args),
         Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
