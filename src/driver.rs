@@ -13,7 +13,7 @@ use crate::event::{Missed, MissedReason};
 use crate::metrics::Shared;
 use crate::ringbuf::Consumer;
 use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
-use crate::transport::Transport;
+use crate::transport::{FrameBatch, Transport};
 
 /// The waker's token; transports get 1, 2, …
 pub(crate) const WAKER: Token = Token(0);
@@ -63,6 +63,9 @@ pub(crate) struct Driver {
     pub(crate) metrics: Arc<Shared>,
     pub(crate) deliveries: Sender<Received>,
     pub(crate) frame_buf: Vec<u8>,
+    /// Frames encoded this turn, end to end, sent together (see [`FrameBatch`]).
+    pub(crate) batch_buf: Vec<u8>,
+    pub(crate) batch_lens: Vec<usize>,
     pub(crate) drop_log: DropLog,
     /// Outputs that did not fit the dispatcher's queue, frames folded into Missed ranges.
     pub(crate) overflow: VecDeque<Received>,
@@ -70,6 +73,8 @@ pub(crate) struct Driver {
 
 /// The most frames one turn sends before it looks at the sockets again.
 const SEND_BUDGET: usize = 256;
+/// The most frames handed to the transports at once: 64 KiB of 1472-byte frames and a bit.
+pub(crate) const BATCH_FRAMES: usize = 48;
 
 impl Driver {
     /// Runs until shutdown: then flushes the ring and says goodbye.
@@ -78,13 +83,15 @@ impl Driver {
         loop {
             let shutting_down = self.signals.shutdown.load(Ordering::Acquire);
             let sent_all = self.send_ring();
-            self.receive();
+            let received = self.receive();
             self.timers();
             self.metrics.publish(self.endpoint.stats());
             if shutting_down && sent_all {
                 break;
             }
-            if sent_all {
+            // Sleep only once a turn found nothing to do: a transport may stop receiving at
+            // its budget with datagrams still waiting, and readiness will not say so again.
+            if sent_all && !received {
                 self.park(&mut events);
             }
         }
@@ -96,23 +103,53 @@ impl Driver {
         self.metrics.publish(self.endpoint.stats());
     }
 
-    /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget.
-    /// Returns whether the ring is empty.
+    /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget,
+    /// and sends them in batches. Returns whether the ring is empty.
     fn send_ring(&mut self) -> bool {
         if self.signals.overflowed.swap(false, Ordering::AcqRel) {
             self.endpoint.note_overflow(Instant::now());
         }
-        for _ in 0..SEND_BUDGET {
+        let max_frame = self.frame_buf.len();
+        let mut sent = 0;
+        while sent < SEND_BUDGET {
             let now = Now::system();
-            match self
-                .endpoint
-                .encode_from_ring(now, &mut self.ring, &mut self.frame_buf)
-            {
-                Some(len) => self.send_frame(len),
-                None => return true,
+            let mut used = 0;
+            self.batch_lens.clear();
+            while self.batch_lens.len() < BATCH_FRAMES {
+                let buf = &mut self.batch_buf[used..used + max_frame];
+                let Some(len) = self.endpoint.encode_from_ring(now, &mut self.ring, buf) else {
+                    break;
+                };
+                self.batch_lens.push(len);
+                used += len;
+            }
+            if self.batch_lens.is_empty() {
+                return true;
+            }
+            sent += self.batch_lens.len();
+            let full = self.batch_lens.len() == BATCH_FRAMES;
+            self.send_batch(used);
+            if !full {
+                return true;
             }
         }
         false
+    }
+
+    /// Sends the first `used` bytes of the batch buffer, frames of `batch_lens`.
+    fn send_batch(&mut self, used: usize) {
+        let Some(batch) = FrameBatch::new(&self.batch_buf[..used], &self.batch_lens) else {
+            debug_assert!(false, "batch lengths add up by construction");
+            return;
+        };
+        for t in &mut self.transports {
+            if let Err(e) = t.send_batch(&batch) {
+                self.metrics
+                    .send_errors
+                    .fetch_add(e.failed as u64, Ordering::Relaxed);
+                tracing::debug!(transport = t.name(), error = %e.last, "send failed");
+            }
+        }
     }
 
     fn send_frame(&mut self, len: usize) {
@@ -127,13 +164,16 @@ impl Driver {
         }
     }
 
-    fn receive(&mut self) {
+    /// Hands what the transports received to the endpoint; returns whether anything came.
+    fn receive(&mut self) -> bool {
         let now = Now::system();
         let endpoint = &mut self.endpoint;
         let drop_log = &mut self.drop_log;
+        let mut received = false;
         for (t, &skip_mac) in self.transports.iter_mut().zip(&self.skip_mac) {
             let name = t.name().to_owned();
             let result = t.recv(&mut |bytes| {
+                received = true;
                 let result = if skip_mac {
                     endpoint.handle_authenticated_datagram(now, bytes)
                 } else {
@@ -148,6 +188,7 @@ impl Driver {
             }
         }
         self.forward();
+        received
     }
 
     /// Hands the endpoint's output to the dispatcher without ever blocking: when its queue

@@ -425,6 +425,8 @@ impl RouterBuilder {
             metrics: Arc::clone(&metrics),
             deliveries: tx,
             frame_buf: vec![0; self.max_frame_len],
+            batch_buf: vec![0; self.max_frame_len * crate::driver::BATCH_FRAMES],
+            batch_lens: Vec::with_capacity(crate::driver::BATCH_FRAMES),
             drop_log: DropLog::default(),
             overflow: std::collections::VecDeque::new(),
         };

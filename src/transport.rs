@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,34 @@ pub trait Transport: Send + fmt::Debug + 'static {
     /// How many destinations failed, with the last error.
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError>;
 
-    /// Hands every frame received since the last call to `deliver`, without blocking.
+    /// Sends several frames, in order, to every peer. The driver hands over what one turn
+    /// encoded, so a transport can move the batch in fewer system calls (herald's UDP
+    /// transport uses segmentation offload, its TCP transport one write per peer). The default
+    /// calls [`send`](Self::send) for each frame.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send): how many frame deliveries failed, with the last error.
+    fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
+        let mut failed = 0;
+        let mut last = None;
+        for frame in batch.iter() {
+            if let Err(e) = self.send(frame) {
+                failed += e.failed;
+                last = Some(e.last);
+            }
+        }
+        match last {
+            None => Ok(()),
+            Some(last) => Err(SendError { failed, last }),
+        }
+    }
+
+    /// Hands frames received since the last call to `deliver`, without blocking.
+    ///
+    /// It may stop before its sources are drained (a budget, so that a flood cannot starve
+    /// the driver's sending and timers): the driver calls again, before it sleeps, after every
+    /// call that delivered anything.
     ///
     /// # Errors
     ///
@@ -78,6 +105,63 @@ impl DriverWaker {
     /// Wakes the driver, which then calls [`Transport::recv`] on every transport.
     pub fn wake(&self) {
         let _ = self.0.wake();
+    }
+}
+
+/// Frames laid end to end in one buffer, in the order they are to be sent.
+///
+/// ```
+/// use herald::transport::FrameBatch;
+///
+/// let bytes = b"aaabbc";
+/// let batch = FrameBatch::new(bytes, &[3, 2, 1]).unwrap();
+/// let frames: Vec<&[u8]> = batch.iter().collect();
+/// assert_eq!(frames, [&b"aaa"[..], b"bb", b"c"]);
+/// assert_eq!(batch.as_bytes(), bytes);
+/// assert!(FrameBatch::new(bytes, &[3, 4]).is_none()); // lengths must add up
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct FrameBatch<'a> {
+    bytes: &'a [u8],
+    lens: &'a [usize],
+}
+
+impl<'a> FrameBatch<'a> {
+    /// A batch of frames of `lens` bytes each, end to end in `bytes`; `None` unless the
+    /// lengths add up to `bytes.len()`.
+    pub fn new(bytes: &'a [u8], lens: &'a [usize]) -> Option<Self> {
+        let total = lens.iter().try_fold(0usize, |acc, &l| acc.checked_add(l))?;
+        (total == bytes.len()).then_some(Self { bytes, lens })
+    }
+
+    /// The frames, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let bytes = self.bytes;
+        self.lens.iter().scan(0usize, move |start, &len| {
+            let frame = &bytes[*start..*start + len];
+            *start += len;
+            Some(frame)
+        })
+    }
+
+    /// The frames' lengths, in order.
+    pub fn lens(&self) -> &'a [usize] {
+        self.lens
+    }
+
+    /// All the frames' bytes, end to end.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The number of frames.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Whether the batch holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
     }
 }
 
@@ -186,17 +270,35 @@ pub struct UdpConfig {
 }
 
 /// herald's UDP transport: unicast to a peer list, multicast to a group, or both.
+///
+/// Batches move with few system calls: a run of equal-length frames goes out as one
+/// `sendmsg` with UDP segmentation offload (GSO), and receiving uses `recvmmsg` with generic
+/// receive offload (GRO) where the kernel offers them (through `quinn-udp`, which falls back
+/// to one datagram per call where it must). Frames stay separate datagrams on the wire.
 #[derive(Debug)]
 pub struct UdpTransport {
     socket: UdpSocket,
+    state: quinn_udp::UdpSocketState,
     destinations: Vec<SocketAddr>,
+    /// The receive block: initialised bytes, carved into `Bytes` from the front.
     buf: BytesMut,
-    max_frame_len: usize,
+    /// Bytes one receive slot needs: a whole GRO batch, or one datagram and a byte more.
+    slot_len: usize,
+    /// Datagrams (or GRO batches) one `recvmmsg` may return.
+    slots: usize,
     faults: Option<Faults>,
 }
 
-/// Receive buffers are carved out of blocks of this many bytes.
-const RECV_BLOCK: usize = 256 * 1024;
+/// Receive buffers are carved out of blocks of this many bytes (or a slot's worth, if more).
+const RECV_BLOCK: usize = 1 << 20;
+/// The most bytes one GSO send may carry (a UDP datagram's largest payload over IPv4).
+const MAX_GSO_BYTES: usize = 65_507;
+/// The most bytes one GRO batch holds: the kernel stops coalescing at the largest IP packet.
+const MAX_GRO_BYTES: usize = 65_536;
+/// Datagrams one `recvmmsg` asks for when the kernel cannot coalesce them.
+const RECV_SLOTS: usize = 16;
+/// System calls one [`Transport::recv`] makes at most.
+const RECV_CALLS: usize = 32;
 
 impl UdpTransport {
     /// Binds the socket (and joins the multicast group).
@@ -228,11 +330,22 @@ impl UdpTransport {
             destinations.push(SocketAddr::V4(group));
         }
         let socket = UdpSocket::from_std(socket.into());
+        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+        // One byte more than the largest frame, so an oversized datagram shows as such (the
+        // parser refuses it) instead of being cut to a plausible length.
+        let datagram = config.max_frame_len + 1;
+        let (slot_len, slots) = if state.gro_segments() > 1 {
+            (datagram.max(MAX_GRO_BYTES), 1)
+        } else {
+            (datagram, RECV_SLOTS)
+        };
         Ok(Self {
             socket,
+            state,
             destinations,
-            buf: BytesMut::with_capacity(RECV_BLOCK),
-            max_frame_len: config.max_frame_len,
+            buf: BytesMut::new(),
+            slot_len,
+            slots,
             faults: config.faults.clone().map(|f| Faults {
                 rng: crate::testing::SimRng::new(f.seed),
                 config: f,
@@ -266,27 +379,38 @@ impl Transport for UdpTransport {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        let lens = [frame.len()];
+        match FrameBatch::new(frame, &lens) {
+            Some(batch) => self.send_batch(&batch),
+            None => Ok(()), // unreachable: one frame's length adds up to itself
+        }
+    }
+
+    fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
         let mut failed = 0;
         let mut last = None;
-        for dest in &self.destinations {
-            let mut tries = 0;
-            loop {
-                match self.socket.send_to(frame, *dest) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // The socket buffer is full: give the kernel a moment, a few times, then
-                    // let the frame go (the receiver reports it missed).
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < 64 => {
-                        tries += 1;
-                        std::thread::yield_now();
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        last = Some(e);
-                        break;
-                    }
+        let bytes = batch.as_bytes();
+        let lens = batch.lens();
+        let max_segments = self.state.max_gso_segments().max(1);
+        let (mut first, mut start) = (0, 0);
+        while first < lens.len() {
+            let (count, total) = gso_group(&lens[first..], max_segments);
+            let transmit_bytes = &bytes[start..start + total];
+            for &destination in &self.destinations {
+                let transmit = quinn_udp::Transmit {
+                    destination,
+                    ecn: None,
+                    contents: transmit_bytes,
+                    segment_size: (count > 1).then_some(lens[first]),
+                    src_ip: None,
+                };
+                if let Err(e) = self.send_one(&transmit) {
+                    failed += count;
+                    last = Some(e);
                 }
             }
+            first += count;
+            start += total;
         }
         match last {
             None => Ok(()),
@@ -298,32 +422,119 @@ impl Transport for UdpTransport {
         if let Some(faults) = &mut self.faults {
             faults.release(deliver);
         }
-        loop {
-            if self.buf.capacity() < self.max_frame_len + 1 {
-                self.buf = BytesMut::with_capacity(RECV_BLOCK.max(self.max_frame_len + 1));
+        let mut meta = [quinn_udp::RecvMeta::default(); RECV_SLOTS];
+        // A budget per call, so a flood on this socket cannot keep the driver from sending
+        // and from its timers; the driver calls again before it sleeps.
+        for _ in 0..RECV_CALLS {
+            let need = self.slot_len * self.slots;
+            if self.buf.len() < need {
+                // A fresh block, zeroed once; receives then reuse its bytes as they are.
+                self.buf = BytesMut::zeroed(RECV_BLOCK.max(need));
             }
-            // One byte more than the largest frame, so an oversized datagram shows as such
-            // (the parser refuses it) instead of being cut to a plausible length.
-            self.buf.resize(self.max_frame_len + 1, 0);
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((n, _from)) => {
-                    self.buf.truncate(n);
-                    let bytes = self.buf.split().freeze();
-                    match &mut self.faults {
-                        Some(faults) => faults.apply(bytes, deliver),
-                        None => deliver(bytes),
+            let received = {
+                let mut chunks = self.buf[..need].chunks_mut(self.slot_len);
+                let mut slices: [IoSliceMut<'_>; RECV_SLOTS] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                self.state.recv(
+                    (&self.socket).into(),
+                    &mut slices[..self.slots],
+                    &mut meta[..self.slots],
+                )
+            };
+            match received {
+                Ok(count) => {
+                    let count = count.min(self.slots);
+                    let Some(last) = count.checked_sub(1) else {
+                        return Ok(());
+                    };
+                    let used = last * self.slot_len + meta[last].len.min(self.slot_len);
+                    let block = self.buf.split_to(used).freeze();
+                    for (i, m) in meta[..count].iter().enumerate() {
+                        let slot_start = i * self.slot_len;
+                        let len = m.len.min(self.slot_len);
+                        // With GRO one slot holds several datagrams of `stride` bytes (the
+                        // last may be shorter); without, stride is the datagram's length.
+                        let stride = if m.stride == 0 { len.max(1) } else { m.stride };
+                        let mut offset = 0;
+                        while offset < len {
+                            let end = (offset + stride).min(len);
+                            let datagram = block.slice(slot_start + offset..slot_start + end);
+                            match &mut self.faults {
+                                Some(faults) => faults.apply(datagram, deliver),
+                                None => deliver(datagram),
+                            }
+                            offset = end;
+                        }
+                        if len == 0 {
+                            // An empty datagram: still a datagram, which the parser refuses.
+                            let datagram = block.slice(slot_start..slot_start);
+                            match &mut self.faults {
+                                Some(faults) => faults.apply(datagram, deliver),
+                                None => deliver(datagram),
+                            }
+                        }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.buf.clear();
-                    return Ok(());
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.clear();
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+}
+
+impl UdpTransport {
+    /// Sends one transmit (one datagram, or a GSO run of them) to one destination. When the
+    /// socket buffer is full it gives the kernel a moment, a few times, then lets the
+    /// frames go (receivers report them missed).
+    fn send_one(&self, transmit: &quinn_udp::Transmit<'_>) -> io::Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.state.try_send((&self.socket).into(), transmit) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < 64 => {
+                    tries += 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How many of `lens` (at least one) go out as one GSO send, and their total length: frames
+/// of the first one's length, then at most one shorter frame (the kernel cuts a GSO buffer
+/// into segments of one size, the last one possibly shorter), within the offload's limits.
+fn gso_group(lens: &[usize], max_segments: usize) -> (usize, usize) {
+    let segment = lens[0];
+    let (mut count, mut total) = (1, segment);
+    for &len in &lens[1..] {
+        if count == max_segments || len > segment || total + len > MAX_GSO_BYTES {
+            break;
+        }
+        count += 1;
+        total += len;
+        if len < segment {
+            break;
+        }
+    }
+    (count, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gso_group;
+
+    #[test]
+    fn gso_groups_equal_frames_and_one_shorter_tail() {
+        assert_eq!(gso_group(&[100], 64), (1, 100));
+        assert_eq!(gso_group(&[100, 100, 100, 50, 100], 64), (4, 350));
+        assert_eq!(gso_group(&[100, 120], 64), (1, 100));
+        assert_eq!(gso_group(&[100, 100, 100], 2), (2, 200));
+        assert_eq!(gso_group(&[100, 100, 100], 1), (1, 100));
+        // The byte limit of one datagram bounds a run of large frames.
+        assert_eq!(gso_group(&[8192; 10], 64), (7, 7 * 8192));
     }
 }

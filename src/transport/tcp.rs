@@ -15,7 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
-use super::{DriverWaker, SendError, Transport};
+use super::{DriverWaker, FrameBatch, SendError, Transport};
 
 /// TCP settings for [`TcpTransport`].
 #[derive(Clone, Debug)]
@@ -296,19 +296,30 @@ impl Transport for TcpTransport {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        let lens = [frame.len()];
+        match FrameBatch::new(frame, &lens) {
+            Some(batch) => self.send_batch(&batch),
+            None => Ok(()), // unreachable: one frame's length adds up to itself
+        }
+    }
+
+    /// Queues every frame of the batch for each peer, then writes once per peer.
+    fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
         let mut failed = 0;
-        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         for i in 0..self.outbound.len() {
             let peer = &mut self.outbound[i];
-            // Frames wait in the queue while the peer connects (the first connection, or a
-            // reconnection under way); a full queue drops the frame for this peer only.
-            if peer.queue.len() + 4 + frame.len() > self.config.max_queued {
-                peer.dropped += 1;
-                failed += 1;
-                continue;
+            for frame in batch.iter() {
+                // Frames wait in the queue while the peer connects (the first connection, or
+                // a reconnection under way); a full queue drops the frame for this peer only.
+                if peer.queue.len() + 4 + frame.len() > self.config.max_queued {
+                    peer.dropped += 1;
+                    failed += 1;
+                    continue;
+                }
+                let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+                peer.queue.extend_from_slice(&len.to_le_bytes());
+                peer.queue.extend_from_slice(frame);
             }
-            peer.queue.extend_from_slice(&len.to_le_bytes());
-            peer.queue.extend_from_slice(frame);
             self.flush(i);
         }
         if failed == 0 {
