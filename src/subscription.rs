@@ -1,9 +1,10 @@
 //! Who listens to what: the registry of subscribers, [`Delivery`], [`Message`] and the
 //! [`Subscription`] handle.
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -128,11 +129,13 @@ pub struct Message {
 type Callback = dyn Fn(&Delivery<'_>) + Send + Sync;
 type MissedCallback = dyn Fn(&Missed) + Send + Sync;
 
+#[derive(Clone)]
 enum Sink {
     Callback(Arc<Callback>),
     Channel(Sender<Message>),
 }
 
+#[derive(Clone)]
 enum MissedSink {
     Callback(Arc<MissedCallback>),
     Channel(Sender<Missed>),
@@ -146,24 +149,30 @@ pub(crate) enum Topic {
     Missed,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Tables {
     by_event: HashMap<EventId, Vec<(u64, Sink)>>,
     all: Vec<(u64, Sink)>,
     missed: Vec<(u64, MissedSink)>,
 }
 
-/// The subscribers of one router. Reads (every raise and every delivery) take a shared lock
-/// that only subscribe and unsubscribe take exclusively.
+/// The subscribers of one router, as an immutable snapshot that subscribe and unsubscribe
+/// replace (copy on write).
+///
+/// Readers (every raise and every delivery) load the current snapshot without a lock and
+/// without writing any shared memory, so raising threads do not contend, and a callback may
+/// subscribe or unsubscribe, even itself, while it runs: it changes the next snapshot, not the
+/// one being walked. Writers are serialised by `write`; they are rare and may allocate.
 #[derive(Default)]
 pub(crate) struct Registry {
-    tables: RwLock<Tables>,
+    tables: ArcSwap<Tables>,
+    write: Mutex<()>,
     next_id: AtomicU64,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.tables.read();
+        let t = self.tables.load();
         f.debug_struct("Registry")
             .field("events", &t.by_event.len())
             .field("all", &t.all.len())
@@ -185,10 +194,18 @@ impl Registry {
         self.add(topic, Sink::Channel(tx))
     }
 
+    /// Replaces the snapshot with a changed copy of it.
+    fn update<R>(&self, change: impl FnOnce(&mut Tables) -> R) -> R {
+        let _writer = self.write.lock();
+        let mut t = Tables::clone(&self.tables.load());
+        let result = change(&mut t);
+        self.tables.store(Arc::new(t));
+        result
+    }
+
     fn add(&self, topic: Option<EventId>, sink: Sink) -> (Topic, u64) {
         let id = self.id();
-        let mut t = self.tables.write();
-        match topic {
+        self.update(|t| match topic {
             Some(event) => {
                 t.by_event.entry(event).or_default().push((id, sink));
                 (Topic::Event(event), id)
@@ -197,29 +214,26 @@ impl Registry {
                 t.all.push((id, sink));
                 (Topic::All, id)
             }
-        }
+        })
     }
 
     pub(crate) fn add_missed_callback(&self, f: Arc<MissedCallback>) -> (Topic, u64) {
         let id = self.id();
-        self.tables
-            .write()
-            .missed
-            .push((id, MissedSink::Callback(f)));
+        self.update(|t| t.missed.push((id, MissedSink::Callback(f))));
         (Topic::Missed, id)
     }
 
     pub(crate) fn add_missed_channel(&self, tx: Sender<Missed>) -> (Topic, u64) {
         let id = self.id();
-        self.tables
-            .write()
-            .missed
-            .push((id, MissedSink::Channel(tx)));
+        self.update(|t| t.missed.push((id, MissedSink::Channel(tx))));
         (Topic::Missed, id)
     }
 
     pub(crate) fn remove(&self, topic: Topic, id: u64) {
-        let mut t = self.tables.write();
+        self.update(|t| Self::remove_from(t, topic, id));
+    }
+
+    fn remove_from(t: &mut Tables, topic: Topic, id: u64) {
         match topic {
             Topic::Event(event) => {
                 if let Some(v) = t.by_event.get_mut(&event) {
@@ -238,7 +252,7 @@ impl Registry {
     /// there were. Channel subscribers whose receiver is gone are skipped (and removed by
     /// their `Subscription`'s drop, or at the next subscribe).
     pub(crate) fn dispatch(&self, delivery: &Delivery<'_>) -> usize {
-        let t = self.tables.read();
+        let t = self.tables.load();
         let mut n = 0;
         let specific = t.by_event.get(&delivery.event).map(Vec::as_slice);
         for (_, sink) in specific.unwrap_or_default().iter().chain(t.all.iter()) {
@@ -255,12 +269,12 @@ impl Registry {
 
     /// Whether anyone listens to `event` (so a raise can skip building a delivery).
     pub(crate) fn has_listeners(&self, event: &EventId) -> bool {
-        let t = self.tables.read();
+        let t = self.tables.load();
         !t.all.is_empty() || t.by_event.contains_key(event)
     }
 
     pub(crate) fn dispatch_missed(&self, missed: &Missed) -> usize {
-        let t = self.tables.read();
+        let t = self.tables.load();
         for (_, sink) in &t.missed {
             match sink {
                 MissedSink::Callback(f) => f(missed),

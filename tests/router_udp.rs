@@ -76,6 +76,50 @@ fn local_subscribers_run_on_the_raising_thread() {
     assert_eq!(event.raise(b"late"), Err(RaiseError::ShutDown));
 }
 
+/// A callback may subscribe and unsubscribe (itself included) while it runs, on the raising
+/// thread: the registry is copied on write, so nothing is locked while subscribers run.
+#[test]
+fn callbacks_may_subscribe_and_unsubscribe_while_they_run() {
+    let router = Router::builder()
+        .cluster("reentrant")
+        .keyring(util::test_keyring())
+        .build()
+        .expect("a router without transports builds");
+    let event = router.event(EventId::from_name("reentrant"));
+    let later_hits = Arc::new(AtomicU64::new(0));
+    // The first raise subscribes a second callback from inside the first one, and the first
+    // one drops its own subscription.
+    let own: Arc<parking_lot::Mutex<Option<herald::Subscription>>> = Arc::default();
+    let added: Arc<parking_lot::Mutex<Vec<herald::Subscription>>> = Arc::default();
+    let first_hits = Arc::new(AtomicU64::new(0));
+    let sub = {
+        let (event2, own, added) = (event.clone(), Arc::clone(&own), Arc::clone(&added));
+        let (first_hits, later_hits) = (Arc::clone(&first_hits), Arc::clone(&later_hits));
+        event.subscribe(move |_| {
+            first_hits.fetch_add(1, Ordering::Relaxed);
+            let later_hits = Arc::clone(&later_hits);
+            added.lock().push(event2.subscribe(move |_| {
+                later_hits.fetch_add(1, Ordering::Relaxed);
+            }));
+            drop(own.lock().take());
+        })
+    };
+    *own.lock() = Some(sub);
+    event.raise(b"one").unwrap();
+    event.raise(b"two").unwrap();
+    assert_eq!(
+        first_hits.load(Ordering::Relaxed),
+        1,
+        "it unsubscribed itself"
+    );
+    assert_eq!(
+        later_hits.load(Ordering::Relaxed),
+        1,
+        "the callback it added runs from the next raise on"
+    );
+    router.shutdown();
+}
+
 #[test]
 fn bad_settings_name_the_field() {
     let err = |b: herald::RouterBuilder| b.build().expect_err("refused").to_string();
