@@ -430,9 +430,20 @@ impl RouterBuilder {
             drop_log: DropLog::default(),
             overflow: std::collections::VecDeque::new(),
         };
+        let driver_signals = Arc::clone(&signals);
         let driver = std::thread::Builder::new()
             .name("herald-driver".into())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                // A panic here is a bug in herald; the router must not go on looking alive.
+                let run = std::panic::AssertUnwindSafe(|| driver.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    driver_signals.shutdown.store(true, Ordering::Release);
+                    tracing::error!(
+                        "the router's driver thread panicked: it no longer sends or receives, \
+                         and raise() returns ShutDown"
+                    );
+                }
+            })
             .map_err(io("driver thread"))?;
         let dispatcher = {
             let registry = Arc::clone(&registry);
