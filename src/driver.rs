@@ -276,6 +276,8 @@ impl Driver {
 
     /// Sleeps until a socket is ready, a raise wakes us, or the next timer.
     fn park(&mut self, events: &mut Events) {
+        // No ring space stays held while the driver sleeps.
+        self.ring.hand_back();
         self.signals.parked.store(true, Ordering::Relaxed);
         // Pairs with the fence in `Signals::wake` (see there).
         fence(Ordering::SeqCst);

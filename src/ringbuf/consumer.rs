@@ -52,6 +52,30 @@ impl Consumer {
         self.cursor.read(max_bytes).map(|raw| Run { raw })
     }
 
+    /// Hands every consumed record's space back to the producers now.
+    ///
+    /// Released space goes back in batches (an eighth of the ring at a time) so that the
+    /// consumer does not write the cache lines producers are committing into; a read that
+    /// finds nothing hands everything back if a producer has found the ring full since. Call
+    /// this before the consuming thread goes to sleep, so that no space stays held while it
+    /// sleeps.
+    ///
+    /// ```
+    /// use herald::EventId;
+    /// use herald::ringbuf::ring;
+    ///
+    /// let (producer, mut consumer) = ring(64, 32).unwrap();
+    /// let id = EventId::from_bytes([1; 16]);
+    /// producer.push(&id, b"one").unwrap();
+    /// consumer.read(64).unwrap().release();
+    /// consumer.hand_back();
+    /// producer.push(&id, b"two").unwrap();
+    /// producer.push(&id, b"three").unwrap(); // in the space "one" had
+    /// ```
+    pub fn hand_back(&mut self) {
+        self.cursor.publish();
+    }
+
     /// A producer holding up the ring, as far as the last reads saw: `Some` when the last
     /// [`Consumer::read`] found nothing to return although space is claimed, which means the
     /// record at the head is claimed and not yet committed.

@@ -53,11 +53,12 @@ fn push_retry(producer: &Producer, n: u8, payload: &[u8]) {
 }
 
 /// Moves head and tail to `offset` by pushing and consuming one record there, and hands
-/// the space back (a read that finds nothing publishes what was released).
+/// the space back.
 fn advance(producer: &Producer, consumer: &mut Consumer, payload_len: usize) {
     producer.push(&id(0), &vec![0; payload_len]).unwrap();
     consumer.read(CAPACITY).unwrap().release();
     assert!(consumer.read(CAPACITY).is_none());
+    consumer.hand_back();
 }
 
 #[test]
@@ -172,5 +173,45 @@ fn aborted_claim_is_skipped() {
         // The space of the aborted claim is usable again.
         producer.push(&id(3), &[3; 8]).unwrap();
         assert_eq!(read_n(&mut consumer, 1), vec![(3, vec![3; 8])]);
+    });
+}
+
+#[test]
+fn full_producer_gets_space_the_consumer_has_not_handed_back_yet() {
+    loom::model(|| {
+        use loom::sync::Arc;
+        use loom::sync::atomic::{AtomicBool, Ordering};
+
+        let (producer, mut consumer) = ring(CAPACITY, MAX_RECORD).unwrap();
+        // 1 takes 0..24, 2 takes 24..56. A third 24-byte record needs 1's space (padding
+        // 56..64, then 0..24), and consuming 1 alone is less than a publishing batch.
+        producer.push(&id(1), &[]).unwrap();
+        producer.push(&id(2), &[2; 8]).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let done = Arc::clone(&done);
+            thread::spawn(move || {
+                // Reads of at most 24 bytes: record 1, then nothing (2 is longer), so only
+                // a read that finds nothing can hand 1's space back.
+                let first = loop {
+                    if let Some(run) = consumer.read(24) {
+                        let got: Vec<_> = run.records().map(|(e, _)| e.as_bytes()[0]).collect();
+                        run.release();
+                        break got;
+                    }
+                    thread::yield_now();
+                };
+                while !done.load(Ordering::Acquire) {
+                    assert!(consumer.read(24).is_none());
+                    thread::yield_now();
+                }
+                (consumer, first)
+            })
+        };
+        push_retry(&producer, 3, &[]);
+        done.store(true, Ordering::Release);
+        let (mut consumer, first) = reader.join().unwrap();
+        assert_eq!(first, vec![1]);
+        assert_eq!(read_n(&mut consumer, 2), vec![(2, vec![2; 8]), (3, vec![])]);
     });
 }

@@ -33,7 +33,7 @@ use crossbeam_utils::CachePadded;
 use super::ClaimError;
 use super::layout::{Geometry, PADDING, record_header};
 use crate::sync::Arc;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::wire::{RECORD_ALIGN, RECORD_HEADER_LEN};
 
 /// The storage and the positions shared by all producers and the consumer.
@@ -47,6 +47,10 @@ pub(super) struct Shared {
     head_cache: CachePadded<AtomicU64>,
     /// Position of the first byte not yet released. Written only by the consumer.
     head: CachePadded<AtomicU64>,
+    /// Set by a producer that found the ring full; the consumer then hands back what it has
+    /// consumed at its next read that finds nothing (see [`Cursor::read`]). A hint: no data
+    /// passes through it, space passes through `head`.
+    wanted: CachePadded<AtomicBool>,
     /// One word per 8-byte slot: 0, or at the first slot of a committed record its length in
     /// bytes, with [`PADDING`] set for a padding record. See invariant Z.
     states: Box<[AtomicU32]>,
@@ -124,6 +128,11 @@ impl Shared {
                 head = self.head.load(Ordering::Acquire);
                 if !fits(tail, head, needed, capacity) {
                     if head <= tail {
+                        // Relaxed: a hint (see `wanted`). Stored only if not set yet, so
+                        // producers retrying on a full ring do not keep writing its line.
+                        if !self.wanted.load(Ordering::Relaxed) {
+                            self.wanted.store(true, Ordering::Relaxed);
+                        }
                         return Err(ClaimError::Full);
                     }
                     // The consumer has released past the `tail` we read: it is stale.
@@ -208,6 +217,7 @@ pub(super) fn new(geometry: Geometry) -> (Arc<Shared>, Cursor) {
         tail: CachePadded::new(AtomicU64::new(0)),
         head_cache: CachePadded::new(AtomicU64::new(0)),
         head: CachePadded::new(AtomicU64::new(0)),
+        wanted: CachePadded::new(AtomicBool::new(false)),
         states: (0..geometry.slots()).map(|_| AtomicU32::new(0)).collect(),
         bytes: Storage::new(geometry.capacity),
         #[cfg(loom)]
@@ -356,9 +366,17 @@ impl Cursor {
             count += 1;
         }
         if count == 0 {
-            // Nothing to read: hand back everything consumed, so producers that found the
-            // ring full can go on.
-            self.publish();
+            // Nothing to read. If a producer found the ring full, hand back everything
+            // consumed so it can go on. Not otherwise: the state words of the records just
+            // consumed share cache lines with the ones producers are committing into now,
+            // and zeroing them on every empty read (the consumer is often ahead of the
+            // producers) made those lines bounce between cores on every record.
+            // Relaxed: a hint; a producer that sets it after this load retries, finds the
+            // ring full again and sets it again, and the next empty read sees it.
+            if self.shared.wanted.load(Ordering::Relaxed) {
+                self.shared.wanted.store(false, Ordering::Relaxed);
+                self.publish();
+            }
             self.note_empty_read();
             return None;
         }
@@ -406,10 +424,11 @@ impl Cursor {
     /// Hands consumed space back to producers: zeroes the state words of every record
     /// consumed since the last publish, then stores `head`.
     ///
-    /// Doing this in batches (an eighth of the ring, or whenever a read finds nothing) keeps
-    /// the consumer's writes away from the state words producers are committing into right
-    /// now: released slots are not written again before the next lap.
-    fn publish(&mut self) {
+    /// Doing this in batches (an eighth of the ring; at a read that finds nothing once a
+    /// producer found the ring full; or when the consumer says it goes idle) keeps the
+    /// consumer's writes away from the state words producers are committing into right now:
+    /// released slots are not written again before the next lap.
+    pub(super) fn publish(&mut self) {
         let mut position = self.published;
         while position < self.head {
             let state = self.shared.state(position);
