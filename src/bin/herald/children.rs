@@ -106,10 +106,11 @@ impl Children {
             .arg("child")
             .arg("--config")
             .arg(&path)
-            // Children log warnings and errors only, unless RUST_LOG says otherwise.
+            // Children log errors only, unless RUST_LOG says otherwise: what they lose is
+            // reported by the parent (Missed counts), not as a warning per notice.
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

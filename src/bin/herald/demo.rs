@@ -25,6 +25,10 @@ pub(crate) struct DemoArgs {
     /// Producer threads raising on node 1 in the throughput run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     producers: u16,
+    /// Events per second node 1 aims for in the throughput run (default: as fast as its ring
+    /// takes them, where latency includes the queue that builds up).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
 }
 
 const NODES: usize = 3;
@@ -133,16 +137,21 @@ fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
     Ok(())
 }
 
-/// Node 1 raises 64-byte events as fast as its ring takes them; nodes 2 and 3 receive.
+/// Node 1 raises 64-byte events (paced, or as fast as its ring takes them); nodes 2 and 3
+/// receive.
 fn throughput(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
     let load = Load {
         payload: 64,
         producers: usize::from(args.producers),
         duration: Duration::from_secs(args.seconds),
-        rate: None,
+        rate: args.rate,
     };
+    let pace = args.rate.map_or_else(
+        || "as fast as its ring takes them".to_owned(),
+        |r| format!("at {r} a second"),
+    );
     say!(
-        "\nThroughput: node 1 raises 64-byte events from {} thread(s) for {} s; nodes 2 and 3 receive them.",
+        "\nThroughput: node 1 raises 64-byte events {pace}, from {} thread(s) for {} s; nodes 2 and 3 receive them.",
         args.producers,
         args.seconds
     );
