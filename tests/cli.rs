@@ -78,6 +78,22 @@ fn demo_invalidates_caches_across_processes_and_leaves_nothing_behind() {
     ] {
         assert!(text.contains(line), "no `{line}` in:\n{text}");
     }
+    for reason in [
+        "bad_tag 1",
+        "unknown_key 1",
+        "foreign_cluster 1",
+        "length_mismatch 1",
+        "bad_magic 1",
+    ] {
+        assert!(
+            text.contains(reason),
+            "node 3 did not refuse ({reason}):\n{text}"
+        );
+    }
+    assert!(
+        text.contains("-> node 3 still caches: sku-2 $20.99"),
+        "{text}"
+    );
     for column in [
         "events/s",
         "p50 µs",

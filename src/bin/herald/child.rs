@@ -8,6 +8,7 @@
 //! | (another node changed a product) | `dropped SKU OLD FROM_NODE` |
 //! | `cache` | `cache SKU=CENTS …` |
 //! | `load PAYLOAD PRODUCERS SECONDS RATE` | `progress SENT` about every 100 ms, then `loaded SENT MICROS` |
+//! | `drops` | `drops REASON=COUNT …`: frames refused, by reason (only reasons that occurred) |
 //! | `stats` | `stats DELIVERED MISSED MISSED_FRAMES DROPPED P50 P99 P999` (see `load::Report`) |
 //! | `quit`, or end of input | exits 0 after a clean shutdown |
 //!
@@ -117,6 +118,16 @@ pub(crate) fn run(args: &ChildArgs) -> Result<(), CliError> {
                 _ => say!("error load: PAYLOAD (8..=max) PRODUCERS (>0) SECONDS RATE"),
             },
             ["stats"] => say!("{}", recorder.report(&router).to_line()),
+            ["drops"] => {
+                let drops: Vec<String> = router
+                    .metrics()
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(reason, n)| format!("{reason}={n}"))
+                    .collect();
+                say!("drops {}", drops.join(" "));
+            }
             ["quit"] => break,
             _ => say!("error unknown command: {line}"),
         }

@@ -3,15 +3,26 @@
 //!
 //! The demo starts this same binary three times as `herald child` (see `child.rs`) on free UDP
 //! ports of 127.0.0.1, with a fresh cluster secret (mode 0600) in a temporary directory, and
-//! drives them over their standard input. It stops them and removes the directory when it
-//! ends, fails, or is interrupted with Ctrl-C (then it also exits 0: nothing is left to clean
-//! up by hand, and a demo stopped early is not an error).
+//! drives them over their standard input: price changes and the invalidations they cause,
+//! then datagrams that must not be trusted (a flipped bit, a stranger's key, another cluster,
+//! a truncated frame, an HTTP request) sent to node 3, which refuses each by reason. It stops
+//! the nodes and removes the directory when it ends, fails, or is interrupted with Ctrl-C
+//! (then it also exits 0: nothing is left to clean up by hand, and a demo stopped early is not
+//! an error).
 
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald::EventId;
+use herald::auth::{Key, Keyring, SecretFile};
+use herald::wire::{
+    ClusterId, DEFAULT_UDP_FRAME_LEN, Flags, FrameKind, FrameWriter, HEADER_LEN, HeaderFields,
+    RECORD_HEADER_LEN,
+};
 
 use crate::CliError;
-use crate::child::PRICES;
+use crate::child::{PRICES, PRODUCT_CHANGED};
 use crate::children::{Children, Halt, free_port};
 use crate::common;
 use crate::load::{Load, Report};
@@ -131,9 +142,111 @@ fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
         say!("  node {}: {}", i + 1, items.join(", "));
     }
 
+    refusals(children, addrs[2])?;
     if args.seconds > 0 {
         throughput(args, children)?;
     }
+    Ok(())
+}
+
+/// A data frame of one `product.changed` event, signed with `keyring`.
+fn frame(keyring: &Keyring, cluster: &str, sku: &str) -> Result<Vec<u8>, CliError> {
+    let unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let header = HeaderFields {
+        kind: FrameKind::Data,
+        flags: Flags::EMPTY,
+        key_id: keyring.signing_key_id(),
+        cluster: ClusterId::from_name(cluster),
+        node: 1,
+        incarnation: 7,
+        sequence: 1,
+        timestamp_ns: unix_ns,
+    };
+    let mut buf = vec![0u8; DEFAULT_UDP_FRAME_LEN];
+    let mut writer = FrameWriter::new(&mut buf, &header).map_err(CliError::usage)?;
+    writer
+        .push(&EventId::from_name(PRODUCT_CHANGED), sku.as_bytes())
+        .map_err(CliError::usage)?;
+    Ok(writer.finish(keyring).to_vec())
+}
+
+/// Datagrams that must not be trusted, sent to node 3: it refuses each, counts it by reason,
+/// and its cache does not change.
+fn refusals(children: &mut Children, node3: SocketAddr) -> Result<(), Halt> {
+    say!("\nDatagrams that must not be trusted, sent to node 3 from outside the cluster:");
+    let cluster = SecretFile::load(&children.secret())
+        .map_err(CliError::from)?
+        .keyring();
+    let stranger = Keyring::new(
+        9,
+        Key::generate().map_err(|e| CliError::usage(format!("no randomness: {e}")))?,
+    )
+    .map_err(CliError::usage)?;
+    let mut flipped = frame(&cluster, "demo-shop", "sku-1")?;
+    if let Some(byte) = flipped.get_mut(HEADER_LEN + RECORD_HEADER_LEN) {
+        *byte ^= 0x01; // one bit of the payload: "sku-1" becomes "rku-1"
+    }
+    let valid = frame(&cluster, "demo-shop", "sku-42")?;
+    let mut garbage = b"GET /metrics HTTP/1.1\r\nHost: node-3\r\n\r\n".to_vec();
+    garbage.resize(200, b' ');
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("a price change with one bit flipped in transit", flipped),
+        (
+            "a price change signed with a key the cluster does not have",
+            frame(&stranger, "demo-shop", "sku-1")?,
+        ),
+        (
+            "a price change from another cluster, with the right key",
+            frame(&cluster, "other-shop", "sku-1")?,
+        ),
+        (
+            "a price change cut short",
+            valid[..valid.len().saturating_sub(5)].to_vec(),
+        ),
+        ("an HTTP request", garbage),
+    ];
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .map_err(|e| CliError::usage(format!("no free port on 127.0.0.1: {e}")))?;
+    for (what, bytes) in &cases {
+        socket
+            .send_to(bytes, node3)
+            .map_err(|e| CliError::usage(format!("cannot send to node 3: {e}")))?;
+        say!("  {what}");
+    }
+    let mut line = String::new();
+    for _ in 0..20 {
+        children.send(2, "drops")?;
+        line = children.expect(2, "drops", ANSWER)?;
+        let total: u64 = line
+            .split(' ')
+            .filter_map(|kv| kv.split_once('=')?.1.parse::<u64>().ok())
+            .sum();
+        if total >= cases.len() as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reasons: Vec<String> = line
+        .split(' ')
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    say!(
+        "  -> node 3 refused them, counted by reason: {}",
+        reasons.join(", ")
+    );
+    children.send(2, "cache")?;
+    let cache = children.expect(2, "cache", ANSWER)?;
+    let items: Vec<String> = cache
+        .split(' ')
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("{k} {}", price(v)))
+        .collect();
+    say!("  -> node 3 still caches: {}", items.join(", "));
     Ok(())
 }
 
