@@ -268,6 +268,13 @@ fn throughput(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
         args.producers,
         args.seconds
     );
+    // Frames nodes 2 and 3 dropped before the run (node 3 refused the datagrams above) are
+    // not the run's.
+    let mut dropped_before = [0u64; 2];
+    for (k, b) in dropped_before.iter_mut().enumerate() {
+        children.send(k + 1, "stats")?;
+        *b = Report::parse(&children.expect(k + 1, "stats ", ANSWER)?).map_or(0, |r| r.dropped);
+    }
     children.send(0, &load.to_line())?;
     let bar = indicatif::ProgressBar::new(args.seconds * 10);
     bar.set_style(
@@ -308,6 +315,7 @@ fn throughput(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
             children.send(k + 1, "stats")?;
             let line = children.expect(k + 1, "stats ", ANSWER)?;
             *r = Report::parse(&line).unwrap_or_default();
+            r.dropped = r.dropped.saturating_sub(dropped_before[k]);
         }
         if reports.iter().all(|r| r.delivered >= sent) || (round > 1 && reports == before) {
             break;
