@@ -24,38 +24,155 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// The child pids (from "node N is pid P") and the temporary directory the demo printed.
+fn demo_leftovers(text: &str) -> (Vec<u32>, std::path::PathBuf) {
+    let pids: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.split_once(" is pid ")?.1.split(',').next()?.parse().ok())
+        .collect();
+    let dir = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(" have stopped and ")?
+                .1
+                .strip_suffix(" is removed.")
+        })
+        .unwrap_or_else(|| panic!("no removed directory in:\n{text}"));
+    (pids, std::path::PathBuf::from(dir))
+}
+
+/// Neither a child process of the demo nor its directory is left.
+fn assert_nothing_left(text: &str) {
+    let (pids, dir) = demo_leftovers(text);
+    assert_eq!(pids.len(), 3, "three child pids in:\n{text}");
+    for pid in pids {
+        // The demo waited for its children, so their pids are gone (or, if reused within
+        // seconds, belong to something that is not a herald child).
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            !cmdline.contains("child"),
+            "child {pid} still running: {cmdline}"
+        );
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
 #[test]
-fn demo_shows_invalidation_and_refusals() {
-    let out = herald(&["demo", "--seconds", "1"]);
+fn demo_invalidates_caches_across_processes_and_leaves_nothing_behind() {
+    let out = herald(&["demo"]);
     let text = stdout(&out);
     assert!(
         out.status.success(),
         "stdout:\n{text}\nstderr:\n{}",
         stderr(&out)
     );
-    for node in ["node-b", "node-c"] {
-        let line =
-            format!("{node}: frame #1 from node 1 verified; drops sku-42 $4.20 and reloads $4.50");
-        assert!(text.contains(&line), "no `{line}` in:\n{text}");
+    assert!(text.contains("(mode 0600)"), "{text}");
+    for line in [
+        "node 1 changes the price of sku-42: $4.20 -> $4.50",
+        "-> node 2 drops sku-42 ($4.20) from its cache",
+        "-> node 3 drops sku-42 ($4.20) from its cache",
+        "-> node 1 drops sku-1 ($9.99) from its cache",
+        "-> node 2 drops sku-2 ($19.99) from its cache",
+        "node 1: sku-42 $4.50",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
     }
-    assert!(
-        text.contains("Every node now caches what the database holds"),
-        "{text}"
-    );
-    for reason in ["bad_tag", "foreign_cluster", "length_mismatch", "bad_magic"] {
+    for reason in [
+        "bad_tag 1",
+        "unknown_key 1",
+        "foreign_cluster 1",
+        "length_mismatch 1",
+        "bad_magic 1",
+    ] {
         assert!(
-            text.contains(&format!("refused ({reason}")),
-            "no {reason} in:\n{text}"
+            text.contains(reason),
+            "node 3 did not refuse ({reason}):\n{text}"
         );
     }
-    assert!(text.contains("No event lost"), "{text}");
+    assert!(
+        text.contains("-> node 3 still caches: sku-2 $20.99"),
+        "{text}"
+    );
+    for column in [
+        "events/s",
+        "p50 µs",
+        "p99 µs",
+        "delivered",
+        "drops",
+        "Missed",
+    ] {
+        assert!(text.contains(column), "summary has no {column}:\n{text}");
+    }
+    assert!(
+        text.contains("  node 2 ") && text.contains("  node 3 "),
+        "{text}"
+    );
+    assert_nothing_left(&text);
+}
+
+#[test]
+fn demo_interrupted_with_sigint_stops_its_nodes_and_exits_0() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt as _;
+
+    // Its own process group, like a command started from a terminal, so the SIGINT goes to
+    // the demo and its children at once, as a Ctrl-C does.
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["demo", "--seconds", "30"])
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(demo.stdout.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the demo ended early:\n{text}"
+        );
+        text.push_str(&line);
+        if line.starts_with("Throughput:") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", demo.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    reader.read_to_string(&mut text).unwrap();
+    let exit = demo.wait().unwrap();
+    let mut err = String::new();
+    demo.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        exit.success(),
+        "exit 0 after Ctrl-C: {exit:?}\n{text}\n{err}"
+    );
+    assert!(text.contains("Interrupted"), "{text}");
+    assert_nothing_left(&text);
 }
 
 #[test]
 fn demo_rejects_bad_flags_with_exit_2() {
-    let out = herald(&["demo", "--producers", "0"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--producers"), "{}", stderr(&out));
+    for (flags, named) in [
+        (&["demo", "--producers", "0"][..], "--producers"),
+        (&["demo", "--seconds", "999"][..], "--seconds"),
+        (&["demo", "--colour"][..], "--colour"),
+    ] {
+        let out = herald(flags);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let err = stderr(&out);
+        assert!(err.contains(named), "{named} not named: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
 }
 
 #[test]
@@ -352,4 +469,84 @@ fn bench_reports_json_with_every_key() {
     let out = herald(&["bench", "--payload", "4"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--payload"));
+}
+
+/// A numeric field of a flat JSON object.
+fn json_field(text: &str, key: &str) -> f64 {
+    let start = text
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("{key} missing: {text}"))
+        + key.len()
+        + 3;
+    text[start..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number: {text}"))
+}
+
+#[test]
+fn bench_two_process_reports_json_with_every_key() {
+    for transport in ["udp", "tcp"] {
+        let out = herald(&[
+            "bench",
+            "--mode",
+            "two-process",
+            "--transport",
+            transport,
+            "--seconds",
+            "1",
+            "--rate",
+            "5000",
+            "--json",
+        ]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{text}\n{}", stderr(&out));
+        assert!(text.contains("\"mode\":\"two-process\""), "{text}");
+        for key in [
+            "events_per_sec",
+            "mb_per_sec",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "sent",
+            "delivered",
+            "missed",
+            "dropped",
+        ] {
+            json_field(&text, key);
+        }
+        assert!(json_field(&text, "delivered") > 0.0, "{text}");
+        assert!(
+            json_field(&text, "delivered") <= json_field(&text, "sent"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn bench_rejects_bad_flags_with_one_line_and_exit_2() {
+    for (flags, named) in [
+        (&["bench", "--mode", "three-process"][..], "--mode"),
+        (
+            &["bench", "--mode", "two-process", "--payload", "4"][..],
+            "--payload",
+        ),
+        (
+            &["bench", "--mode", "two-process", "--seconds", "0"][..],
+            "--seconds",
+        ),
+        (&["bench", "--producers", "0"][..], "--producers"),
+        (
+            &["bench", "--mode", "two-process", "--payload", "2000"][..],
+            "--payload 2000",
+        ),
+    ] {
+        let out = herald(flags);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let err = stderr(&out);
+        assert!(err.contains(named), "{named} not named: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
 }

@@ -1,19 +1,30 @@
-//! `herald bench`: a load generator between two nodes in this process, over loopback.
+//! `herald bench`: a load generator between two nodes over loopback, both in this process or
+//! the sender in a child process of the same binary.
+//!
+//! Latency is measured from the send time each payload carries (`CLOCK_MONOTONIC`, one clock
+//! for the whole machine, so it also works across the two processes) to the receiving
+//! subscriber. Ctrl-C stops the run; in two-process mode the child is stopped and its
+//! temporary directory removed, and the command exits 0 without figures.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use herald::auth::{Key, Keyring};
-use herald::{EventId, RaiseError, Router};
-use parking_lot::Mutex;
+use herald::auth::{Key, Keyring, SecretFile};
+use herald::{Router, RouterBuilder};
 
 use crate::CliError;
+use crate::children::{Children, Halt, free_port};
+use crate::common;
+use crate::load::{self, Generated, Load, Recorder};
 
 /// Arguments of `herald bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
+    /// Where the sending node runs: beside the receiver in this process, or in a child process.
+    #[arg(long, value_enum, default_value = "in-process")]
+    mode: Mode,
     /// Transport between the two nodes.
     #[arg(long, value_enum, default_value = "udp")]
     transport: Transport,
@@ -37,181 +48,226 @@ pub(crate) struct BenchArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    InProcess,
+    TwoProcess,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Transport {
     Udp,
     Tcp,
 }
 
-fn pair(args: &BenchArgs) -> Result<(Router, Router), CliError> {
-    let key = Key::generate().map_err(|e| CliError::usage(format!("no randomness: {e}")))?;
-    let keyring = Keyring::new(1, key).map_err(CliError::usage)?;
-    let addr = |tcp: bool| -> Result<std::net::SocketAddr, CliError> {
-        let a = if tcp {
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
-        } else {
-            std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
-        };
-        a.map_err(|e| CliError::usage(format!("no free loopback port: {e}")))
-    };
-    let tcp = matches!(args.transport, Transport::Tcp);
-    let (a, b) = (addr(tcp)?, addr(tcp)?);
-    let base = |id: u64| {
-        Router::builder()
-            .cluster("herald-bench")
-            .node_id(id)
-            .keyring(keyring.clone())
-            .max_frame_len(args.frame)
-            .ring_capacity(16 << 20)
-            .dispatch_queue(1 << 16)
-    };
-    let (sender, receiver) = if tcp {
-        (base(1).tcp_peer(b), base(2).tcp_listen(b))
-    } else {
-        (base(1).udp_bind(a).udp_peer(b), base(2).udp_bind(b))
-    };
-    let receiver = receiver
-        .build()
-        .map_err(|e| CliError::usage(format!("--frame / receiver: {e}")))?;
-    let sender = sender
-        .build()
-        .map_err(|e| CliError::usage(format!("--frame / sender: {e}")))?;
-    Ok((sender, receiver))
+const RING: usize = 16 << 20;
+
+fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
+    Router::builder()
+        .cluster("herald-bench")
+        .node_id(id)
+        .keyring(keyring)
+        .max_frame_len(args.frame)
+        .ring_capacity(RING)
+        .dispatch_queue(1 << 16)
 }
 
-pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
+/// The receiving node, listening on `at`.
+fn receiver(args: &BenchArgs, keyring: Keyring, at: SocketAddr) -> Result<Router, CliError> {
+    let b = base(args, 2, keyring);
+    let b = match args.transport {
+        Transport::Tcp => b.tcp_listen(at),
+        Transport::Udp => b.udp_bind(at),
+    };
+    let r = b
+        .build()
+        .map_err(|e| CliError::usage(format!("--frame / receiver: {e}")))?;
+    if args.payload > r.max_payload() {
+        return Err(CliError::usage(format!(
+            "--payload {} does not fit a {}-byte frame (at most {}); raise --frame",
+            args.payload,
+            args.frame,
+            r.max_payload()
+        )));
+    }
+    Ok(r)
+}
+
+fn check(args: &BenchArgs) -> Result<Load, CliError> {
     if args.payload < 8 {
         return Err(CliError::usage(
             "--payload: at least 8 bytes (the send time travels in it)",
         ));
     }
-    if args.producers == 0 || args.seconds <= 0.0 {
+    if args.producers == 0 || !(args.seconds > 0.0 && args.seconds <= 3600.0) {
         return Err(CliError::usage(
-            "--producers and --seconds must be more than 0",
+            "--producers must be more than 0 and --seconds between 0 and 3600",
         ));
     }
-    let (sender, receiver) = pair(args)?;
-    if args.payload > sender.max_payload() {
-        return Err(CliError::usage(format!(
-            "--payload {} does not fit a {}-byte frame (at most {}); raise --frame",
-            args.payload,
-            args.frame,
-            sender.max_payload()
-        )));
-    }
-    let event = EventId::from_name("herald.bench");
-    let base = Instant::now();
-    let delivered = Arc::new(AtomicU64::new(0));
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-            .map_err(|e| CliError::usage(e.to_string()))?,
-    ));
-    let (d, l) = (Arc::clone(&delivered), Arc::clone(&latency));
-    let _sub = receiver.event(event).subscribe(move |del| {
-        let mut sent = [0u8; 8];
-        sent.copy_from_slice(&del.payload()[..8]);
-        let now = base.elapsed().as_nanos() as u64;
-        let us = now.saturating_sub(u64::from_le_bytes(sent)) / 1000;
-        let _ = l.lock().record(us.max(1));
-        d.fetch_add(1, Ordering::Relaxed);
-    });
-    let missed = Arc::new(AtomicU64::new(0));
-    let m = Arc::clone(&missed);
-    let _missed = receiver.on_missed(move |_| {
-        m.fetch_add(1, Ordering::Relaxed);
-    });
-    std::thread::sleep(Duration::from_millis(200)); // TCP connects; heartbeats meet
-    let duration = Duration::from_secs_f64(args.seconds);
-    let sent = Arc::new(AtomicU64::new(0));
-    let progress = (!args.json).then(|| {
+    Ok(Load {
+        payload: args.payload,
+        producers: args.producers,
+        duration: Duration::from_secs_f64(args.seconds),
+        rate: args.rate.filter(|&r| r > 0),
+    })
+}
+
+fn progress_bar(args: &BenchArgs) -> Option<indicatif::ProgressBar> {
+    (!args.json).then(|| {
         let bar = indicatif::ProgressBar::new((args.seconds * 10.0) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {elapsed} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
-    });
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..args.producers {
-            let (sender, sent) = (&sender, &sent);
-            s.spawn(move || {
-                let e = sender.event(event);
-                let mut payload = vec![0u8; args.payload];
-                let per_thread = args.rate.map(|r| r as f64 / args.producers as f64);
-                let mut i = 0u64;
-                while start.elapsed() < duration {
-                    if let Some(r) = per_thread {
-                        let due = start + Duration::from_secs_f64(i as f64 / r);
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                    }
-                    payload[..8].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_le_bytes());
-                    match e.raise(&payload) {
-                        Ok(()) => {
-                            sent.fetch_add(1, Ordering::Relaxed);
-                            i += 1;
-                        }
-                        Err(RaiseError::Full) => std::thread::yield_now(),
-                        Err(_) => return,
-                    }
-                }
-            });
+    })
+}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
+    let load = check(args)?;
+    let stop = common::stop_flag()?;
+    let outcome = match args.mode {
+        Mode::InProcess => in_process(args, &load, &stop),
+        Mode::TwoProcess => two_process(args, &load, &stop),
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Halt::Interrupted) => {
+            eprintln!("herald: bench interrupted; everything it started has stopped");
+            Ok(())
         }
-        if let Some(bar) = &progress {
-            while start.elapsed() < duration {
-                std::thread::sleep(Duration::from_millis(100));
-                bar.inc(1);
-                bar.set_message(format!(
-                    "{} sent, {} delivered",
-                    sent.load(Ordering::Relaxed),
-                    delivered.load(Ordering::Relaxed)
-                ));
-            }
-            bar.finish_and_clear();
-        }
-    });
-    let elapsed = start.elapsed();
-    // Let the tail arrive (or be reported).
-    let settle = Instant::now();
-    let mut last = delivered.load(Ordering::Relaxed);
-    while settle.elapsed() < Duration::from_secs(3) {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = delivered.load(Ordering::Relaxed);
-        if now == last && now >= sent.load(Ordering::Relaxed) {
-            break;
-        }
-        if now == last && settle.elapsed() > Duration::from_millis(500) {
-            break;
-        }
-        last = now;
+        Err(Halt::Failed(e)) => Err(e),
     }
-    let sent = sent.load(Ordering::Relaxed);
-    let delivered = delivered.load(Ordering::Relaxed);
-    let rm = receiver.metrics();
-    let h = latency.lock();
-    let secs = elapsed.as_secs_f64();
-    let eps = delivered as f64 / secs;
+}
+
+fn in_process(args: &BenchArgs, load: &Load, stop: &AtomicBool) -> Result<(), Halt> {
+    let key = Key::generate().map_err(|e| CliError::usage(format!("no randomness: {e}")))?;
+    let keyring = Keyring::new(1, key).map_err(CliError::usage)?;
+    let tcp = args.transport == Transport::Tcp;
+    let (a, b) = (free_port(tcp)?, free_port(tcp)?);
+    let receiver = receiver(args, keyring.clone(), b)?;
+    let sender = base(args, 1, keyring);
+    let sender = match args.transport {
+        Transport::Tcp => sender.tcp_peer(b),
+        Transport::Udp => sender.udp_bind(a).udp_peer(b),
+    };
+    let sender = sender
+        .build()
+        .map_err(|e| CliError::usage(format!("--frame / sender: {e}")))?;
+    let recorder = Recorder::new();
+    let _subs = recorder.attach(&receiver);
+    std::thread::sleep(Duration::from_millis(200)); // TCP connects; heartbeats meet
+    let bar = progress_bar(args);
+    let done = load::generate(&sender, load, stop, |sent| {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+            bar.set_message(format!("{sent} sent, {} delivered", recorder.delivered()));
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Err(Halt::Interrupted);
+    }
+    recorder.settle(done.sent);
+    print(args, done, &recorder, &receiver);
+    sender.shutdown();
+    receiver.shutdown();
+    Ok(())
+}
+
+fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<(), Halt> {
+    let mut children = Children::new("herald-bench-", Arc::clone(stop))?;
+    let secret = SecretFile::load(&children.secret()).map_err(CliError::from)?;
+    let tcp = args.transport == Transport::Tcp;
+    let (a, b) = (free_port(tcp)?, free_port(tcp)?);
+    let receiver = receiver(args, secret.keyring(), b)?;
+    let recorder = Recorder::new();
+    let _subs = recorder.attach(&receiver);
+    let transport = if tcp {
+        format!("[tcp]\npeers = [\"{b}\"]\n")
+    } else {
+        format!("[udp]\nbind = \"{a}\"\npeers = [\"{b}\"]\n")
+    };
+    let sender = children.spawn(&format!(
+        "cluster = \"herald-bench\"\nnode_id = 1\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n{transport}",
+        args.frame
+    ))?;
+    std::thread::sleep(Duration::from_millis(200)); // TCP connects; heartbeats meet
+    children.send(sender, &load.to_line())?;
+    let bar = progress_bar(args);
+    let limit = load.duration + Duration::from_secs(10);
+    let start = std::time::Instant::now();
+    let loaded = loop {
+        let line = match children.next(Duration::from_millis(200)) {
+            Ok(line) => line,
+            Err(e) => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Err(e);
+            }
+        };
+        match line {
+            Some((_, l)) if l.starts_with("progress ") => {
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "{} sent, {} delivered",
+                        &l[9..],
+                        recorder.delivered()
+                    ));
+                }
+            }
+            Some((_, l)) if l.starts_with("loaded ") => break l,
+            _ if start.elapsed() > limit => {
+                return Err(CliError::usage("the sending child did not finish in time").into());
+            }
+            _ => {}
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let mut numbers = loaded
+        .split(' ')
+        .skip(1)
+        .map(|w| w.parse::<u64>().unwrap_or(0));
+    let done = Generated {
+        sent: numbers.next().unwrap_or(0),
+        elapsed: Duration::from_micros(numbers.next().unwrap_or(0)),
+    };
+    recorder.settle(done.sent);
+    print(args, done, &recorder, &receiver);
+    drop(children);
+    receiver.shutdown();
+    Ok(())
+}
+
+fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Router) {
+    let r = recorder.report(receiver);
+    let secs = done.elapsed.as_secs_f64().max(1e-9);
+    let eps = r.delivered as f64 / secs;
     let mbps = eps * args.payload as f64 / 1e6;
-    let dropped = rm.drops_total() + rm.dispatch_dropped;
-    let missed = missed.load(Ordering::Relaxed);
-    let (p50, p99, p999) = (
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-    );
+    let (sent, delivered, missed, dropped) = (done.sent, r.delivered, r.missed, r.dropped);
+    let (p50, p99, p999) = (r.p50_us, r.p99_us, r.p999_us);
+    let mode = match args.mode {
+        Mode::InProcess => "in-process",
+        Mode::TwoProcess => "two-process",
+    };
     if args.json {
         say!(
-            "{{\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"dropped\":{dropped}}}",
+            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped}}}",
             args.transport,
             args.payload,
             args.producers,
-            args.frame
+            args.frame,
+            r.missed_frames
         );
     } else {
         say!(
-            "herald bench: {:?} on loopback, {}-byte payloads, {} producer(s), {}-byte frames, {secs:.1} s",
+            "herald bench: {:?} on loopback, {mode}, {}-byte payloads, {} producer(s), {}-byte frames, {secs:.1} s",
             args.transport,
             args.payload,
             args.producers,
@@ -224,10 +280,10 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
         say!("  latency p999 {p999:>9} µs");
         say!("  sent         {sent:>12}");
         say!("  delivered    {delivered:>12}");
-        say!("  missed       {missed:>12}   (notices; each covers one or more frames)");
+        say!(
+            "  missed       {missed:>12}   (notices, covering {} frames)",
+            r.missed_frames
+        );
         say!("  dropped      {dropped:>12}   (frames refused or not dispatched)");
     }
-    sender.shutdown();
-    receiver.shutdown();
-    Ok(())
 }

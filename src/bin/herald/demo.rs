@@ -1,380 +1,369 @@
-//! `herald demo`: the pipeline that exists today, in one process.
+//! `herald demo`: three herald nodes, each a process of its own, keep their caches of product
+//! prices fresh; then a throughput run between them.
 //!
-//! Three nodes, each with a small cache of product prices. A price change on one node raises
-//! `product.changed` into that node's ring; the node batches the ring into frames, signs them,
-//! and the other nodes parse, verify and apply them, dropping the stale entry from their
-//! caches. Forged, foreign and truncated frames are shown being refused. Then a throughput run
-//! moves 64-byte events through ring, encoder, signer, parser and verifier for a few seconds.
-//!
-//! Sockets, sessions and Missed arrive with the router; until then the frames travel between
-//! the nodes in memory.
+//! The demo starts this same binary three times as `herald child` (see `child.rs`) on free UDP
+//! ports of 127.0.0.1, with a fresh cluster secret (mode 0600) in a temporary directory, and
+//! drives them over their standard input: price changes and the invalidations they cause,
+//! then datagrams that must not be trusted (a flipped bit, a stranger's key, another cluster,
+//! a truncated frame, an HTTP request) sent to node 3, which refuses each by reason. It stops
+//! the nodes and removes the directory when it ends, fails, or is interrupted with Ctrl-C
+//! (then it also exits 0: nothing is left to clean up by hand, and a demo stopped early is not
+//! an error).
 
-use std::collections::BTreeMap;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herald::auth::{Key, Keyring};
-use herald::ringbuf::{self, Consumer, Producer};
+use herald::EventId;
+use herald::auth::{Key, Keyring, SecretFile};
 use herald::wire::{
-    ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, Flags, Frame, FrameKind, FrameWriter,
-    HeaderFields,
+    ClusterId, DEFAULT_UDP_FRAME_LEN, Flags, FrameKind, FrameWriter, HEADER_LEN, HeaderFields,
+    RECORD_HEADER_LEN,
 };
-use herald::{EventId, Reject};
 
 use crate::CliError;
+use crate::child::{PRICES, PRODUCT_CHANGED};
+use crate::children::{Children, Halt, free_port};
+use crate::common;
+use crate::load::{Load, Report};
 
 /// Arguments of `herald demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
     /// How long the throughput run lasts, in seconds (0 skips it).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=60))]
     seconds: u64,
-    /// Producer threads in the throughput run.
+    /// Producer threads raising on node 1 in the throughput run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     producers: u16,
+    /// Events per second node 1 aims for in the throughput run (default: as fast as its ring
+    /// takes them, where latency includes the queue that builds up).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
 }
 
-const RING_CAPACITY: usize = 1 << 20;
-const FRAME_LEN: usize = DEFAULT_UDP_FRAME_LEN;
+const NODES: usize = 3;
+const ANSWER: Duration = Duration::from_secs(5);
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// One node of the demo: a cache, a ring, and what it needs to sign and check frames.
-struct Node {
-    name: &'static str,
-    id: u64,
-    incarnation: u64,
-    sequence: u64,
-    cluster: ClusterId,
-    producer: Producer,
-    consumer: Consumer,
-    cache: BTreeMap<String, u32>,
-}
-
-impl Node {
-    fn new(name: &'static str, id: u64, cluster: ClusterId) -> Result<Self, CliError> {
-        let (producer, consumer) =
-            ringbuf::ring(RING_CAPACITY, FRAME_LEN - FRAME_OVERHEAD).map_err(CliError::usage)?;
-        let cache = [("sku-1", 999), ("sku-2", 1999), ("sku-42", 420)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        Ok(Self {
-            name,
-            id,
-            incarnation: id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            sequence: 0,
-            cluster,
-            producer,
-            consumer,
-            cache,
-        })
+fn price(cents: &str) -> String {
+    match cents.parse::<u32>() {
+        Ok(c) => format!("${}.{:02}", c / 100, c % 100),
+        Err(_) => "(not cached)".to_owned(),
     }
-
-    /// Changes a price in the database and here, and raises `product.changed` for the others.
-    fn change_price(&mut self, db: &mut Db, sku: &str, cents: u32) -> Result<(), CliError> {
-        db.insert(sku.to_owned(), cents);
-        let old = self.cache.insert(sku.to_owned(), cents);
-        say!(
-            "  {}: {sku} {} -> {}; raises product.changed \"{sku}\" into its ring",
-            self.name,
-            price(old),
-            price(Some(cents)),
-        );
-        self.producer
-            .push(&EventId::from_name("product.changed"), sku.as_bytes())
-            .map_err(|e| CliError::usage(format!("raise failed: {e}")))
-    }
-
-    /// Drains the ring into signed frames.
-    fn flush(&mut self, keyring: &Keyring) -> Vec<Vec<u8>> {
-        let mut frames = Vec::new();
-        let mut buf = vec![0u8; FRAME_LEN];
-        loop {
-            let header = self.header();
-            let Some(frame) = next_frame(&mut self.consumer, &mut buf, header, keyring) else {
-                break;
-            };
-            self.sequence += 1;
-            frames.push(frame.to_vec());
-        }
-        frames
-    }
-
-    fn header(&self) -> HeaderFields {
-        HeaderFields {
-            kind: FrameKind::Data,
-            flags: Flags::EMPTY,
-            key_id: 0,
-            cluster: self.cluster,
-            node: self.id,
-            incarnation: self.incarnation,
-            sequence: self.sequence + 1,
-            timestamp_ns: now_ns(),
-        }
-    }
-
-    /// Checks a frame from the network and applies its events to the cache.
-    fn receive(&mut self, bytes: &[u8], keyring: &Keyring, db: &Db) -> Result<usize, Reject> {
-        let frame = Frame::parse(bytes)?;
-        if frame.cluster() != self.cluster {
-            return Err(Reject::ForeignCluster);
-        }
-        let verified = keyring.verify(frame)?;
-        let frame = verified.frame();
-        for record in frame.records() {
-            let sku = String::from_utf8_lossy(record.payload());
-            let stale = self.cache.remove(sku.as_ref());
-            let fresh = db.get(sku.as_ref()).copied();
-            if let Some(cents) = fresh {
-                self.cache.insert(sku.clone().into_owned(), cents);
-            }
-            say!(
-                "  {}: frame #{} from node {} verified; drops {sku} {} and reloads {}",
-                self.name,
-                frame.sequence(),
-                frame.node(),
-                price(stale),
-                price(fresh)
-            );
-        }
-        Ok(frame.records().len())
-    }
-}
-
-/// The shared database behind the caches.
-type Db = BTreeMap<String, u32>;
-
-fn price(cents: Option<u32>) -> String {
-    cents.map_or_else(
-        || "(not cached)".to_owned(),
-        |c| format!("${}.{:02}", c / 100, c % 100),
-    )
-}
-
-/// Reads as many committed records as one frame holds and finishes the frame, or `None` if the
-/// ring is empty.
-fn next_frame<'b>(
-    consumer: &mut Consumer,
-    buf: &'b mut [u8],
-    header: HeaderFields,
-    keyring: &Keyring,
-) -> Option<&'b [u8]> {
-    let mut writer = FrameWriter::new(buf, &header).ok()?;
-    let run = consumer.read(writer.remaining())?;
-    writer.push_encoded(run.bytes(), run.record_count()).ok()?;
-    run.release();
-    Some(writer.finish(keyring))
 }
 
 pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
-    let key = Key::generate().map_err(CliError::usage)?;
-    let keyring = Keyring::new(1, key).map_err(CliError::usage)?;
-    let cluster = ClusterId::from_name("demo-shop");
-    say!(
-        "herald demo: three nodes of cluster \"demo-shop\", one fresh 256-bit key (kept in memory)."
-    );
-    say!("Frames travel between the nodes in memory: the socket driver arrives with the router.\n");
-
-    let mut nodes = [
-        Node::new("node-a", 1, cluster)?,
-        Node::new("node-b", 2, cluster)?,
-        Node::new("node-c", 3, cluster)?,
-    ];
-    let mut db: Db = nodes[0].cache.clone();
-    say!("Every node caches: {}\n", cache_line(&nodes[0]));
-
-    for (from, sku, cents) in [(0, "sku-42", 450), (1, "sku-1", 899), (0, "sku-2", 2099)] {
-        nodes[from].change_price(&mut db, sku, cents)?;
-        let frames = nodes[from].flush(&keyring);
-        for frame in &frames {
+    let stop = common::stop_flag()?;
+    let mut children = Children::new("herald-demo-", Arc::clone(&stop))?;
+    let dir = children.dir().to_path_buf();
+    let result = script(args, &mut children);
+    drop(children); // stops the nodes, removes the directory
+    match result {
+        Ok(()) => {
             say!(
-                "  {}: sends frame #{} ({} bytes, HMAC-SHA256 signed)",
-                nodes[from].name,
-                Frame::parse(frame).map_or(0, |f| f.sequence()),
-                frame.len()
+                "\nThe three nodes have stopped and {} is removed.",
+                dir.display()
             );
-            for (i, node) in nodes.iter_mut().enumerate() {
-                if i != from {
-                    node.receive(frame, &keyring, &db)
-                        .map_err(CliError::usage)?;
-                }
-            }
+            Ok(())
         }
-        say!();
+        Err(Halt::Interrupted) => {
+            say!(
+                "\nInterrupted: the three nodes have stopped and {} is removed.",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(Halt::Failed(e)) => Err(e),
     }
+}
 
-    say!("Frames that must not be trusted are refused, counted by reason, and change nothing:");
-    nodes[0].change_price(&mut db, "sku-1", 1099)?;
-    let frame = nodes[0].flush(&keyring).pop().unwrap_or_default();
-    let mut forged = frame.clone();
-    if let Some(byte) = forged.get_mut(64 + 24) {
-        *byte ^= 0x01; // one bit of the payload: "sku-1" becomes "rku-1"
+fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
+    let addrs = (0..NODES)
+        .map(|_| free_port(false))
+        .collect::<Result<Vec<_>, _>>()?;
+    say!("herald demo: three herald nodes, each a process of its own, on 127.0.0.1.");
+    say!(
+        "They share a fresh 256-bit secret, {} (mode 0600), removed at exit.",
+        children.secret().display()
+    );
+    for (i, addr) in addrs.iter().enumerate() {
+        let peers: Vec<String> = addrs
+            .iter()
+            .filter(|a| *a != addr)
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        let config = format!(
+            "cluster = \"demo-shop\"\nnode_id = {}\n[ring]\ncapacity = {}\n[udp]\nbind = \"{addr}\"\npeers = [{}]\n",
+            i + 1,
+            8 << 20,
+            peers.join(", ")
+        );
+        let n = children.spawn(&config)?;
+        say!("  node {} is pid {}, on UDP {addr}", n + 1, children.pid(n));
     }
-    let foreign_keyring =
-        Keyring::new(1, Key::generate().map_err(CliError::usage)?).map_err(CliError::usage)?;
-    let mut foreign = Node::new("other", 9, ClusterId::from_name("other-shop"))?;
-    foreign
-        .producer
-        .push(&EventId::from_name("product.changed"), b"sku-1")
-        .map_err(CliError::usage)?;
-    let foreign_frame = foreign.flush(&foreign_keyring).pop().unwrap_or_default();
-    let mut garbage = b"GET /metrics HTTP/1.1\r\nHost: node-c\r\n\r\n".to_vec();
-    garbage.resize(200, b' ');
-    let cases: [(&str, &[u8]); 4] = [
-        ("with one bit flipped in transit", &forged),
-        ("from another cluster", &foreign_frame),
-        ("cut short", &frame[..frame.len().saturating_sub(5)]),
-        ("that is not herald's", &garbage),
-    ];
-    for (what, bytes) in cases {
-        match nodes[2].receive(bytes, &keyring, &db) {
-            Err(reason) => say!(
-                "  node-c: a frame {what}: refused ({}: {reason})",
-                reason.name()
-            ),
-            Ok(_) => return Err(CliError::usage(format!("BUG: a frame {what} was accepted"))),
-        }
-    }
-    say!("  node-c still caches: {}", cache_line(&nodes[2]));
-    for i in [1, 2] {
-        nodes[i]
-            .receive(&frame, &keyring, &db)
-            .map_err(CliError::usage)?;
-    }
-    for node in &nodes {
-        if node.cache != db {
-            return Err(CliError::usage(format!(
-                "BUG: {} disagrees with the database",
-                node.name
-            )));
+    let all: Vec<String> = PRICES
+        .iter()
+        .map(|(sku, c)| format!("{sku} {}", price(&c.to_string())))
+        .collect();
+    say!("Each node caches product prices: {}\n", all.join(", "));
+
+    for (from, sku, cents) in [(0, "sku-42", 450), (1, "sku-1", 899), (2, "sku-2", 2099)] {
+        children.send(from, &format!("set {sku} {cents}"))?;
+        let set = children.expect(from, &format!("set {sku} "), ANSWER)?;
+        let old = set.split(' ').nth(2).unwrap_or("-");
+        say!(
+            "node {} changes the price of {sku}: {} -> {}, and raises product.changed \"{sku}\"",
+            from + 1,
+            price(old),
+            price(&cents.to_string())
+        );
+        for to in (0..NODES).filter(|&j| j != from) {
+            let line = children.expect(to, &format!("dropped {sku} "), ANSWER)?;
+            let old = line.split(' ').nth(2).unwrap_or("-");
+            say!(
+                "  -> node {} drops {sku} ({}) from its cache",
+                to + 1,
+                price(old)
+            );
         }
     }
     say!(
-        "Every node now caches what the database holds: {}\n",
-        cache_line(&nodes[0])
+        "\nThe caches now (each node keeps only the prices it set itself or has not heard change):"
     );
+    for i in 0..NODES {
+        children.send(i, "cache")?;
+        let line = children.expect(i, "cache", ANSWER)?;
+        let items: Vec<String> = line
+            .split(' ')
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| format!("{k} {}", price(v)))
+            .collect();
+        say!("  node {}: {}", i + 1, items.join(", "));
+    }
 
+    refusals(children, addrs[2])?;
     if args.seconds > 0 {
-        throughput(args, &keyring, cluster)?;
+        throughput(args, children)?;
     }
     Ok(())
 }
 
-fn cache_line(node: &Node) -> String {
-    let items: Vec<String> = node
-        .cache
-        .iter()
-        .map(|(k, v)| format!("{k} {}", price(Some(*v))))
-        .collect();
-    items.join(", ")
+/// A data frame of one `product.changed` event, signed with `keyring`.
+fn frame(keyring: &Keyring, cluster: &str, sku: &str) -> Result<Vec<u8>, CliError> {
+    let unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let header = HeaderFields {
+        kind: FrameKind::Data,
+        flags: Flags::EMPTY,
+        key_id: keyring.signing_key_id(),
+        cluster: ClusterId::from_name(cluster),
+        node: 1,
+        incarnation: 7,
+        sequence: 1,
+        timestamp_ns: unix_ns,
+    };
+    let mut buf = vec![0u8; DEFAULT_UDP_FRAME_LEN];
+    let mut writer = FrameWriter::new(&mut buf, &header).map_err(CliError::usage)?;
+    writer
+        .push(&EventId::from_name(PRODUCT_CHANGED), sku.as_bytes())
+        .map_err(CliError::usage)?;
+    Ok(writer.finish(keyring).to_vec())
 }
 
-/// Producers raise 64-byte events as fast as they can; one thread batches them into signed
-/// frames and, standing in for the receiving node, parses and verifies each frame.
-fn throughput(args: &DemoArgs, keyring: &Keyring, cluster: ClusterId) -> Result<(), CliError> {
-    let duration = Duration::from_secs(args.seconds);
+/// Datagrams that must not be trusted, sent to node 3: it refuses each, counts it by reason,
+/// and its cache does not change.
+fn refusals(children: &mut Children, node3: SocketAddr) -> Result<(), Halt> {
+    say!("\nDatagrams that must not be trusted, sent to node 3 from outside the cluster:");
+    let cluster = SecretFile::load(&children.secret())
+        .map_err(CliError::from)?
+        .keyring();
+    let stranger = Keyring::new(
+        9,
+        Key::generate().map_err(|e| CliError::usage(format!("no randomness: {e}")))?,
+    )
+    .map_err(CliError::usage)?;
+    let mut flipped = frame(&cluster, "demo-shop", "sku-1")?;
+    if let Some(byte) = flipped.get_mut(HEADER_LEN + RECORD_HEADER_LEN) {
+        *byte ^= 0x01; // one bit of the payload: "sku-1" becomes "rku-1"
+    }
+    let valid = frame(&cluster, "demo-shop", "sku-42")?;
+    let mut garbage = b"GET /metrics HTTP/1.1\r\nHost: node-3\r\n\r\n".to_vec();
+    garbage.resize(200, b' ');
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("a price change with one bit flipped in transit", flipped),
+        (
+            "a price change signed with a key the cluster does not have",
+            frame(&stranger, "demo-shop", "sku-1")?,
+        ),
+        (
+            "a price change from another cluster, with the right key",
+            frame(&cluster, "other-shop", "sku-1")?,
+        ),
+        (
+            "a price change cut short",
+            valid[..valid.len().saturating_sub(5)].to_vec(),
+        ),
+        ("an HTTP request", garbage),
+    ];
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .map_err(|e| CliError::usage(format!("no free port on 127.0.0.1: {e}")))?;
+    for (what, bytes) in &cases {
+        socket
+            .send_to(bytes, node3)
+            .map_err(|e| CliError::usage(format!("cannot send to node 3: {e}")))?;
+        say!("  {what}");
+    }
+    let mut line = String::new();
+    for _ in 0..20 {
+        children.send(2, "drops")?;
+        line = children.expect(2, "drops", ANSWER)?;
+        let total: u64 = line
+            .split(' ')
+            .filter_map(|kv| kv.split_once('=')?.1.parse::<u64>().ok())
+            .sum();
+        if total >= cases.len() as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reasons: Vec<String> = line
+        .split(' ')
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     say!(
-        "Throughput: {} producer thread(s) raise 64-byte events for {}s; one thread batches, signs, parses and verifies.",
+        "  -> node 3 refused them, counted by reason: {}",
+        reasons.join(", ")
+    );
+    children.send(2, "cache")?;
+    let cache = children.expect(2, "cache", ANSWER)?;
+    let items: Vec<String> = cache
+        .split(' ')
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("{k} {}", price(v)))
+        .collect();
+    say!("  -> node 3 still caches: {}", items.join(", "));
+    Ok(())
+}
+
+/// Node 1 raises 64-byte events (paced, or as fast as its ring takes them); nodes 2 and 3
+/// receive.
+fn throughput(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
+    let load = Load {
+        payload: 64,
+        producers: usize::from(args.producers),
+        duration: Duration::from_secs(args.seconds),
+        rate: args.rate,
+    };
+    let pace = args.rate.map_or_else(
+        || "as fast as its ring takes them".to_owned(),
+        |r| format!("at {r} a second"),
+    );
+    say!(
+        "\nThroughput: node 1 raises 64-byte events {pace}, from {} thread(s) for {} s; nodes 2 and 3 receive them.",
         args.producers,
         args.seconds
     );
-    let (producer, mut consumer) =
-        ringbuf::ring(RING_CAPACITY, FRAME_LEN - FRAME_OVERHEAD).map_err(CliError::usage)?;
-    let id = EventId::from_name("bench.event");
-    let payload = [0x5au8; 64];
-    let deadline = Instant::now() + duration;
-
-    let (raised, full, frames, delivered, bytes_out, elapsed) = thread::scope(|s| {
-        let workers: Vec<_> = (0..args.producers)
-            .map(|_| {
-                let producer = producer.clone();
-                s.spawn(move || {
-                    let (mut ok, mut full) = (0u64, 0u64);
-                    while Instant::now() < deadline {
-                        for _ in 0..256 {
-                            match producer.push(&id, &payload) {
-                                Ok(()) => ok += 1,
-                                Err(_) => {
-                                    full += 1;
-                                    thread::yield_now();
-                                }
-                            }
-                        }
-                    }
-                    (ok, full)
-                })
-            })
-            .collect();
-
-        let start = Instant::now();
-        let mut buf = vec![0u8; FRAME_LEN];
-        let (mut frames, mut delivered, mut sequence, mut bytes_out) = (0u64, 0u64, 0u64, 0u64);
-        loop {
-            let header = HeaderFields {
-                kind: FrameKind::Data,
-                flags: Flags::EMPTY,
-                key_id: 0,
-                cluster,
-                node: 1,
-                incarnation: 1,
-                sequence: sequence + 1,
-                timestamp_ns: now_ns(),
-            };
-            match next_frame(&mut consumer, &mut buf, header, keyring) {
-                Some(bytes) => {
-                    sequence += 1;
-                    frames += 1;
-                    bytes_out += bytes.len() as u64;
-                    let frame = Frame::parse(bytes)
-                        .ok()
-                        .and_then(|f| keyring.verify(f).ok());
-                    delivered += frame.map_or(0, |v| v.frame().records().len() as u64);
+    // Frames nodes 2 and 3 dropped before the run (node 3 refused the datagrams above) are
+    // not the run's.
+    let mut dropped_before = [0u64; 2];
+    for (k, b) in dropped_before.iter_mut().enumerate() {
+        children.send(k + 1, "stats")?;
+        *b = Report::parse(&children.expect(k + 1, "stats ", ANSWER)?).map_or(0, |r| r.dropped);
+    }
+    children.send(0, &load.to_line())?;
+    let bar = indicatif::ProgressBar::new(args.seconds * 10);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  {bar:40} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let outcome = (|| {
+        let limit = load.duration + Duration::from_secs(10);
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            match children.next(Duration::from_millis(200))? {
+                Some((0, line)) if line.starts_with("progress ") => {
+                    bar.inc(1);
+                    bar.set_message(format!("{} events sent", &line[9..]));
                 }
-                None if Instant::now() >= deadline && workers.iter().all(|w| w.is_finished()) => {
-                    break;
-                }
-                None => std::hint::spin_loop(),
+                Some((0, line)) if line.starts_with("loaded ") => return Ok(line),
+                _ => {}
             }
         }
-        let elapsed = start.elapsed();
-        let (raised, full) = workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or((0, 0)))
-            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
-        (raised, full, frames, delivered, bytes_out, elapsed)
-    });
+        Err(Halt::Failed(CliError::usage(
+            "node 1 did not finish its load in time",
+        )))
+    })();
+    bar.finish_and_clear();
+    let loaded = outcome?;
+    let mut numbers = loaded
+        .split(' ')
+        .skip(1)
+        .map(|w| w.parse::<u64>().unwrap_or(0));
+    let sent = numbers.next().unwrap_or(0);
+    let secs = (numbers.next().unwrap_or(0) as f64 / 1e6).max(1e-6);
 
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    say!();
-    say!("  {:<34} {:>14}", "events raised", raised);
-    say!("  {:<34} {:>14}", "events delivered (verified)", delivered);
-    say!(
-        "  {:<34} {:>14}",
-        "raises refused (ring full, retried)",
-        full
-    );
-    say!("  {:<34} {:>14}", "frames signed and verified", frames);
-    say!(
-        "  {:<34} {:>14.1}",
-        "events per frame",
-        delivered as f64 / frames.max(1) as f64
-    );
-    say!("  {:<34} {:>14.0}", "events/s", delivered as f64 / secs);
-    say!(
-        "  {:<34} {:>14.1}",
-        "MB/s of signed frames",
-        bytes_out as f64 / secs / 1e6
-    );
-    if raised != delivered {
-        return Err(CliError::usage(format!(
-            "BUG: {raised} events raised but {delivered} delivered"
-        )));
+    // Let the tail arrive (or be reported Missed by the next heartbeat).
+    let mut reports = [Report::default(); 2];
+    for round in 0..15 {
+        let before = reports;
+        for (k, r) in reports.iter_mut().enumerate() {
+            children.send(k + 1, "stats")?;
+            let line = children.expect(k + 1, "stats ", ANSWER)?;
+            *r = Report::parse(&line).unwrap_or_default();
+            r.dropped = r.dropped.saturating_sub(dropped_before[k]);
+        }
+        if reports.iter().all(|r| r.delivered >= sent) || (round > 1 && reports == before) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    say!("\nNo event lost: every one raised was delivered, in frames that verified.");
+
+    say!("  node 1 sent {sent} events in {secs:.1} s\n");
+    say!(
+        "  {:<8} {:>12} {:>8} {:>8} {:>12} {:>7} {:>8}",
+        "",
+        "events/s",
+        "p50 µs",
+        "p99 µs",
+        "delivered",
+        "drops",
+        "Missed"
+    );
+    for (k, r) in reports.iter().enumerate() {
+        say!(
+            "  {:<8} {:>12.0} {:>8} {:>8} {:>12} {:>7} {:>8}",
+            format!("node {}", k + 2),
+            r.delivered as f64 / secs,
+            r.p50_us,
+            r.p99_us,
+            r.delivered,
+            r.dropped,
+            r.missed
+        );
+    }
+    say!();
+    for (k, r) in reports.iter().enumerate() {
+        let lost = sent.saturating_sub(r.delivered);
+        if lost == 0 {
+            say!("node {} got every event, once.", k + 2);
+        } else if r.missed > 0 {
+            say!(
+                "node {} did not get {lost} events, and was told: {} Missed covering {} frames (a cache flushes what they cover).",
+                k + 2,
+                r.missed,
+                r.missed_frames
+            );
+        } else {
+            say!(
+                "node {} did not get {lost} events and has no Missed for them yet.",
+                k + 2
+            );
+        }
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `herald` command.
 //!
-//! `demo`, `node`, `tail`, `raise`, `check`, `bench` and `keygen`.
+//! `demo`, `node`, `tail`, `raise`, `check`, `bench` and `keygen`, and the hidden `child`
+//! that `demo` and `bench` start.
 // The loom switch (`crate::sync`) is the library's business; the command uses std directly.
 #![allow(clippy::disallowed_types)]
 
@@ -17,9 +18,12 @@ macro_rules! say {
 
 mod bench;
 mod check;
+mod child;
+mod children;
 mod common;
 mod demo;
 mod keygen;
+mod load;
 mod node;
 mod raise;
 
@@ -38,8 +42,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show herald at work: producers raise events into the ring, frames are batched, signed,
-    /// verified and dispatched to per-node caches, then a throughput run.
+    /// Show herald at work: three node processes on loopback keep their caches of product
+    /// prices fresh, then a throughput run between them. No arguments or files needed.
     Demo(demo::DemoArgs),
     /// Run a node until SIGINT or SIGTERM, then flush and exit.
     Node(node::NodeArgs),
@@ -53,6 +57,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Create a cluster secret file (mode 0600), or add, switch and retire its keys.
     Keygen(keygen::KeygenArgs),
+    /// A node that `demo` and `bench` start and drive over standard input and output.
+    #[command(hide = true)]
+    Child(child::ChildArgs),
 }
 
 /// An error for a person: one line, what went wrong and how to fix it.
@@ -86,8 +93,33 @@ pub(crate) fn output_failed(e: &std::io::Error) -> ! {
     std::process::exit(2);
 }
 
+/// A usage error from the argument parser as one line (`herald: …`) with exit code 2; help
+/// and version print as usual.
+fn parse_args() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+                .collect();
+            eprintln!("herald: {} (see --help)", parts.join(" "));
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Keygen(args) => keygen::run(args),
@@ -96,6 +128,7 @@ fn main() -> ExitCode {
         Command::Raise(args) => raise::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Child(args) => child::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
