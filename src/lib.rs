@@ -84,6 +84,7 @@ mod event;
 mod metrics;
 pub mod ringbuf;
 mod router;
+pub mod service;
 mod session;
 mod subscription;
 mod sync;
