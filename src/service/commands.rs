@@ -125,7 +125,9 @@ pub(crate) fn execute(
         _ => true,
     };
     if !arity_ok {
-        w.error(&format!("ERR wrong number of arguments for '{name}' command"));
+        w.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
         return None;
     }
     match name {
@@ -162,7 +164,10 @@ pub(crate) fn execute(
         }
         _ => {
             Counters::add(&ctx.counters.unknown_commands, 1);
-            let mut text = format!("ERR unknown command '{}', with args beginning with:", printable(raw));
+            let mut text = format!(
+                "ERR unknown command '{}', with args beginning with:",
+                printable(raw)
+            );
             for a in args.iter().take(3) {
                 text.push_str(&format!(" '{}'", printable(a)));
             }
@@ -325,7 +330,9 @@ fn subscribe(ctx: &mut Ctx<'_>, session: &mut Session, w: &mut Writer<'_>, args:
             ctx.index.set_missed(ctx.token, true);
         } else if is_new {
             let Some(event) = channel_event(channel) else {
-                w.error("ERR channel names must be UTF-8 (an event name, or an event id as a UUID)");
+                w.error(
+                    "ERR channel names must be UTF-8 (an event name, or an event id as a UUID)",
+                );
                 continue;
             };
             session.channels.insert(channel.to_vec(), event);

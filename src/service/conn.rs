@@ -81,7 +81,13 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, id: u64, authed: bool, now: Instant) -> Self {
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        authed: bool,
+        now: Instant,
+    ) -> Self {
         Self {
             stream,
             peer,

@@ -261,7 +261,10 @@ fn parse_uuid(text: &str) -> Option<EventId> {
         let lo = char::from(*digits.next()?).to_digit(16)?;
         *out = (hi * 16 + lo) as u8;
     }
-    digits.next().is_none().then_some(EventId::from_bytes(bytes))
+    digits
+        .next()
+        .is_none()
+        .then_some(EventId::from_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -285,13 +288,28 @@ mod tests {
     fn bad_settings_name_the_key() {
         let mut c = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
         c.output_buffer_limit = 10;
-        assert!(c.check().unwrap_err().to_string().starts_with("service.output_buffer_limit:"));
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("service.output_buffer_limit:")
+        );
         let mut c = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
         c.password = Some(String::new());
-        assert!(c.check().unwrap_err().to_string().starts_with("service.password:"));
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("service.password:")
+        );
         let mut c = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
         c.max_connections = 0;
-        assert!(c.check().unwrap_err().to_string().starts_with("service.max_connections:"));
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("service.max_connections:")
+        );
         let c = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
         assert!(!format!("{c:?}").contains("s3cret"));
     }

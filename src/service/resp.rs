@@ -75,7 +75,10 @@ fn decimal(digits: &[u8]) -> Option<usize> {
     })
 }
 
-fn parse_multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Option<usize>, ProtocolError> {
+fn parse_multibulk(
+    buf: &[u8],
+    args: &mut Vec<Range<usize>>,
+) -> Result<Option<usize>, ProtocolError> {
     let Some(end) = line_end(buf, 1)? else {
         return Ok(None);
     };
@@ -128,7 +131,11 @@ fn parse_inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Option<usize
             Ok(None)
         };
     };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     let mut i = 0;
     while i < line_end {
         if buf[i].is_ascii_whitespace() {

@@ -171,6 +171,19 @@ fn doom(doomed: &mut Vec<usize>, token: usize, conn: &mut Conn, why: Disconnect)
     }
 }
 
+/// Past the limit, first writes what the socket takes (a burst of pushes may exceed the
+/// limit within one turn for a client that keeps up); a client still over it is doomed.
+fn check_limit(doomed: &mut Vec<usize>, token: usize, conn: &mut Conn, limit: usize) {
+    if conn.pending() <= limit {
+        return;
+    }
+    match conn.flush() {
+        Ok(_) if conn.pending() <= limit => {}
+        Ok(_) => doom(doomed, token, conn, Disconnect::OutputLimit),
+        Err(_) => doom(doomed, token, conn, Disconnect::IoError),
+    }
+}
+
 fn mark_dirty(dirty: &mut Vec<usize>, token: usize, conn: &mut Conn) {
     if !conn.dirty {
         conn.dirty = true;
@@ -226,9 +239,11 @@ impl Server {
     }
 
     fn sweep_interval(&self) -> Duration {
-        self.config.idle_timeout.map_or(Duration::from_secs(1), |d| {
-            (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-        })
+        self.config
+            .idle_timeout
+            .map_or(Duration::from_secs(1), |d| {
+                (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+            })
     }
 
     fn accept(&mut self, now: Instant) {
@@ -259,10 +274,10 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let token = self.next_token;
             self.next_token += 1;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut stream, Token(token), Interest::READABLE)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(token), Interest::READABLE)
             {
                 tracing::warn!(error = %e, "service: cannot register a client");
                 continue;
@@ -315,9 +330,12 @@ impl Server {
                             }
                         }
                         consumed += n;
-                        if conn.pending() > self.config.output_buffer_limit {
-                            doom(&mut self.doomed, token, conn, Disconnect::OutputLimit);
-                        }
+                        check_limit(
+                            &mut self.doomed,
+                            token,
+                            conn,
+                            self.config.output_buffer_limit,
+                        );
                     }
                     Ok(None) => break,
                     Err(resp::ProtocolError(reason)) => {
@@ -342,7 +360,9 @@ impl Server {
             match filled {
                 Filled::More => {}
                 Filled::Drained => return,
-                Filled::Eof => return doom(&mut self.doomed, token, conn, Disconnect::ClientClosed),
+                Filled::Eof => {
+                    return doom(&mut self.doomed, token, conn, Disconnect::ClientClosed);
+                }
                 Filled::Failed => return doom(&mut self.doomed, token, conn, Disconnect::IoError),
             }
         }
@@ -391,9 +411,7 @@ impl Server {
                 w.bulk(payload);
                 pushes += 1;
             }
-            if conn.pending() > limit {
-                doom(&mut self.doomed, t, conn, Disconnect::OutputLimit);
-            }
+            check_limit(&mut self.doomed, t, conn, limit);
             mark_dirty(&mut self.dirty, t, conn);
         }
         if !self.index.all_listeners().is_empty() {
@@ -415,9 +433,7 @@ impl Server {
                 w.bulk(&name);
                 w.bulk(payload);
                 pushes += 1;
-                if conn.pending() > limit {
-                    doom(&mut self.doomed, t, conn, Disconnect::OutputLimit);
-                }
+                check_limit(&mut self.doomed, t, conn, limit);
                 mark_dirty(&mut self.dirty, t, conn);
             }
         }
@@ -442,9 +458,7 @@ impl Server {
             w.bulk(MISSED_CHANNEL.as_bytes());
             w.bulk(json.as_bytes());
             pushes += 1;
-            if conn.pending() > self.config.output_buffer_limit {
-                doom(&mut self.doomed, t, conn, Disconnect::OutputLimit);
-            }
+            check_limit(&mut self.doomed, t, conn, self.config.output_buffer_limit);
             mark_dirty(&mut self.dirty, t, conn);
         }
         Counters::add(&self.shared.metrics.pushes, pushes);

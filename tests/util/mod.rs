@@ -1,6 +1,8 @@
 //! Helpers shared by the real-socket tests.
 #![allow(dead_code, clippy::disallowed_types)]
 
+pub(crate) mod service;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,450 @@
+//! The subscription service, driven by clients herald did not write: the `redis` crate and
+//! `redis-cli`, plus raw sockets for what no client library sends.
+#![allow(clippy::disallowed_types)]
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use herald::EventId;
+use herald::transport::FaultInjection;
+use util::service::{Raw, eventually, lone_router, redis_cli, service, two_routers, url};
+
+fn pubsub_message(pubsub: &mut redis::PubSub<'_>) -> (String, Vec<u8>) {
+    let msg = pubsub
+        .get_message()
+        .expect("a pushed message within the read timeout");
+    (
+        msg.get_channel_name().to_owned(),
+        msg.get_payload_bytes().to_vec(),
+    )
+}
+
+#[test]
+fn subscribe_on_a_raise_on_b_by_library_and_by_publish() {
+    let (a, b) = two_routers();
+    let service_a = service(&a, |_| {});
+    let service_b = service(&b, |_| {});
+    let client = redis::Client::open(url(service_a.local_addr())).unwrap();
+    let mut con = client.get_connection().expect("connect to A's service");
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.subscribe("product.changed").unwrap();
+    let id = EventId::from_name("product.changed");
+    pubsub.subscribe(id.to_string()).unwrap();
+
+    // Raised by the library on B: pushed twice, once under each channel the client used.
+    b.event(id).raise(b"42").unwrap();
+    let mut got = [pubsub_message(&mut pubsub), pubsub_message(&mut pubsub)];
+    got.sort();
+    assert_eq!(got[0], (id.to_string(), b"42".to_vec()));
+    assert_eq!(got[1], ("product.changed".to_owned(), b"42".to_vec()));
+
+    // Published by a Redis client on B.
+    let publisher = redis::Client::open(url(service_b.local_addr())).unwrap();
+    let mut pcon = publisher.get_connection().unwrap();
+    let local: i64 = redis::cmd("PUBLISH")
+        .arg("product.changed")
+        .arg(b"43 \x00\xff binary")
+        .query(&mut pcon)
+        .unwrap();
+    assert_eq!(local, 0, "no client of B's service listens");
+    let mut got = [pubsub_message(&mut pubsub), pubsub_message(&mut pubsub)];
+    got.sort();
+    assert_eq!(
+        got[1],
+        ("product.changed".into(), b"43 \x00\xff binary".to_vec())
+    );
+
+    // Unsubscribed: nothing more on those channels. A later event on another channel, from
+    // the same sender (delivered in order), proves nothing was left in between.
+    pubsub.unsubscribe("product.changed").unwrap();
+    pubsub.unsubscribe(id.to_string()).unwrap();
+    pubsub.subscribe("sentinel").unwrap();
+    b.event(id).raise(b"44").unwrap();
+    b.event(EventId::from_name("sentinel"))
+        .raise(b"end")
+        .unwrap();
+    assert_eq!(
+        pubsub_message(&mut pubsub),
+        ("sentinel".into(), b"end".to_vec())
+    );
+    let m = service_a.metrics();
+    assert_eq!(m.connections_open, 1);
+    assert!(m.pushes >= 5, "{m:?}");
+}
+
+#[test]
+fn redis_cli_subscribes_on_a_and_publishes_on_b() {
+    let Some(cli) = redis_cli() else { return };
+    let (a, b) = two_routers();
+    let service_a = service(&a, |_| {});
+    let service_b = service(&b, |_| {});
+    let port = |s: &herald::service::Service| s.local_addr().port().to_string();
+    let mut sub = Command::new(&cli)
+        .args(["-h", "127.0.0.1", "-p", &port(&service_a)])
+        .args(["SUBSCRIBE", "product.changed", "herald:missed"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start redis-cli");
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("redis-cli output").expect("a line");
+    // Not a terminal: redis-cli prints one value a line.
+    for expected in [
+        "subscribe",
+        "product.changed",
+        "1",
+        "subscribe",
+        "herald:missed",
+        "2",
+    ] {
+        assert_eq!(next(), expected);
+    }
+    let publish = Command::new(&cli)
+        .args(["-h", "127.0.0.1", "-p", &port(&service_b)])
+        .args(["PUBLISH", "product.changed", "42"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&publish.stdout).trim(), "0");
+    for expected in ["message", "product.changed", "42"] {
+        assert_eq!(next(), expected);
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+
+    let run = |args: &[&str]| {
+        let out = Command::new(&cli)
+            .args(["-h", "127.0.0.1", "-p", &port(&service_a)])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(run(&["PING"]), "PONG");
+    assert!(run(&["FLUSHALL"]).starts_with("ERR unknown command 'FLUSHALL'"));
+    assert_eq!(
+        run(&["-3", "HELLO", "3"]).lines().next(),
+        Some("server herald")
+    );
+}
+
+#[test]
+fn herald_missed_gets_missed_notices_as_json() {
+    let addrs = util::free_udp_addrs(2);
+    let build = |i: usize, faults: Option<FaultInjection>| {
+        let mut builder = herald::Router::builder()
+            .cluster("service-test")
+            .node_id(i as u64 + 1)
+            .keyring(util::test_keyring())
+            .udp_bind(addrs[i])
+            .udp_peer(addrs[1 - i]);
+        if let Some(f) = faults {
+            builder = builder.udp_fault_injection(f);
+        }
+        builder.build().unwrap()
+    };
+    // A loses a third of what it receives: gaps, reported as Missed.
+    let a = build(
+        0,
+        Some(FaultInjection {
+            seed: 7,
+            loss: 0.3,
+            ..FaultInjection::default()
+        }),
+    );
+    let b = build(1, None);
+    let service_a = service(&a, |_| {});
+    let client = redis::Client::open(url(service_a.local_addr())).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.subscribe("herald:missed").unwrap();
+    let event = b.event(EventId::from_name("x"));
+    for i in 0..100u32 {
+        event.raise(&i.to_le_bytes()).unwrap();
+        // One frame per event.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (channel, json) = pubsub_message(&mut pubsub);
+    let json = String::from_utf8(json).unwrap();
+    assert_eq!(channel, "herald:missed");
+    assert!(json.starts_with("{\"node\":2,\"incarnation\":"), "{json}");
+    assert!(json.contains("\"reason\":\"gap\""), "{json}");
+    assert!(json.contains("\"range\":["), "{json}");
+}
+
+#[test]
+fn an_idle_client_is_closed_and_a_pinging_one_is_not() {
+    let router = lone_router();
+    let svc = service(&router, |c| c.idle_timeout = Some(Duration::from_secs(1)));
+    let mut idle = Raw::connect(svc.local_addr());
+    let client = redis::Client::open(url(svc.local_addr())).unwrap();
+    let mut con = client.get_connection().unwrap();
+    // Pings every 100 ms for two and a half idle timeouts.
+    for _ in 0..25 {
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    idle.expect_closed();
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG", "the pinging client is still connected");
+    assert_eq!(svc.metrics().disconnects_for("idle_timeout"), 1);
+}
+
+#[test]
+fn a_slow_client_is_disconnected_and_the_others_get_everything() {
+    const EVENTS: u32 = 40_000;
+    let router = lone_router();
+    let svc = service(&router, |c| c.output_buffer_limit = 64 << 10);
+    let mut slow = Raw::connect(svc.local_addr());
+    slow.command(&[b"SUBSCRIBE", b"bulk"]);
+    for expected in ["*3", "$9", "subscribe", "$4", "bulk", ":1"] {
+        assert_eq!(slow.line(), expected);
+    }
+    let client = redis::Client::open(url(svc.local_addr())).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let received = Arc::new(AtomicU32::new(0));
+    let progress = Arc::clone(&received);
+    let ready = Arc::new(AtomicBool::new(false));
+    let ready_flag = Arc::clone(&ready);
+    let reader = std::thread::spawn(move || {
+        let mut pubsub = con.as_pubsub();
+        pubsub
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        pubsub.subscribe("bulk").unwrap();
+        ready_flag.store(true, Ordering::Release);
+        let mut next = 0u32;
+        while next < EVENTS {
+            let (_, payload) = pubsub_message(&mut pubsub);
+            let i = u32::from_le_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(i, next, "in order, none lost");
+            next += 1;
+            progress.store(next, Ordering::Relaxed);
+        }
+    });
+    eventually("the fast client's subscription", || {
+        ready.load(Ordering::Acquire)
+    });
+    // 40 MB of pushes: far past the slow client's 64 KiB limit plus the kernel's buffers.
+    let event = router.event(EventId::from_name("bulk"));
+    let mut payload = vec![0u8; 1000];
+    for i in 0..EVENTS {
+        payload[..4].copy_from_slice(&i.to_le_bytes());
+        while event.raise(&payload).is_err() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // The fast client is never more than 100 events behind (its socket buffers hold
+        // that), however slowly a loaded machine runs it: it must never hit the limit.
+        while received.load(Ordering::Relaxed) + 100 < i {
+            assert!(!reader.is_finished(), "the fast client failed");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    reader
+        .join()
+        .expect("the fast client got every event in order");
+    eventually("the slow client's disconnection", || {
+        svc.metrics().disconnects_for("output_limit") == 1
+    });
+    slow.expect_closed();
+    assert_eq!(svc.metrics().queue_dropped, 0);
+}
+
+#[test]
+fn auth_is_refused_then_accepted() {
+    let router = lone_router();
+    let svc = service(&router, |c| c.password = Some("s3cret".into()));
+    let addr = svc.local_addr();
+    let mut raw = Raw::connect(addr);
+    raw.command(&[b"PING"]);
+    assert_eq!(raw.line(), "-NOAUTH Authentication required.");
+    raw.command(&[b"SUBSCRIBE", b"x"]);
+    assert_eq!(raw.line(), "-NOAUTH Authentication required.");
+    raw.command(&[b"AUTH", b"wrong"]);
+    assert!(raw.line().starts_with("-WRONGPASS"));
+    raw.command(&[b"AUTH", b"default", b"s3cret"]);
+    assert_eq!(raw.line(), "+OK");
+    raw.command(&[b"PING"]);
+    assert_eq!(raw.line(), "+PONG");
+
+    let wrong = redis::Client::open(format!("redis://:nope@{addr}/")).unwrap();
+    assert!(
+        wrong.get_connection().is_err(),
+        "a wrong password is refused"
+    );
+    let right = redis::Client::open(format!("redis://:s3cret@{addr}/")).unwrap();
+    let mut con = right
+        .get_connection()
+        .expect("the right password is accepted");
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(svc.metrics().auth_failures, 2);
+
+    if let Some(cli) = redis_cli() {
+        let out = Command::new(cli)
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["--no-auth-warning", "--pass", "s3cret", "PING"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+    }
+}
+
+#[test]
+fn bad_input_gets_an_error_reply_or_a_close_and_the_service_lives_on() {
+    let router = lone_router();
+    let svc = service(&router, |_| {});
+    let addr = svc.local_addr();
+
+    let mut raw = Raw::connect(addr);
+    raw.command(&[b"NOSUCH", b"a\r\nb"]);
+    assert_eq!(
+        raw.line(),
+        "-ERR unknown command 'NOSUCH', with args beginning with: 'a??b'"
+    );
+    raw.send(b"ping\r\n");
+    assert_eq!(
+        raw.line(),
+        "+PONG",
+        "still connected after an unknown command"
+    );
+    raw.command(&[b"SUBSCRIBE"]);
+    assert_eq!(
+        raw.line(),
+        "-ERR wrong number of arguments for 'subscribe' command"
+    );
+
+    // A declared length of a gigabyte is refused, not allocated.
+    raw.send(b"*1\r\n$1000000000\r\n");
+    assert_eq!(raw.line(), "-ERR Protocol error: argument too long");
+    raw.expect_closed();
+
+    // Pipelined: the good command before the garbage is answered, then the error.
+    let mut raw = Raw::connect(addr);
+    raw.send(b"PING\r\n*2\r\n$4\r\nPING\r\n:garbage\r\n\x00\xff\xfe");
+    assert_eq!(raw.line(), "+PONG");
+    assert_eq!(
+        raw.line(),
+        "-ERR Protocol error: expected '$' before an argument"
+    );
+    raw.expect_closed();
+
+    // Half-closed: the reply to what was sent still arrives, then the close.
+    let mut raw = Raw::connect(addr);
+    raw.send(b"*2\r\n$4\r\nECHO\r\n$1\r\nx\r\nPING\r\n");
+    raw.reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    assert!(raw.line().starts_with("-ERR unknown command 'ECHO'"));
+    assert_eq!(raw.line(), "+PONG");
+    raw.expect_closed();
+
+    // Cut off mid-command, and a truncated bulk: no reply, no harm.
+    let mut raw = Raw::connect(addr);
+    raw.send(b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nx\r\n$100\r\nshort");
+    drop(raw);
+
+    let m = svc.metrics();
+    assert_eq!(m.protocol_errors, 2, "{m:?}");
+    assert_eq!(m.unknown_commands, 2, "{m:?}");
+    let client = redis::Client::open(url(addr)).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG", "the service lives on");
+}
+
+#[test]
+fn resp3_pushes_patterns_and_limits() {
+    let router = lone_router();
+    let svc = service(&router, |c| {
+        c.max_subscriptions_per_client = 2;
+        c.max_connections = 2;
+    });
+    let addr = svc.local_addr();
+    let mut raw = Raw::connect(addr);
+    raw.command(&[b"HELLO", b"3", b"SETNAME", b"console"]);
+    assert_eq!(raw.line(), "%7");
+    // Seven keys (two lines each) and their values (11 lines).
+    for _ in 0..25 {
+        raw.line();
+    }
+    raw.command(&[b"PSUBSCRIBE", b"*"]);
+    for expected in [">3", "$10", "psubscribe", "$1", "*", ":1"] {
+        assert_eq!(raw.line(), expected);
+    }
+    raw.command(&[b"PSUBSCRIBE", b"product.*"]);
+    assert!(
+        raw.line()
+            .starts_with("-ERR herald supports only the pattern '*'")
+    );
+    raw.command(&[b"SUBSCRIBE", b"known", b"one-too-many"]);
+    for expected in [">3", "$9", "subscribe", "$5", "known", ":2"] {
+        assert_eq!(raw.line(), expected);
+    }
+    assert!(
+        raw.line()
+            .starts_with("-ERR max_subscriptions_per_client (2)")
+    );
+
+    // A name a client used is pushed by name to `*`; an unknown one by its UUID.
+    let unknown = EventId::from_name("never.named.here");
+    router
+        .event(EventId::from_name("known"))
+        .raise(b"1")
+        .unwrap();
+    router.event(unknown).raise(b"2").unwrap();
+    let mut pushes = Vec::new();
+    for _ in 0..3 {
+        let header = raw.line();
+        let n: usize = header[1..].parse().unwrap();
+        assert_eq!(&header[..1], ">");
+        let mut fields = Vec::new();
+        for _ in 0..n {
+            raw.line();
+            fields.push(raw.line());
+        }
+        pushes.push(fields);
+    }
+    for expected in [
+        vec!["message", "known", "1"],
+        vec!["pmessage", "*", "known", "1"],
+        vec!["pmessage", "*", &unknown.to_string(), "2"],
+    ] {
+        assert!(
+            pushes.contains(&expected.iter().map(|s| s.to_string()).collect()),
+            "{pushes:?}"
+        );
+    }
+
+    // PUBLISH counts this node's receiving subscriptions (channel and pattern, as Redis
+    // does); RESP3 clients may publish while subscribed.
+    raw.command(&[b"PUBLISH", b"known", b"3"]);
+    let mut saw_count = false;
+    for _ in 0..20 {
+        if raw.line() == ":2" {
+            saw_count = true;
+            break;
+        }
+    }
+    assert!(saw_count, "PUBLISH replied with the receiver count");
+
+    let _second = Raw::connect(addr);
+    let mut third = Raw::connect(addr);
+    assert_eq!(
+        third.line(),
+        "-ERR max number of clients reached (service.max_connections)"
+    );
+    third.expect_closed();
+    assert_eq!(svc.metrics().connections_refused, 1);
+}
