@@ -94,7 +94,7 @@ pub mod wire;
 
 pub use config::{
     Config, ConfigError, LogFormat, LogSection, MetricsSection, MulticastSection, RingSection,
-    TcpSection, TimingSection, UdpSection,
+    ServiceSection, TcpSection, TimingSection, UdpSection,
 };
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};

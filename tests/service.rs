@@ -448,3 +448,52 @@ fn resp3_pushes_patterns_and_limits() {
     third.expect_closed();
     assert_eq!(svc.metrics().connections_refused, 1);
 }
+
+#[test]
+fn herald_node_starts_the_service_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let udp = util::free_udp_addrs(1)[0];
+    let [service_addr, metrics] = util::free_tcp_addrs(2)[..] else {
+        unreachable!()
+    };
+    std::fs::write(dir.path().join("service.pw"), "pw-from-file\n").unwrap();
+    let cfg = dir.path().join("herald.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster = \"c\"\n[udp]\nbind = \"{udp}\"\n[metrics]\nlisten = \"{metrics}\"\n\
+             [service]\nlisten = \"{service_addr}\"\npassword_file = \"service.pw\"\n"
+        ),
+    )
+    .unwrap();
+    let node = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["node", "--config", cfg.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = redis::Client::open(format!("redis://:pw-from-file@{service_addr}/")).unwrap();
+    let mut con = None;
+    eventually("the node's service to accept", || {
+        con = client.get_connection().ok();
+        con.is_some()
+    });
+    let mut con = con.unwrap();
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("product.changed")
+        .arg("42")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 0);
+    let mut http = std::net::TcpStream::connect(metrics).unwrap();
+    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut http, &mut body).unwrap();
+    assert!(body.contains("herald_service_connections_open 1"), "{body}");
+    assert!(body.contains("herald_events_raised_total 1"), "{body}");
+    Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    let out = node.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit 0 after SIGTERM");
+}
