@@ -233,6 +233,21 @@ impl Drop for Service {
     }
 }
 
+/// The RESP parser, for the `resp_parse` fuzz target only.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::resp::{MAX_ARGS, MAX_BULK};
+
+    /// [`super::resp::parse_command`], with the error as its reason.
+    pub fn parse_command(
+        buf: &[u8],
+        args: &mut Vec<std::ops::Range<usize>>,
+    ) -> Result<Option<usize>, &'static str> {
+        super::resp::parse_command(buf, args).map_err(|e| e.0)
+    }
+}
+
 /// The event a channel names: a UUID (`8-4-4-4-12` hex digits, either case) is the id itself,
 /// anything else is an event name. `None` for a channel that is not UTF-8.
 ///
