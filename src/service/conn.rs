@@ -10,13 +10,18 @@ use mio::net::TcpStream;
 use crate::event::EventId;
 
 use super::metrics::Disconnect;
-use super::resp::{MAX_BULK, MAX_INLINE};
+use super::resp::MAX_COMMAND;
 
-/// The most input bytes buffered before commands are parsed out of them: one largest
-/// argument with its framing, plus a read's worth.
-const MAX_INPUT: usize = MAX_BULK + MAX_INLINE + READ_CHUNK;
+/// The most input bytes buffered before commands are parsed out of them: one longest
+/// command plus a read's worth. A full buffer therefore always starts with a whole command
+/// (or a protocol error), so reading can always go on after parsing.
+const MAX_INPUT: usize = MAX_COMMAND + READ_CHUNK;
 /// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 << 10;
+/// The most bytes one [`Conn::fill`] reads, so one busy client cannot hold up the others.
+const READ_BUDGET: usize = 256 << 10;
+/// Buffers that grew past this for a burst are given back once empty.
+const KEEP_CAPACITY: usize = 64 << 10;
 
 /// What a client has asked for: protocol version, authentication, subscriptions.
 #[derive(Debug, Default)]
@@ -106,16 +111,19 @@ impl Conn {
         }
     }
 
-    /// Reads until the socket would block, the client closes, or the input buffer is full.
+    /// Reads until the socket would block, the client closes, the input buffer is full, or
+    /// [`READ_BUDGET`] bytes were read.
     pub(crate) fn fill(&mut self, now: Instant) -> Filled {
         let mut chunk = [0u8; READ_CHUNK];
+        let mut read = 0;
         loop {
-            if self.input.len() >= MAX_INPUT {
+            if self.input.len() >= MAX_INPUT || read >= READ_BUDGET {
                 return Filled::More;
             }
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Filled::Eof,
                 Ok(n) => {
+                    read += n;
                     self.last_input = now;
                     self.input.extend_from_slice(&chunk[..n]);
                 }
@@ -123,6 +131,14 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Filled::Failed,
             }
+        }
+    }
+
+    /// Drops the first `n` input bytes (commands that were run).
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.input.drain(..n.min(self.input.len()));
+        if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
+            self.input.shrink_to(KEEP_CAPACITY);
         }
     }
 
@@ -149,6 +165,9 @@ impl Conn {
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
+            if self.out.capacity() > KEEP_CAPACITY {
+                self.out.shrink_to(KEEP_CAPACITY);
+            }
             return Ok(true);
         }
         // Keep the buffer from growing by what was already written.

@@ -17,6 +17,8 @@ use std::ops::Range;
 pub(crate) const MAX_ARGS: usize = 4096;
 /// The longest bulk string (a `PUBLISH` payload, a channel name).
 pub(crate) const MAX_BULK: usize = 1 << 20;
+/// The longest command, all its arguments and framing together.
+pub(crate) const MAX_COMMAND: usize = 2 * MAX_BULK;
 /// The longest inline command line, and the longest `*`/`$` header line.
 pub(crate) const MAX_INLINE: usize = 64 << 10;
 /// The longest decimal a header may carry (more digits than any allowed count needs).
@@ -109,6 +111,9 @@ fn parse_multibulk(
         let start = end + 2;
         // `len <= MAX_BULK` and `start <= buf.len()`, so neither sum can overflow.
         let stop = start + len;
+        if stop + 2 > MAX_COMMAND {
+            return Err(ProtocolError("command too long"));
+        }
         if buf.len() < stop + 2 {
             return Ok(None);
         }
@@ -280,6 +285,15 @@ mod tests {
             parse(b"*1\r\n$2000000\r\n"),
             Err(ProtocolError("argument too long"))
         );
+        // Many arguments each under the cap, too long together: refused as soon as the
+        // declared lengths say so, before the bytes arrive.
+        let mut buf = b"*3\r\n".to_vec();
+        for _ in 0..2 {
+            buf.extend_from_slice(format!("${MAX_BULK}\r\n").as_bytes());
+            buf.extend(std::iter::repeat_n(b'x', MAX_BULK));
+            buf.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(parse(&buf), Err(ProtocolError("command too long")));
     }
 
     #[test]

@@ -127,6 +127,7 @@ pub(crate) fn spawn(
         next_id: 1,
         dirty: Vec::new(),
         doomed: Vec::new(),
+        again: Vec::new(),
         args: Vec::new(),
         log: LogLimit::default(),
         last_sweep: Instant::now(),
@@ -156,6 +157,8 @@ struct Server {
     dirty: Vec<usize>,
     /// Connections to close at the end of this turn.
     doomed: Vec<usize>,
+    /// Connections that had more to read when their read budget ran out.
+    again: Vec<usize>,
     /// The argument ranges of the command being parsed (reused).
     args: Vec<Range<usize>>,
     log: LogLimit,
@@ -195,7 +198,7 @@ impl Server {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.rx.is_empty() {
+            let timeout = if self.rx.is_empty() && self.again.is_empty() {
                 self.sweep_interval()
             } else {
                 Duration::ZERO
@@ -211,6 +214,9 @@ impl Server {
             }
             self.shared.pending.store(false, Ordering::SeqCst);
             let now = Instant::now();
+            for t in std::mem::take(&mut self.again) {
+                self.read(t, now);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -293,79 +299,84 @@ impl Server {
         }
     }
 
-    /// Reads what the client sent and runs every whole command in it.
+    /// Reads what the client sent (up to a budget) and runs every whole command in it.
     fn read(&mut self, token: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        loop {
-            if conn.closing.is_some() {
-                return;
-            }
-            let filled = conn.fill(now);
-            let mut consumed = 0;
-            while conn.closing.is_none() {
-                let input = conn.input.get(consumed..).unwrap_or_default();
-                match resp::parse_command(input, &mut self.args) {
-                    Ok(Some(n)) => {
-                        if !self.args.is_empty() {
-                            let mut ctx = Ctx {
-                                index: &mut self.index,
-                                router: &self.router,
-                                config: &self.config,
-                                counters: &self.shared.metrics,
-                                log: &mut self.log,
-                                token,
-                                conn_id: conn.id,
-                                now,
-                            };
-                            let args = Args {
-                                buf: input,
-                                ranges: &self.args,
-                            };
-                            if let Some(why) =
-                                commands::execute(&mut ctx, &mut conn.session, &mut conn.out, args)
-                            {
-                                doom(&mut self.doomed, token, conn, why);
-                            }
-                        }
-                        consumed += n;
-                        check_limit(
-                            &mut self.doomed,
+        if conn.closing.is_some() {
+            return;
+        }
+        let filled = conn.fill(now);
+        self.run_commands(token, now);
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        match filled {
+            // More to read: come back next turn, after the other clients.
+            Filled::More => self.again.push(token),
+            Filled::Drained => {}
+            Filled::Eof => doom(&mut self.doomed, token, conn, Disconnect::ClientClosed),
+            Filled::Failed => doom(&mut self.doomed, token, conn, Disconnect::IoError),
+        }
+    }
+
+    /// Runs the whole commands at the start of a client's input, stopping at the first
+    /// protocol error or closing command.
+    fn run_commands(&mut self, token: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut consumed = 0;
+        while conn.closing.is_none() {
+            let input = conn.input.get(consumed..).unwrap_or_default();
+            match resp::parse_command(input, &mut self.args) {
+                Ok(Some(n)) => {
+                    if !self.args.is_empty() {
+                        let mut ctx = Ctx {
+                            index: &mut self.index,
+                            router: &self.router,
+                            config: &self.config,
+                            counters: &self.shared.metrics,
+                            log: &mut self.log,
                             token,
-                            conn,
-                            self.config.output_buffer_limit,
-                        );
-                    }
-                    Ok(None) => break,
-                    Err(resp::ProtocolError(reason)) => {
-                        Counters::add(&self.shared.metrics.protocol_errors, 1);
-                        Writer {
-                            out: &mut conn.out,
-                            resp3: conn.session.resp3,
+                            conn_id: conn.id,
+                            now,
+                        };
+                        let args = Args {
+                            buf: input,
+                            ranges: &self.args,
+                        };
+                        if let Some(why) =
+                            commands::execute(&mut ctx, &mut conn.session, &mut conn.out, args)
+                        {
+                            doom(&mut self.doomed, token, conn, why);
                         }
-                        .error(&format!("ERR Protocol error: {reason}"));
-                        if let Some(suppressed) = self.log.allow(now) {
-                            tracing::warn!(peer = %conn.peer, reason, suppressed, "service: protocol error, client closed");
-                        }
-                        doom(&mut self.doomed, token, conn, Disconnect::ProtocolError);
                     }
+                    consumed += n;
+                    let limit = self.config.output_buffer_limit;
+                    check_limit(&mut self.doomed, token, conn, limit);
                 }
-            }
-            conn.input.drain(..consumed.min(conn.input.len()));
-            mark_dirty(&mut self.dirty, token, conn);
-            self.shared
-                .active
-                .store(!self.index.is_empty(), Ordering::Relaxed);
-            match filled {
-                Filled::More => {}
-                Filled::Drained => return,
-                Filled::Eof => {
-                    return doom(&mut self.doomed, token, conn, Disconnect::ClientClosed);
+                Ok(None) => break,
+                Err(resp::ProtocolError(reason)) => {
+                    Counters::add(&self.shared.metrics.protocol_errors, 1);
+                    Writer {
+                        out: &mut conn.out,
+                        resp3: conn.session.resp3,
+                    }
+                    .error(&format!("ERR Protocol error: {reason}"));
+                    if let Some(suppressed) = self.log.allow(now) {
+                        tracing::warn!(peer = %conn.peer, reason, suppressed, "service: protocol error, client closed");
+                    }
+                    doom(&mut self.doomed, token, conn, Disconnect::ProtocolError);
                 }
-                Filled::Failed => return doom(&mut self.doomed, token, conn, Disconnect::IoError),
             }
         }
+        conn.consume(consumed);
+        mark_dirty(&mut self.dirty, token, conn);
+        self.shared
+            .active
+            .store(!self.index.is_empty(), Ordering::Relaxed);
     }
 
     /// Hands queued events and Missed notices to their subscribers' output buffers.
