@@ -497,3 +497,49 @@ fn herald_node_starts_the_service_from_its_config() {
     let out = node.wait_with_output().unwrap();
     assert!(out.status.success(), "exit 0 after SIGTERM");
 }
+
+#[test]
+fn subscribed_mode_reset_client_name_and_quit() {
+    let router = lone_router();
+    let svc = service(&router, |c| c.password = Some("pw".into()));
+    let mut raw = Raw::connect(svc.local_addr());
+    raw.command(&[
+        b"HELLO", b"2", b"AUTH", b"default", b"pw", b"SETNAME", b"probe",
+    ]);
+    assert_eq!(raw.line(), "*14");
+    for _ in 0..25 {
+        raw.line();
+    }
+    raw.command(&[b"CLIENT", b"GETNAME"]);
+    assert_eq!((raw.line(), raw.line()), ("$5".into(), "probe".into()));
+    raw.command(&[b"SUBSCRIBE", b"a"]);
+    for _ in 0..6 {
+        raw.line();
+    }
+    // A RESP2 client that is subscribed may only (un)subscribe, PING, QUIT and RESET.
+    raw.command(&[b"PUBLISH", b"a", b"x"]);
+    assert!(raw.line().starts_with("-ERR Can't execute 'PUBLISH'"));
+    raw.command(&[b"PING"]);
+    for expected in ["*2", "$4", "pong", "$0", ""] {
+        assert_eq!(raw.line(), expected);
+    }
+    // RESET drops the subscription and the authentication.
+    raw.command(&[b"RESET"]);
+    assert_eq!(raw.line(), "+RESET");
+    router
+        .event(EventId::from_name("a"))
+        .raise(b"after reset")
+        .unwrap();
+    raw.command(&[b"PING"]);
+    assert_eq!(
+        raw.line(),
+        "-NOAUTH Authentication required.",
+        "no push in between"
+    );
+    raw.command(&[b"QUIT"]);
+    assert_eq!(raw.line(), "+OK");
+    raw.expect_closed();
+    eventually("the quit to be counted", || {
+        svc.metrics().disconnects_for("quit") == 1
+    });
+}

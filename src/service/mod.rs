@@ -237,7 +237,8 @@ impl Drop for Service {
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::resp::{MAX_ARGS, MAX_BULK};
+    /// The most arguments one command may have.
+    pub const MAX_ARGS: usize = super::resp::MAX_ARGS;
 
     /// [`super::resp::parse_command`], with the error as its reason.
     pub fn parse_command(
