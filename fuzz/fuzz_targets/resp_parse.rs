@@ -34,14 +34,21 @@ fuzz_target!(|data: &[u8]| {
     let mut args = Vec::with_capacity(MAX_ARGS);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let parsed = parse_command(data, &mut args);
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed), before, "parsing allocated");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        before,
+        "parsing allocated"
+    );
     let Ok(Some(n)) = parsed else {
         return;
     };
     assert!(n > 0 && n <= data.len());
     let mut end = 0;
     for r in &args {
-        assert!(r.start >= end && r.end >= r.start && r.end <= n, "{r:?} within 0..{n}");
+        assert!(
+            r.start >= end && r.end >= r.start && r.end <= n,
+            "{r:?} within 0..{n}"
+        );
         end = r.end;
     }
     let found: Vec<Vec<u8>> = args.iter().map(|r| data[r.clone()].to_vec()).collect();
@@ -62,5 +69,5 @@ fuzz_target!(|data: &[u8]| {
     let mut round = Vec::new();
     assert_eq!(parse_command(&encoded, &mut round), Ok(Some(encoded.len())));
     let back: Vec<&[u8]> = round.iter().map(|r| &encoded[r.clone()]).collect();
-    assert!(back.iter().eq(found.iter().map(Vec::as_slice)));
+    assert!(back.into_iter().eq(found.iter().map(Vec::as_slice)));
 });
