@@ -175,7 +175,24 @@ impl Writer<'_> {
     }
 
     fn number(&mut self, marker: u8, n: i64) {
-        self.line(marker, n.to_string().as_bytes());
+        // Digits from the right into a stack buffer: no allocation per header.
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = n.unsigned_abs();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.out.push(marker);
+        if n < 0 {
+            self.out.push(b'-');
+        }
+        self.out.extend_from_slice(&digits[i..]);
+        self.out.extend_from_slice(b"\r\n");
     }
 
     /// `+text`. `text` must hold no CR or LF (callers pass constants).
@@ -347,6 +364,11 @@ mod tests {
         w.null();
         w.map(2);
         w.integer(-7);
-        assert_eq!(out, b">3\r\n_\r\n%2\r\n:-7\r\n");
+        w.integer(0);
+        w.integer(i64::MIN);
+        assert_eq!(
+            out,
+            b">3\r\n_\r\n%2\r\n:-7\r\n:0\r\n:-9223372036854775808\r\n"
+        );
     }
 }

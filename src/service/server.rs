@@ -131,6 +131,7 @@ pub(crate) fn spawn(
         args: Vec::new(),
         log: LogLimit::default(),
         last_sweep: Instant::now(),
+        scratch: Scratch::default(),
         _subscriptions: [events, missed],
     };
     let thread = std::thread::Builder::new()
@@ -163,7 +164,43 @@ struct Server {
     args: Vec<Range<usize>>,
     log: LogLimit,
     last_sweep: Instant,
+    scratch: Scratch,
     _subscriptions: [Subscription; 2],
+}
+
+/// The last push encoded for one event, with what it was encoded for (pattern or channel
+/// push, the channel name, the protocol), so a fan-out to many clients encodes once and
+/// copies.
+#[derive(Debug, Default)]
+struct Scratch {
+    pattern: bool,
+    key: Vec<u8>,
+    resp3: bool,
+    valid: bool,
+    bytes: Vec<u8>,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.valid = false;
+    }
+
+    fn holds(&self, pattern: bool, key: &[u8], resp3: bool) -> bool {
+        self.valid && self.pattern == pattern && self.resp3 == resp3 && self.key == key
+    }
+
+    fn encode(&mut self, pattern: bool, key: &[u8], resp3: bool, f: impl FnOnce(&mut Writer<'_>)) {
+        self.pattern = pattern;
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.resp3 = resp3;
+        self.valid = true;
+        self.bytes.clear();
+        f(&mut Writer {
+            out: &mut self.bytes,
+            resp3,
+        });
+    }
 }
 
 /// Marks a connection to close at the end of the turn (the first reason wins).
@@ -399,6 +436,7 @@ impl Server {
     }
 
     fn deliver_event(&mut self, event: EventId, payload: &[u8]) {
+        self.scratch.clear();
         let limit = self.config.output_buffer_limit;
         let mut pushes = 0;
         for &t in self.index.event_listeners(&event) {
@@ -411,15 +449,17 @@ impl Server {
             let Some(names) = conn.session.by_event.get(&event) else {
                 continue;
             };
-            let mut w = Writer {
-                out: &mut conn.out,
-                resp3: conn.session.resp3,
-            };
             for name in names {
-                w.push(3);
-                w.bulk(b"message");
-                w.bulk(name);
-                w.bulk(payload);
+                // Clients usually share a channel name: encode once, copy to each.
+                if !self.scratch.holds(false, name, conn.session.resp3) {
+                    self.scratch.encode(false, name, conn.session.resp3, |w| {
+                        w.push(3);
+                        w.bulk(b"message");
+                        w.bulk(name);
+                        w.bulk(payload);
+                    });
+                }
+                conn.out.extend_from_slice(&self.scratch.bytes);
                 pushes += 1;
             }
             check_limit(&mut self.doomed, t, conn, limit);
@@ -434,15 +474,16 @@ impl Server {
                 if conn.closing.is_some() {
                     continue;
                 }
-                let mut w = Writer {
-                    out: &mut conn.out,
-                    resp3: conn.session.resp3,
-                };
-                w.push(4);
-                w.bulk(b"pmessage");
-                w.bulk(b"*");
-                w.bulk(&name);
-                w.bulk(payload);
+                if !self.scratch.holds(true, &name, conn.session.resp3) {
+                    self.scratch.encode(true, &name, conn.session.resp3, |w| {
+                        w.push(4);
+                        w.bulk(b"pmessage");
+                        w.bulk(b"*");
+                        w.bulk(&name);
+                        w.bulk(payload);
+                    });
+                }
+                conn.out.extend_from_slice(&self.scratch.bytes);
                 pushes += 1;
                 check_limit(&mut self.doomed, t, conn, limit);
                 mark_dirty(&mut self.dirty, t, conn);
