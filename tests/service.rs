@@ -543,3 +543,56 @@ fn subscribed_mode_reset_client_name_and_quit() {
         svc.metrics().disconnects_for("quit") == 1
     });
 }
+
+#[test]
+fn random_bytes_on_many_connections_never_take_the_service_down() {
+    let router = lone_router();
+    let svc = service(&router, |_| {});
+    let addr = svc.local_addr();
+    // A seeded generator: the same bytes on every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let fragments: [&[u8]; 8] = [
+        b"*",
+        b"$",
+        b"\r\n",
+        b"-1",
+        b"99999999999",
+        b"SUBSCRIBE",
+        b"PUBLISH",
+        b"\x00\xff",
+    ];
+    for _ in 0..200 {
+        let mut bytes = Vec::new();
+        for _ in 0..(next() % 40) {
+            let r = next();
+            if r % 3 == 0 {
+                bytes.push(r as u8);
+            } else {
+                bytes.extend_from_slice(fragments[(r % 8) as usize]);
+            }
+        }
+        let mut raw = Raw::connect(addr);
+        raw.send(&bytes);
+        // Half the time hang up at once, half the time after the service answered.
+        if next() % 2 == 0 {
+            raw.reader
+                .get_ref()
+                .shutdown(std::net::Shutdown::Write)
+                .unwrap();
+            raw.expect_closed();
+        }
+    }
+    let client = redis::Client::open(url(addr)).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    eventually("every garbage connection to be closed", || {
+        svc.metrics().connections_open == 1
+    });
+}
