@@ -30,6 +30,7 @@ mod commands;
 mod conn;
 mod index;
 mod metrics;
+mod push;
 mod resp;
 mod server;
 

@@ -22,6 +22,7 @@ use super::commands::{self, Args, Ctx, LogLimit};
 use super::conn::{Conn, Filled};
 use super::index::Index;
 use super::metrics::{Counters, Disconnect};
+use super::push::{Scratch, missed_json};
 use super::resp::{self, Writer};
 use super::{MISSED_CHANNEL, ServiceConfig, ServiceError};
 use crate::event::{EventId, Missed};
@@ -166,41 +167,6 @@ struct Server {
     last_sweep: Instant,
     scratch: Scratch,
     _subscriptions: [Subscription; 2],
-}
-
-/// The last push encoded for one event, with what it was encoded for (pattern or channel
-/// push, the channel name, the protocol), so a fan-out to many clients encodes once and
-/// copies.
-#[derive(Debug, Default)]
-struct Scratch {
-    pattern: bool,
-    key: Vec<u8>,
-    resp3: bool,
-    valid: bool,
-    bytes: Vec<u8>,
-}
-
-impl Scratch {
-    fn clear(&mut self) {
-        self.valid = false;
-    }
-
-    fn holds(&self, pattern: bool, key: &[u8], resp3: bool) -> bool {
-        self.valid && self.pattern == pattern && self.resp3 == resp3 && self.key == key
-    }
-
-    fn encode(&mut self, pattern: bool, key: &[u8], resp3: bool, f: impl FnOnce(&mut Writer<'_>)) {
-        self.pattern = pattern;
-        self.key.clear();
-        self.key.extend_from_slice(key);
-        self.resp3 = resp3;
-        self.valid = true;
-        self.bytes.clear();
-        f(&mut Writer {
-            out: &mut self.bytes,
-            resp3,
-        });
-    }
 }
 
 /// Marks a connection to close at the end of the turn (the first reason wins).
@@ -608,17 +574,4 @@ impl Server {
             tracing::debug!(peer = %conn.peer, client = conn.id, reason = why.name(), "service: client disconnected");
         }
     }
-}
-
-/// A Missed notice as the JSON object `herald:missed` subscribers get.
-fn missed_json(m: &Missed) -> String {
-    let range = m
-        .range
-        .map_or_else(|| "null".to_owned(), |(a, b)| format!("[{a},{b}]"));
-    format!(
-        "{{\"node\":{},\"incarnation\":{},\"reason\":\"{}\",\"range\":{range}}}",
-        m.node,
-        m.incarnation,
-        m.reason.name()
-    )
 }
