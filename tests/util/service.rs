@@ -131,3 +131,14 @@ pub(crate) fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The next pushed message: channel and payload.
+pub(crate) fn pubsub_message(pubsub: &mut redis::PubSub<'_>) -> (String, Vec<u8>) {
+    let msg = pubsub
+        .get_message()
+        .expect("a pushed message within the read timeout");
+    (
+        msg.get_channel_name().to_owned(),
+        msg.get_payload_bytes().to_vec(),
+    )
+}
