@@ -60,6 +60,76 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// The subscription service (Redis protocol) for outside programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSection>,
+}
+
+/// `[service]`: the subscription service (see docs/service.md).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Where Redis clients connect, such as `"127.0.0.1:6380"` (required in the section).
+    pub listen: SocketAddr,
+    /// A password clients must give with `AUTH` before anything else. Prefer
+    /// `password_file`; `herald check` prints this one redacted.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted"
+    )]
+    pub password: Option<String>,
+    /// A file holding the password (its first line), relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// A client that sends nothing, not even `PING`, for this long is disconnected.
+    /// Default 120000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// The most bytes of pushes and replies waiting for one client; past it the client is
+    /// disconnected and counted. Default 8388608 (8 MiB).
+    #[serde(default = "default_output_buffer_limit")]
+    pub output_buffer_limit: usize,
+    /// The most clients at once. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The most channels and patterns per client. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_subscriptions_per_client: usize,
+}
+
+impl fmt::Debug for ServiceSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceSection")
+            .field("listen", &self.listen)
+            .field("password", &self.password.as_ref().map(|_| "(redacted)"))
+            .field("password_file", &self.password_file)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("output_buffer_limit", &self.output_buffer_limit)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_subscriptions_per_client",
+                &self.max_subscriptions_per_client,
+            )
+            .finish()
+    }
+}
+
+fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str("(redacted)"),
+        None => s.serialize_none(),
+    }
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    120_000
+}
+fn default_output_buffer_limit() -> usize {
+    crate::service::DEFAULT_OUTPUT_BUFFER_LIMIT
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 /// `[udp]`
@@ -337,6 +407,47 @@ impl Config {
                 "missing: set the address to receive on (or a udp.multicast group)".into(),
             );
         }
+        if let Some(svc) = &self.service {
+            if svc.password.is_some() && svc.password_file.is_some() {
+                return bad(
+                    "service.password_file",
+                    "give either service.password or service.password_file, not both".into(),
+                );
+            }
+            if svc.password.as_deref() == Some("") {
+                return bad(
+                    "service.password",
+                    "is empty: set a password, or leave the key out for no password".into(),
+                );
+            }
+            if svc.idle_timeout_ms == 0 {
+                return bad(
+                    "service.idle_timeout_ms",
+                    "must be more than 0 (default 120000)".into(),
+                );
+            }
+            if svc.output_buffer_limit < crate::service::MIN_OUTPUT_BUFFER_LIMIT {
+                return bad(
+                    "service.output_buffer_limit",
+                    format!(
+                        "{} is too small: use at least {} bytes (default 8388608)",
+                        svc.output_buffer_limit,
+                        crate::service::MIN_OUTPUT_BUFFER_LIMIT
+                    ),
+                );
+            }
+            for (key, v) in [
+                ("service.max_connections", svc.max_connections),
+                (
+                    "service.max_subscriptions_per_client",
+                    svc.max_subscriptions_per_client,
+                ),
+            ] {
+                if v == 0 {
+                    return bad(key, "must be at least 1".into());
+                }
+            }
+        }
         if self.udp.is_none() && self.tcp.is_none() {
             return bad(
                 "udp",
@@ -349,6 +460,49 @@ impl Config {
     /// The secret file's path, resolved against the config file's directory.
     pub fn secret_path(&self, config_dir: &Path) -> PathBuf {
         config_dir.join(&self.secret_file)
+    }
+
+    /// The subscription service's settings, if the config has a `[service]` section; reads
+    /// `service.password_file` (relative to `config_dir`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `service.password_file` when it cannot be read or is empty.
+    pub fn service_config(
+        &self,
+        config_dir: &Path,
+    ) -> Result<Option<crate::service::ServiceConfig>, ConfigError> {
+        let Some(svc) = &self.service else {
+            return Ok(None);
+        };
+        let password = match &svc.password_file {
+            Some(file) => {
+                let path = config_dir.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                    key: "service.password_file".into(),
+                    problem: format!("cannot read {}: {e}", path.display()),
+                })?;
+                let first = text.lines().next().unwrap_or_default().to_owned();
+                if first.is_empty() {
+                    return Err(ConfigError {
+                        key: "service.password_file".into(),
+                        problem: format!(
+                            "{} is empty: put the password on its first line",
+                            path.display()
+                        ),
+                    });
+                }
+                Some(first)
+            }
+            None => svc.password.clone(),
+        };
+        let mut config = crate::service::ServiceConfig::new(svc.listen);
+        config.password = password;
+        config.idle_timeout = Some(Duration::from_millis(svc.idle_timeout_ms));
+        config.output_buffer_limit = svc.output_buffer_limit;
+        config.max_connections = svc.max_connections;
+        config.max_subscriptions_per_client = svc.max_subscriptions_per_client;
+        Ok(Some(config))
     }
 
     /// The configuration as TOML, with every default filled in. The secret itself is never
@@ -439,5 +593,48 @@ mod tests {
         assert!(err("cluster = \"c\"\n[udp]\npeers = []\n").starts_with("udp.bind:"));
         assert!(err(&format!("max_frame_len = 10\n{base}")).starts_with("max_frame_len:"));
         assert!(err(&format!("{base}max_frame_len = 10\n")).starts_with("udp.max_frame_len:"));
+        let svc = "[service]\nlisten = \"127.0.0.1:6380\"\n";
+        assert!(err(&format!("{base}[service]\n")).starts_with("service.listen:"));
+        assert!(err(&format!("{base}{svc}colour = 1\n")).starts_with("service.colour:"));
+        for (line, key) in [
+            ("idle_timeout_ms = 0", "service.idle_timeout_ms:"),
+            ("output_buffer_limit = 100", "service.output_buffer_limit:"),
+            ("max_connections = 0", "service.max_connections:"),
+            (
+                "max_subscriptions_per_client = 0",
+                "service.max_subscriptions_per_client:",
+            ),
+            ("password = \"\"", "service.password:"),
+            (
+                "password = \"a\"\npassword_file = \"p\"",
+                "service.password_file:",
+            ),
+        ] {
+            assert!(
+                err(&format!("{base}{svc}{line}\n")).starts_with(key),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_service_section_fills_in_defaults_and_never_prints_the_password() {
+        let text = "cluster = \"c\"\n[tcp]\nlisten = \"127.0.0.1:1\"\n[service]\nlisten = \"127.0.0.1:6380\"\npassword = \"s3cret\"\n";
+        let c = Config::from_toml(text).unwrap();
+        let svc = c.service_config(Path::new(".")).unwrap().unwrap();
+        assert_eq!(svc.password.as_deref(), Some("s3cret"));
+        assert_eq!(svc.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(svc.output_buffer_limit, 8 << 20);
+        assert!(!c.to_toml().contains("s3cret"), "{}", c.to_toml());
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "from-file\n").unwrap();
+        let text = text.replace("password = \"s3cret\"", "password_file = \"pw\"");
+        let c = Config::from_toml(&text).unwrap();
+        let svc = c.service_config(dir.path()).unwrap().unwrap();
+        assert_eq!(svc.password.as_deref(), Some("from-file"));
+        let err = c.service_config(Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(err.key, "service.password_file");
     }
 }

@@ -10,6 +10,9 @@
 //!   [`Event::receiver`]), hear about lost ones ([`Router::on_missed`]), read counters
 //!   ([`Router::metrics`]). Frames travel over UDP (unicast or multicast) or over a
 //!   [`transport::Transport`] of your own.
+//! - [`service::Service`]: the subscription service, so outside programs (`redis-cli`, any
+//!   Redis client library) subscribe to events, get them pushed, and raise them over the
+//!   Redis protocol.
 //! - [`testing::SimNetwork`]: a simulated lossy network of nodes with a fake clock, to test
 //!   what your caches do with a [`Missed`].
 //!
@@ -26,8 +29,7 @@
 //! - [`endpoint`]: the node without sockets or clocks: frames in, deliveries and [`Missed`]
 //!   out, sequence windows per sender incarnation.
 //!
-//! The TCP transport, most of the command line and the subscription service come next; see
-//! the README for what runs today.
+//! See the README for what runs today.
 //!
 //! # Example: raise and subscribe
 //!
@@ -84,6 +86,7 @@ mod event;
 mod metrics;
 pub mod ringbuf;
 mod router;
+pub mod service;
 mod session;
 mod subscription;
 mod sync;
@@ -93,7 +96,7 @@ pub mod wire;
 
 pub use config::{
     Config, ConfigError, LogFormat, LogSection, MetricsSection, MulticastSection, RingSection,
-    TcpSection, TimingSection, UdpSection,
+    ServiceSection, TcpSection, TimingSection, UdpSection,
 };
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};

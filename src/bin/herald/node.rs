@@ -2,9 +2,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use herald::service::Service;
 use herald::{EventId, Router};
 
 use crate::CliError;
@@ -34,9 +36,18 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
     common::init_logging(&config, args.config.log_format);
     let builder = common::with_secret(config.router_builder(), &config, &dir, true)?;
+    let service_config = config.service_config(&dir).map_err(CliError::usage)?;
     let router = common::build(builder)?;
+    let service = match service_config {
+        Some(c) => Some(Arc::new(Service::start(&router, c).map_err(|e| {
+            CliError::usage(format!(
+                "{e}; change [service] in the config (or free the port)"
+            ))
+        })?)),
+        None => None,
+    };
     if let Some(m) = &config.metrics {
-        serve_metrics(m.listen, router.clone())?;
+        serve_metrics(m.listen, router.clone(), service.clone())?;
     }
     tracing::info!(node = router.node_id(), cluster = %config.cluster, "node running");
     let stop = common::stop_flag()?;
@@ -44,6 +55,9 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!("stopping: flushing and saying goodbye");
+    if let Some(s) = &service {
+        s.shutdown();
+    }
     router.shutdown();
     Ok(())
 }
@@ -189,7 +203,11 @@ fn format_missed(m: &herald::Missed, json: bool) -> String {
 }
 
 /// Serves `GET /metrics` on `addr` from a thread of its own.
-fn serve_metrics(addr: SocketAddr, router: Router) -> Result<(), CliError> {
+fn serve_metrics(
+    addr: SocketAddr,
+    router: Router,
+    service: Option<Arc<Service>>,
+) -> Result<(), CliError> {
     let listener = TcpListener::bind(addr).map_err(|e| {
         CliError::usage(format!(
             "metrics.listen {addr}: {e}; change metrics.listen in the config or free the port"
@@ -211,7 +229,11 @@ fn serve_metrics(addr: SocketAddr, router: Router) -> Result<(), CliError> {
                     line.clear();
                 }
                 let (status, body) = if request.starts_with("GET /metrics ") {
-                    ("200 OK", router.metrics().to_prometheus())
+                    let mut text = router.metrics().to_prometheus();
+                    if let Some(s) = &service {
+                        text.push_str(&s.metrics().to_prometheus());
+                    }
+                    ("200 OK", text)
                 } else {
                     ("404 Not Found", "try GET /metrics\n".to_owned())
                 };
