@@ -467,7 +467,8 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `service.password_file` when it cannot be read or is empty.
+    /// [`ConfigError`] naming `service.password_file` when it cannot be read, is empty, or
+    /// group or others may access it.
     pub fn service_config(
         &self,
         config_dir: &Path,
@@ -478,6 +479,21 @@ impl Config {
         let password = match &svc.password_file {
             Some(file) => {
                 let path = config_dir.join(file);
+                // The same rule as the cluster's secret file: a password others can read is
+                // no password.
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        return Err(ConfigError {
+                            key: "service.password_file".into(),
+                            problem: format!(
+                                "{} has mode {mode:o}, so others may read it: run chmod 600 on it",
+                                path.display()
+                            ),
+                        });
+                    }
+                }
                 let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
                     key: "service.password_file".into(),
                     problem: format!("cannot read {}: {e}", path.display()),
@@ -629,9 +645,16 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cret"));
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "from-file\n").unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap();
         let text = text.replace("password = \"s3cret\"", "password_file = \"pw\"");
         let c = Config::from_toml(&text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = c.service_config(dir.path()).unwrap_err();
+        assert_eq!(err.key, "service.password_file");
+        assert!(err.problem.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         let svc = c.service_config(dir.path()).unwrap().unwrap();
         assert_eq!(svc.password.as_deref(), Some("from-file"));
         let err = c.service_config(Path::new("/nonexistent")).unwrap_err();

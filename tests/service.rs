@@ -263,7 +263,9 @@ fn herald_node_starts_the_service_from_its_config() {
     let [service_addr, metrics] = util::free_tcp_addrs(2)[..] else {
         unreachable!()
     };
-    std::fs::write(dir.path().join("service.pw"), "pw-from-file\n").unwrap();
+    let pw = dir.path().join("service.pw");
+    std::fs::write(&pw, "pw-from-file\n").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let cfg = dir.path().join("herald.toml");
     std::fs::write(
         &cfg,
