@@ -18,7 +18,7 @@ use crate::event::{EventId, Missed};
 use crate::metrics::{Metrics, Shared};
 use crate::ringbuf::{ClaimError, Producer, ring};
 use crate::subscription::{Delivery, Message, Registry, Subscription};
-use crate::sync::plain::{Arc, Ordering};
+use crate::sync::plain::{Arc, Ordering, Weak};
 use crate::transport::{
     DriverWaker, FaultInjection, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
 };
@@ -92,6 +92,7 @@ pub struct RouterBuilder {
     clock_skew: Duration,
     reorder_window: Duration,
     trust_authenticated: bool,
+    service: Option<crate::service::ServiceConfig>,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -230,6 +231,28 @@ impl RouterBuilder {
         self
     }
 
+    /// Runs the subscription service (outside programs subscribe and raise over the Redis
+    /// protocol; see [`crate::service`]) as part of this router: it starts with
+    /// [`build`](Self::build) and stops with [`Router::shutdown`] or the last handle's drop.
+    /// [`Router::service_addr`] gives its address.
+    ///
+    /// ```no_run
+    /// use herald::Router;
+    /// use herald::service::ServiceConfig;
+    ///
+    /// let router = Router::builder()
+    ///     .cluster("shop")
+    ///     .secret_file("herald.secret")
+    ///     .service(ServiceConfig::new("127.0.0.1:6380".parse().unwrap()))
+    ///     .build()?;
+    /// println!("redis-cli -p {} SUBSCRIBE product.changed", router.service_addr().unwrap().port());
+    /// # Ok::<(), herald::BuildError>(())
+    /// ```
+    pub fn service(mut self, config: crate::service::ServiceConfig) -> Self {
+        self.service = Some(config);
+        self
+    }
+
     fn invalid(field: &'static str, problem: impl Into<String>) -> BuildError {
         BuildError::Invalid {
             field,
@@ -356,7 +379,7 @@ impl RouterBuilder {
     }
 
     fn start(
-        self,
+        mut self,
         cluster: String,
         node: u64,
         keyring: Keyring,
@@ -453,7 +476,7 @@ impl RouterBuilder {
                 .spawn(move || dispatch(&rx, &registry, &metrics))
                 .map_err(io("dispatcher thread"))?
         };
-        Ok(Router {
+        let router = Router {
             inner: Arc::new(Inner {
                 producer,
                 registry,
@@ -462,8 +485,22 @@ impl RouterBuilder {
                 node,
                 max_payload: max_payload(self.max_frame_len),
                 threads: Mutex::new(Some((driver, dispatcher))),
+                service: Mutex::new(None),
             }),
-        })
+        };
+        if let Some(config) = self.service.take() {
+            // On an error the router just built is dropped, which stops its threads.
+            let service = crate::service::Service::start(&router, config).map_err(|e| match e {
+                crate::service::ServiceError::Io { what, source } => {
+                    BuildError::Io { what, source }
+                }
+                crate::service::ServiceError::Invalid { field, problem } => {
+                    BuildError::Invalid { field, problem }
+                }
+            })?;
+            *router.inner.service.lock() = Some(service);
+        }
+        Ok(router)
     }
 }
 
@@ -524,21 +561,47 @@ struct Inner {
     node: u64,
     max_payload: usize,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// The subscription service the builder started, if any; stopped first at shutdown.
+    service: Mutex<Option<crate::service::Service>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        stop(&self.signals, &self.threads);
+        stop(self);
     }
 }
 
-fn stop(signals: &Signals, threads: &Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>) {
-    signals.shutdown.store(true, Ordering::Release);
-    let _ = signals.waker.wake();
-    if let Some((driver, dispatcher)) = threads.lock().take() {
-        let _ = driver.join();
+fn stop(inner: &Inner) {
+    // The service first: it raises events into this router.
+    if let Some(service) = inner.service.lock().take() {
+        service.shutdown();
+    }
+    inner.signals.shutdown.store(true, Ordering::Release);
+    let _ = inner.signals.waker.wake();
+    if let Some((driver, dispatcher)) = inner.threads.lock().take() {
+        join_unless_current(driver);
         // The driver's end of the channel is gone now, so the dispatcher ends.
-        let _ = dispatcher.join();
+        join_unless_current(dispatcher);
+    }
+}
+
+/// Joins `thread`, unless this is that thread (the last handle on a router may be dropped by
+/// one of its own subscribers): it is shutting down and ends when it returns.
+fn join_unless_current(thread: JoinHandle<()>) {
+    if thread.thread().id() != std::thread::current().id() {
+        let _ = thread.join();
+    }
+}
+
+/// A router that does not keep its node alive: for parts the router itself owns, such as the
+/// subscription service.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakRouter(Weak<Inner>);
+
+impl WeakRouter {
+    /// The router, if any handle on it is still alive.
+    pub(crate) fn upgrade(&self) -> Option<Router> {
+        self.0.upgrade().map(|inner| Router { inner })
     }
 }
 
@@ -594,6 +657,7 @@ impl Router {
             clock_skew: Duration::from_secs(5),
             reorder_window: Duration::from_millis(20),
             trust_authenticated: false,
+            service: None,
         }
     }
 
@@ -656,7 +720,23 @@ impl Router {
     /// stops the threads. Raises fail with [`RaiseError::ShutDown`] afterwards. Dropping the
     /// last clone does the same.
     pub fn shutdown(&self) {
-        stop(&self.inner.signals, &self.inner.threads);
+        stop(&self.inner);
+    }
+
+    /// A handle that does not keep the node alive.
+    pub(crate) fn downgrade(&self) -> WeakRouter {
+        WeakRouter(Arc::downgrade(&self.inner))
+    }
+
+    /// The address of the subscription service started by
+    /// [`RouterBuilder::service`], if there is one (the bound port when it asked for port 0).
+    pub fn service_addr(&self) -> Option<SocketAddr> {
+        self.inner.service.lock().as_ref().map(|s| s.local_addr())
+    }
+
+    /// The counters of the subscription service started by [`RouterBuilder::service`].
+    pub fn service_metrics(&self) -> Option<crate::service::ServiceMetrics> {
+        self.inner.service.lock().as_ref().map(|s| s.metrics())
     }
 
     fn raise(&self, id: &EventId, payload: &[u8]) -> Result<(), RaiseError> {

@@ -391,3 +391,67 @@ fn the_redis_crate_speaks_resp3_with_the_service() {
         ]
     );
 }
+
+/// The builder can own the service: it starts with the router, serves PUBLISH and pushes,
+/// and stops when the last handle on the router is dropped (the service holds the router
+/// weakly, so it does not keep it alive).
+#[test]
+fn the_builder_runs_the_service_with_the_router_and_stops_it_with_the_last_handle() {
+    let router = herald::Router::builder()
+        .cluster("service-test")
+        .keyring(util::test_keyring())
+        .service(herald::service::ServiceConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .build()
+        .expect("router with a service builds");
+    let addr = router
+        .service_addr()
+        .expect("the builder started a service");
+    let client = redis::Client::open(url(addr)).unwrap();
+    let mut con = client.get_connection().expect("connect");
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.subscribe("stock.changed").unwrap();
+    router
+        .event(EventId::from_name("stock.changed"))
+        .raise(b"7")
+        .unwrap();
+    assert_eq!(
+        pubsub_message(&mut pubsub),
+        ("stock.changed".into(), b"7".to_vec())
+    );
+    assert_eq!(router.service_metrics().unwrap().connections_open, 1);
+    drop(pubsub);
+    drop(con);
+
+    let mut raw = Raw::connect(addr);
+    let clone = router.clone();
+    drop(router);
+    raw.command(&[b"PING"]);
+    assert_eq!(
+        raw.line(),
+        "+PONG",
+        "a clone keeps the node and its service"
+    );
+    drop(clone);
+    raw.expect_closed();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "nothing listens once the router is gone"
+    );
+
+    // A port in use is a build error naming the setting.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = herald::Router::builder()
+        .cluster("service-test")
+        .keyring(util::test_keyring())
+        .service(herald::service::ServiceConfig::new(
+            taken.local_addr().unwrap(),
+        ))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().starts_with("service.listen"), "{err}");
+}

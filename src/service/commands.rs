@@ -9,7 +9,7 @@ use super::index::Index;
 use super::metrics::{Counters, Disconnect};
 use super::resp::Writer;
 use super::{MISSED_CHANNEL, ServiceConfig, channel_event};
-use crate::router::Router;
+use crate::router::WeakRouter;
 
 /// One command's arguments: ranges of the connection's input buffer.
 #[derive(Clone, Copy, Debug)]
@@ -61,7 +61,7 @@ impl LogLimit {
 /// What the service needs to run a command for one client.
 pub(crate) struct Ctx<'a> {
     pub(crate) index: &'a mut Index,
-    pub(crate) router: &'a Router,
+    pub(crate) router: &'a WeakRouter,
     pub(crate) config: &'a ServiceConfig,
     pub(crate) counters: &'a Counters,
     pub(crate) log: &'a mut LogLimit,
@@ -423,7 +423,13 @@ fn publish(ctx: &mut Ctx<'_>, w: &mut Writer<'_>, args: Args<'_>) {
     };
     ctx.index.learn_name(event, channel);
     let receivers = ctx.index.receivers(&event);
-    match ctx.router.event(event).raise(args.get(2)) {
+    // The service holds the router weakly, so that a router that owns its service (started
+    // by the builder) is not kept alive by it.
+    let Some(router) = ctx.router.upgrade() else {
+        w.error("ERR the node is shutting down");
+        return;
+    };
+    match router.event(event).raise(args.get(2)) {
         Ok(()) => w.integer(receivers as i64),
         Err(e) => w.error(&format!("ERR {e}")),
     }

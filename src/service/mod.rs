@@ -223,7 +223,11 @@ impl Service {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake();
         if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
+            // The service thread itself may end up here (it briefly holds the router while it
+            // raises an event); it stops at its next turn, and cannot wait for itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use super::push::{Scratch, missed_json};
 use super::resp::{self, Writer};
 use super::{MISSED_CHANNEL, ServiceConfig, ServiceError};
 use crate::event::{EventId, Missed};
-use crate::router::Router;
+use crate::router::{Router, WeakRouter};
 use crate::subscription::Subscription;
 use crate::sync::plain::{Arc, AtomicBool, AtomicU64, Ordering};
 
@@ -119,7 +119,7 @@ pub(crate) fn spawn(
         listener,
         shared: Arc::clone(&shared),
         rx,
-        router: router.clone(),
+        router: router.downgrade(),
         node: router.node_id(),
         config,
         index: Index::default(),
@@ -148,7 +148,7 @@ struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
     rx: Receiver<Inbound>,
-    router: Router,
+    router: WeakRouter,
     node: u64,
     config: ServiceConfig,
     index: Index,
