@@ -105,7 +105,7 @@ pub struct EndpointConfig {
     pub reorder_window: Duration,
     /// How often a node that sends nothing else sends a heartbeat. Default 100 ms.
     pub heartbeat_interval: Duration,
-    /// How long a sender may stay silent before it is reported ([`MissedReason::PeerSilent`]).
+    /// How long a sender may stay silent before it is reported ([`MissedReason::PeerSilent`](crate::MissedReason::PeerSilent)).
     /// Default 1 s (ten heartbeats).
     pub dead_timeout: Duration,
     /// How far a frame's timestamp may be from this node's clock. Default 5 s.
@@ -155,7 +155,7 @@ pub struct EndpointStats {
     pub heartbeats_accepted: u64,
     /// Dropped frames, indexed like [`Reject::names`].
     pub drops: Vec<u64>,
-    /// Missed notices, indexed like [`MissedReason::NAMES`].
+    /// Missed notices, indexed like [`MissedReason::NAMES`](crate::MissedReason::NAMES).
     pub missed: [u64; 5],
     /// Times this node's ring overflowed (raises refused with `Full`), as told by the caller.
     pub overflows: u64,

@@ -105,7 +105,7 @@ pub enum ClaimError {
     },
 }
 
-/// Why [`ring`] refused its sizes.
+/// Why [`ring()`] refused its sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RingError {

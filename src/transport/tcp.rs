@@ -69,7 +69,8 @@ struct Inbound {
     buf: BytesMut,
 }
 
-/// herald's TCP transport; see the [module documentation](self).
+/// herald's TCP transport: length-prefixed frames, one bounded queue per peer, reconnection
+/// with backoff, and `TCP_USER_TIMEOUT` so a peer that stops acknowledging is given up.
 #[derive(Debug)]
 pub struct TcpTransport {
     config: TcpConfig,
