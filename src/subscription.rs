@@ -7,6 +7,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::event::{EventId, Missed};
 use crate::sync::plain::{Arc, AtomicU64, Ordering, Weak};
@@ -141,6 +142,35 @@ enum MissedSink {
     Channel(Sender<Missed>),
 }
 
+/// A hasher for event ids in the registry, which every delivery looks up.
+///
+/// SipHash (std's default) cost about 4 % of the dispatcher's time at 5 M events/s. Event ids
+/// are 16 bytes, usually a SHA-256 prefix already, so a multiply-and-rotate fold of their
+/// 8-byte halves spreads them well. It is not hardened against chosen collisions: the ids it
+/// sees come from this node's own code and from frames whose MAC verified, that is from the
+/// cluster's members, not from strangers.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write(&n.to_le_bytes());
+    }
+}
+
 /// What a subscription listens to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Topic {
@@ -151,7 +181,7 @@ pub(crate) enum Topic {
 
 #[derive(Clone, Default)]
 struct Tables {
-    by_event: HashMap<EventId, Vec<(u64, Sink)>>,
+    by_event: HashMap<EventId, Vec<(u64, Sink)>, BuildHasherDefault<IdHasher>>,
     all: Vec<(u64, Sink)>,
     missed: Vec<(u64, MissedSink)>,
 }
@@ -322,5 +352,34 @@ impl fmt::Debug for Subscription {
             .field("topic", &self.topic)
             .field("id", &self.id)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sharing_a_half_are_still_told_apart() {
+        let registry = Registry::default();
+        let a = EventId::from_bytes([[1; 8], [2; 8]].concat().try_into().unwrap());
+        let b = EventId::from_bytes([[1; 8], [3; 8]].concat().try_into().unwrap());
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = Arc::clone(&hits);
+        let _sub = registry.add_callback(
+            Some(a),
+            Arc::new(move |_: &Delivery<'_>| {
+                h.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        assert_eq!(registry.dispatch(&Delivery::local(b, 1, b"")), 0);
+        assert_eq!(registry.dispatch(&Delivery::local(a, 1, b"")), 1);
+        assert_eq!(hits.load(Ordering::Relaxed), 1);
+        let hash = |id: &EventId| {
+            let mut hasher = IdHasher::default();
+            std::hash::Hash::hash(id, &mut hasher);
+            hasher.finish()
+        };
+        assert_ne!(hash(&a), hash(&b));
     }
 }
