@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, unbounded};
+use crossbeam_channel::{Receiver, bounded, unbounded};
 use mio::{Poll, Token};
 use parking_lot::Mutex;
 
@@ -93,6 +93,7 @@ pub struct RouterBuilder {
     reorder_window: Duration,
     trust_authenticated: bool,
     service: Option<crate::service::ServiceConfig>,
+    channel_capacity: usize,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -231,6 +232,16 @@ impl RouterBuilder {
         self
     }
 
+    /// How many messages each channel subscriber ([`Event::receiver`],
+    /// [`Router::receiver_all`]) may have waiting (default 65,536). Past that, events for it
+    /// are dropped, so a receiver nobody reads cannot grow without bound or slow anyone, and
+    /// the next message it gets counts them in [`Message::lost_before`]. Callback
+    /// subscribers are not affected.
+    pub fn channel_capacity(mut self, messages: usize) -> Self {
+        self.channel_capacity = messages;
+        self
+    }
+
     /// Runs the subscription service (outside programs subscribe and raise over the Redis
     /// protocol; see [`crate::service`]) as part of this router: it starts with
     /// [`build`](Self::build) and stops with [`Router::shutdown`] or the last handle's drop.
@@ -304,6 +315,12 @@ impl RouterBuilder {
             if d.is_zero() {
                 return Err(Self::invalid(field, "must be more than zero"));
             }
+        }
+        if self.channel_capacity == 0 {
+            return Err(Self::invalid(
+                "channel_capacity",
+                "must be at least 1 message (65536 by default)",
+            ));
         }
         if self.dispatch_queue == 0 {
             return Err(Self::invalid("dispatch_queue", "must be at least 1 frame"));
@@ -437,7 +454,7 @@ impl RouterBuilder {
         });
         let metrics = Arc::new(Shared::new());
         let registry = Arc::new(Registry::default());
-        let (tx, rx) = crossbeam_channel::bounded(self.dispatch_queue);
+        let (tx, rx) = bounded(self.dispatch_queue);
         let driver = Driver {
             poll,
             endpoint,
@@ -486,6 +503,7 @@ impl RouterBuilder {
                 max_payload: max_payload(self.max_frame_len),
                 threads: Mutex::new(Some((driver, dispatcher))),
                 service: Mutex::new(None),
+                channel_capacity: self.channel_capacity,
             }),
         };
         if let Some(config) = self.service.take() {
@@ -563,6 +581,8 @@ struct Inner {
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
     /// The subscription service the builder started, if any; stopped first at shutdown.
     service: Mutex<Option<crate::service::Service>>,
+    /// Capacity of each channel subscriber's channel.
+    channel_capacity: usize,
 }
 
 impl Drop for Inner {
@@ -658,6 +678,7 @@ impl Router {
             reorder_window: Duration::from_millis(20),
             trust_authenticated: false,
             service: None,
+            channel_capacity: 65_536,
         }
     }
 
@@ -685,9 +706,10 @@ impl Router {
         Subscription::new(Arc::downgrade(&self.inner.registry), key)
     }
 
-    /// Every event, as owned messages on a channel.
+    /// Every event, as owned messages on a channel of
+    /// [`RouterBuilder::channel_capacity`] messages (see [`Message::lost_before`]).
     pub fn receiver_all(&self) -> (Subscription, Receiver<Message>) {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = bounded(self.inner.channel_capacity);
         let key = self.inner.registry.add_channel(None, tx);
         (
             Subscription::new(Arc::downgrade(&self.inner.registry), key),
@@ -809,10 +831,13 @@ impl Event {
         Subscription::new(Arc::downgrade(registry), key)
     }
 
-    /// This event's raises as owned messages on a channel.
+    /// This event's raises as owned messages on a channel of
+    /// [`RouterBuilder::channel_capacity`] messages: when the receiver falls that far behind,
+    /// events for it are dropped, never waited for, and the next message it gets counts them
+    /// in [`Message::lost_before`].
     pub fn receiver(&self) -> (Subscription, Receiver<Message>) {
         let registry = &self.router.inner.registry;
-        let (tx, rx) = unbounded();
+        let (tx, rx) = bounded(self.router.inner.channel_capacity);
         let key = registry.add_channel(Some(self.id), tx);
         (Subscription::new(Arc::downgrade(registry), key), rx)
     }

@@ -3,7 +3,7 @@
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
@@ -97,6 +97,7 @@ impl<'a> Delivery<'a> {
             frame: self.frame(),
             local: self.local,
             payload: self.to_bytes(),
+            lost_before: 0,
         }
     }
 }
@@ -113,7 +114,12 @@ impl fmt::Debug for Delivery<'_> {
 }
 
 /// An owned event, as channel subscribers receive it.
+///
+/// A subscriber's channel is bounded (see [`crate::RouterBuilder::channel_capacity`]): when it
+/// is full, events for it are dropped rather than queued without limit or waited for, and the
+/// next message that gets through says how many with [`lost_before`](Self::lost_before).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// The event's id.
     pub event: EventId,
@@ -125,6 +131,10 @@ pub struct Message {
     pub local: bool,
     /// The payload (for remote events, a slice of the received datagram).
     pub payload: Bytes,
+    /// How many events for this subscription were dropped, just before this one, because its
+    /// channel was full (0 normally). A cache treats a nonzero value as it treats a Missed
+    /// notice: something it should have heard about may have changed.
+    pub lost_before: u64,
 }
 
 type Callback = dyn Fn(&Delivery<'_>) + Send + Sync;
@@ -133,7 +143,8 @@ type MissedCallback = dyn Fn(&Missed) + Send + Sync;
 #[derive(Clone)]
 enum Sink {
     Callback(Arc<Callback>),
-    Channel(Sender<Message>),
+    /// A bounded channel, and how many messages it has dropped since the last one it took.
+    Channel(Sender<Message>, Arc<AtomicU64>),
 }
 
 #[derive(Clone)]
@@ -221,7 +232,7 @@ impl Registry {
     }
 
     pub(crate) fn add_channel(&self, topic: Option<EventId>, tx: Sender<Message>) -> (Topic, u64) {
-        self.add(topic, Sink::Channel(tx))
+        self.add(topic, Sink::Channel(tx, Arc::default()))
     }
 
     /// Replaces the snapshot with a changed copy of it.
@@ -289,8 +300,19 @@ impl Registry {
             n += 1;
             match sink {
                 Sink::Callback(f) => f(delivery),
-                Sink::Channel(tx) => {
-                    let _ = tx.send(delivery.to_message());
+                Sink::Channel(tx, lost) => {
+                    let mut message = delivery.to_message();
+                    // Taken with a swap, so that two threads delivering at once never both
+                    // report the same losses; put back (with this one) if the channel is full.
+                    message.lost_before = lost.swap(0, Ordering::AcqRel);
+                    match tx.try_send(message) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(m)) => {
+                            lost.fetch_add(m.lost_before + 1, Ordering::AcqRel);
+                        }
+                        // The receiver is gone; its Subscription's drop removes the sink.
+                        Err(TrySendError::Disconnected(_)) => {}
+                    }
                 }
             }
         }

@@ -77,7 +77,9 @@ fn a_peer_that_stops_reading_delays_no_one() {
         drop(conn);
     });
     let addrs = util::free_tcp_addrs(1);
+    // The test reads B's channel only once everything is raised: let it hold all of it.
     let b = Router::builder()
+        .channel_capacity(1 << 20)
         .cluster("tcp-frozen")
         .node_id(2)
         .keyring(util::test_keyring())

@@ -120,6 +120,32 @@ fn callbacks_may_subscribe_and_unsubscribe_while_they_run() {
     router.shutdown();
 }
 
+/// A channel subscriber that stops reading holds at most its channel's capacity, never slows
+/// the raiser, and is told how many events it lost by the next message it gets.
+#[test]
+fn a_channel_nobody_reads_is_bounded_and_counts_what_it_lost() {
+    let router = Router::builder()
+        .cluster("bounded")
+        .keyring(util::test_keyring())
+        .channel_capacity(8)
+        .build()
+        .expect("a router without transports builds");
+    let event = router.event(EventId::from_name("bounded"));
+    let (_sub, rx) = event.receiver();
+    for i in 0..20u8 {
+        event.raise(&[i]).unwrap();
+    }
+    assert_eq!(rx.len(), 8, "the channel holds its capacity and no more");
+    let first: Vec<u8> = rx.try_iter().map(|m| m.payload[0]).collect();
+    assert_eq!(first, (0..8).collect::<Vec<_>>());
+    event.raise(b"x").unwrap();
+    let next = rx.try_recv().unwrap();
+    assert_eq!((next.payload.as_ref(), next.lost_before), (&b"x"[..], 12));
+    event.raise(b"y").unwrap();
+    assert_eq!(rx.try_recv().unwrap().lost_before, 0, "counted once");
+    router.shutdown();
+}
+
 #[test]
 fn bad_settings_name_the_field() {
     let err = |b: herald::RouterBuilder| b.build().expect_err("refused").to_string();
@@ -127,6 +153,7 @@ fn bad_settings_name_the_field() {
     assert!(err(Router::builder()).starts_with("cluster:"));
     assert!(err(base().ring_capacity(1000)).starts_with("ring_capacity:"));
     assert!(err(base().max_frame_len(10)).starts_with("max_frame_len:"));
+    assert!(err(base().channel_capacity(0)).starts_with("channel_capacity:"));
     assert!(
         err(base().dead_peer_timeout(Duration::from_millis(10))).starts_with("dead_peer_timeout:")
     );

@@ -65,9 +65,13 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
 pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
     common::init_logging(&config, args.config.log_format);
-    // A person reading a tail wants every event: let it queue far more than a node does
-    // (it still never slows the sockets; past this it reports local_overflow).
-    let builder = config.router_builder().dispatch_queue(1 << 16);
+    // A person reading a tail wants every event: let it queue far more than a node does,
+    // about a million events while the terminal or pipe catches up (it still never slows the
+    // sockets; past this it reports local_overflow, or a LOST line for its own channel).
+    let builder = config
+        .router_builder()
+        .dispatch_queue(1 << 16)
+        .channel_capacity(1 << 20);
     let builder = common::with_secret(builder, &config, &dir, false)?;
     let router = common::build(builder)?;
     let names: Vec<(EventId, String)> = args
@@ -82,6 +86,10 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     while !stop.load(Ordering::Relaxed) {
         crossbeam_channel::select! {
             recv(rx) -> m => if let Ok(m) = m {
+                if m.lost_before > 0 {
+                    // This process printed too slowly and its queue overflowed.
+                    say!("{}", format_lost(m.lost_before, json));
+                }
                 let name = names.iter().find(|(id, _)| *id == m.event).map(|(_, n)| n.as_str());
                 if !names.is_empty() && name.is_none() {
                     continue;
@@ -175,6 +183,21 @@ fn format_event(m: &herald::Message, name: Option<&str>, json: bool) -> String {
     } else {
         let payload = text.map_or_else(|| format!("0x{}", hex(&m.payload)), |t| format!("{t:?}"));
         format!("{} node {} {event} {payload}", now_rfc3339(), m.node)
+    }
+}
+
+/// A line for events this tail dropped itself because it could not print them fast enough.
+fn format_lost(count: u64, json: bool) -> String {
+    if json {
+        format!(
+            "{{\"time\":\"{}\",\"type\":\"lost\",\"count\":{count},\"reason\":\"tail_too_slow\"}}",
+            now_rfc3339()
+        )
+    } else {
+        format!(
+            "{} LOST {count} events: this tail fell behind (its output is read too slowly)",
+            now_rfc3339()
+        )
     }
 }
 
