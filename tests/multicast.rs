@@ -10,45 +10,25 @@
 mod util;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::Command;
 
 use herald::Router;
 
 #[test]
 fn multicast_exchange_in_a_network_namespace() {
-    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout).ok();
-    if uid.as_deref() != Some(b"0\n".as_slice()) {
-        eprintln!("SKIPPED: needs root for a network namespace (CI runs it as root)");
+    if !util::netns::is_root_or_skip() {
         return;
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let script = format!(
-        "ip link set lo up && ip route add 224.0.0.0/4 dev lo && \
-         HERALD_IN_NETNS=1 exec {} --exact multicast_inside_namespace --ignored --nocapture",
-        exe.display()
+    util::netns::run_inside(
+        "ip link set lo up && ip route add 224.0.0.0/4 dev lo",
+        "multicast_inside_namespace --exact",
+        1,
     );
-    let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
-        .output()
-        .expect("unshare runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}\n{stderr}");
-    assert!(
-        out.status.success(),
-        "the multicast test inside the namespace failed"
-    );
-    assert!(stdout.contains("1 passed"), "the inner test did not run");
 }
 
 #[test]
 #[ignore = "run by multicast_exchange_in_a_network_namespace inside a namespace"]
 fn multicast_inside_namespace() {
-    assert_eq!(
-        std::env::var("HERALD_IN_NETNS").as_deref(),
-        Ok("1"),
-        "only inside the test's own namespace"
-    );
+    util::netns::assert_inside();
     let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 42, 1), 47_001);
     let routers: Vec<Router> = (0..3)
         .map(|i| {

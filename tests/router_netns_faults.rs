@@ -27,9 +27,7 @@ use herald::Router;
 
 #[test]
 fn kernel_rule_faults_in_a_network_namespace() {
-    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout).ok();
-    if uid.as_deref() != Some(b"0\n".as_slice()) {
-        eprintln!("SKIPPED: needs root for a network namespace (CI runs it as root)");
+    if !util::netns::is_root_or_skip() {
         return;
     }
     let has_nft = Command::new("nft")
@@ -45,26 +43,7 @@ fn kernel_rule_faults_in_a_network_namespace() {
         eprintln!("SKIPPED: nft is missing (apt-get install nftables)");
         return;
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let script = format!(
-        "ip link set lo up && HERALD_IN_NETNS=1 exec {} inside_netns_ --ignored --nocapture --test-threads=1",
-        exe.display()
-    );
-    let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
-        .output()
-        .expect("unshare runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}\n{stderr}");
-    assert!(
-        out.status.success(),
-        "a fault test inside the namespace failed"
-    );
-    assert!(
-        stdout.contains("5 passed"),
-        "the inner tests did not all run"
-    );
+    util::netns::run_inside("ip link set lo up", "inside_netns_", 5);
 }
 
 /// Runs an nft script (`nft -f -`); panics with nft's message if it fails.
@@ -106,11 +85,7 @@ fn nft_counted() -> u64 {
 
 /// Three routers on 127.0.0.1, each a peer of the others, and the ports as an nft set.
 fn routers() -> (Vec<Router>, String) {
-    assert_eq!(
-        std::env::var("HERALD_IN_NETNS").as_deref(),
-        Ok("1"),
-        "only inside the test's own namespace"
-    );
+    util::netns::assert_inside();
     nft("flush ruleset\n");
     let addrs: Vec<SocketAddr> = util::free_udp_addrs(3);
     let routers = (0..3)
