@@ -709,8 +709,11 @@ impl Router {
     /// Every event, as owned messages on a channel of
     /// [`RouterBuilder::channel_capacity`] messages (see [`Message::lost_before`]).
     pub fn receiver_all(&self) -> (Subscription, Receiver<Message>) {
-        let (tx, rx) = bounded(self.inner.channel_capacity);
-        let key = self.inner.registry.add_channel(None, tx);
+        let (tx, rx) = unbounded();
+        let key = self
+            .inner
+            .registry
+            .add_channel(None, tx, self.inner.channel_capacity);
         (
             Subscription::new(Arc::downgrade(&self.inner.registry), key),
             rx,
@@ -837,8 +840,8 @@ impl Event {
     /// in [`Message::lost_before`].
     pub fn receiver(&self) -> (Subscription, Receiver<Message>) {
         let registry = &self.router.inner.registry;
-        let (tx, rx) = bounded(self.router.inner.channel_capacity);
-        let key = registry.add_channel(Some(self.id), tx);
+        let (tx, rx) = unbounded();
+        let key = registry.add_channel(Some(self.id), tx, self.router.inner.channel_capacity);
         (Subscription::new(Arc::downgrade(registry), key), rx)
     }
 }

@@ -143,8 +143,11 @@ type MissedCallback = dyn Fn(&Missed) + Send + Sync;
 #[derive(Clone)]
 enum Sink {
     Callback(Arc<Callback>),
-    /// A bounded channel, and how many messages it has dropped since the last one it took.
-    Channel(Sender<Message>, Arc<AtomicU64>),
+    /// A channel, the most messages it may hold, and how many it has dropped since the last
+    /// one it took. The channel itself is unbounded, so its memory follows what it holds
+    /// (a bounded crossbeam channel allocates every slot up front); the bound is checked
+    /// before each send, and concurrent senders may overshoot it by one message each.
+    Channel(Sender<Message>, usize, Arc<AtomicU64>),
 }
 
 #[derive(Clone)]
@@ -231,8 +234,13 @@ impl Registry {
         self.add(topic, Sink::Callback(f))
     }
 
-    pub(crate) fn add_channel(&self, topic: Option<EventId>, tx: Sender<Message>) -> (Topic, u64) {
-        self.add(topic, Sink::Channel(tx, Arc::default()))
+    pub(crate) fn add_channel(
+        &self,
+        topic: Option<EventId>,
+        tx: Sender<Message>,
+        capacity: usize,
+    ) -> (Topic, u64) {
+        self.add(topic, Sink::Channel(tx, capacity, Arc::default()))
     }
 
     /// Replaces the snapshot with a changed copy of it.
@@ -300,10 +308,14 @@ impl Registry {
             n += 1;
             match sink {
                 Sink::Callback(f) => f(delivery),
-                Sink::Channel(tx, lost) => {
+                Sink::Channel(tx, capacity, lost) => {
+                    if tx.len() >= *capacity {
+                        lost.fetch_add(1, Ordering::AcqRel);
+                        continue;
+                    }
                     let mut message = delivery.to_message();
                     // Taken with a swap, so that two threads delivering at once never both
-                    // report the same losses; put back (with this one) if the channel is full.
+                    // report the same losses; put back (with this one) if the send fails.
                     message.lost_before = lost.swap(0, Ordering::AcqRel);
                     match tx.try_send(message) {
                         Ok(()) => {}

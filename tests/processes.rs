@@ -89,6 +89,31 @@ impl Tail {
     }
 }
 
+/// Waits until a node process has bound UDP `addr` (binding it here then fails), so a test
+/// does not race a slow start on a loaded machine; panics after 20 s.
+fn wait_udp_bound(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::UdpSocket::bind(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing bound {addr} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until a node process accepts TCP connections on `addr`; panics after 20 s.
+fn wait_tcp_listening(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Tail {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -155,7 +180,9 @@ fn two_processes_exchange_events_both_ways() {
     );
     let tail_a = Tail::start(&ca);
     let tail_b = Tail::start(&cb);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_udp_bound(a);
+    wait_udp_bound(b);
+    std::thread::sleep(Duration::from_millis(200));
     // Each raiser sends to the other side's node.
     // Paced, so a loaded machine does not turn this into a test of socket buffers.
     let mut ra = raise(&ca, N, &["--rate", "200000"]);
@@ -193,7 +220,8 @@ fn a_sender_killed_and_restarted_is_reported_and_accepted() {
         &format!("node_id = 2\n[udp]\nbind = \"{b}\"\npeers = [\"{a}\"]\n"),
     );
     let tail = Tail::start(&cb);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_udp_bound(b);
+    std::thread::sleep(Duration::from_millis(200));
     // Node 7 raises far more than it can send before we kill it.
     let mut first = raise(&ca, 50_000_000, &["--node-id", "7", "--rate", "100000"]);
     let mut seen = 0;
@@ -279,7 +307,9 @@ fn a_frozen_tcp_peer_is_reported_and_delays_no_one() {
     );
     let mut frozen = Tail::start(&ca);
     let live = Tail::start(&cb);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_tcp_listening(a);
+    wait_tcp_listening(b);
+    std::thread::sleep(Duration::from_millis(300));
     let pid = frozen.child.id().to_string();
     assert!(
         Command::new("kill")

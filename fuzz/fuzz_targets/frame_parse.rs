@@ -2,41 +2,22 @@
 //! the same signed bytes; `SharedFrame::parse` agrees with it.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use herald::auth::{Key, Keyring};
 use herald::wire::{Frame, FrameWriter, SharedFrame, TAG_LEN};
+use herald_fuzz::CountingAllocator;
 use libfuzzer_sys::fuzz_target;
 
-/// Counts allocations, so the target can assert that parsing makes none.
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 fuzz_target!(|data: &[u8]| {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = CountingAllocator::allocations();
     let parsed = Frame::parse(data);
     let walked = parsed
         .as_ref()
         .map(|f| f.records().map(|r| r.payload().len()).sum::<usize>());
     assert_eq!(
-        ALLOCATIONS.load(Ordering::Relaxed),
+        CountingAllocator::allocations(),
         before,
         "parsing allocated"
     );

@@ -1,5 +1,5 @@
-//! Shared helpers of herald's fuzz targets: the fixed test key, and frames built from
-//! `arbitrary` input.
+//! Shared helpers of herald's fuzz targets: the fixed test key, frames built from
+//! `arbitrary` input, and an allocator that counts.
 
 use arbitrary::Arbitrary;
 use herald::EventId;
@@ -90,4 +90,31 @@ pub fn encode_all(
         }
     }
     (frames, skipped)
+}
+
+/// A global allocator that counts allocations, so a target can assert that parsing makes
+/// none. A target installs it with
+/// `#[global_allocator] static GLOBAL: CountingAllocator = CountingAllocator;`.
+pub struct CountingAllocator;
+
+static ALLOCATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl CountingAllocator {
+    /// Allocations made so far by the whole process.
+    pub fn allocations() -> usize {
+        ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
 }
