@@ -49,6 +49,31 @@ impl Outcome {
 /// - every event not delivered lies in a frame some Missed covers (no silent loss).
 ///
 /// Prints the counts and the detection latency under `label`.
+/// Whether each router has delivered, or been told it missed, every data frame each other
+/// router has sent so far.
+fn all_heard_of(routers: &[Router], logs: &[Arc<Mutex<Vec<Seen>>>]) -> bool {
+    routers.iter().zip(logs).all(|(receiver, log)| {
+        let log = log.lock();
+        routers
+            .iter()
+            .filter(|s| s.node_id() != receiver.node_id())
+            .all(|sender| {
+                let highest = log
+                    .iter()
+                    .filter_map(|seen| match seen {
+                        Seen::Event { node, seq, .. } if *node == sender.node_id() => Some(*seq),
+                        Seen::Missed(m, _) if m.node == sender.node_id() => {
+                            m.range.map(|(_, end)| end)
+                        }
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                highest >= sender.metrics().frames_sent
+            })
+    })
+}
+
 pub(crate) fn raise_and_audit(
     routers: &[Router],
     n: u64,
@@ -103,8 +128,16 @@ pub(crate) fn raise_and_audit(
         }
         done.store(true, Ordering::Relaxed);
     });
-    // Heartbeats reveal lost tails; reordered frames arrive or time out.
+    // Heartbeats reveal lost tails; reordered frames arrive or time out. 1.5 s is plenty on
+    // an idle machine; on a loaded one, wait on (up to 20 s) until every receiver has heard
+    // of every data frame each sender has sent, delivered or reported, so the audit below
+    // checks herald and not how busy the machine is. Waiting longer never hides a fault: a
+    // frame reported twice or delivered and reported stays so.
     std::thread::sleep(Duration::from_millis(1500));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !all_heard_of(routers, &logs) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let sent_frames: HashMap<u64, u64> = routers
         .iter()
         .map(|r| (r.node_id(), r.metrics().frames_sent))
