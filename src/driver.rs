@@ -138,29 +138,17 @@ impl Driver {
 
     /// Sends the first `used` bytes of the batch buffer, frames of `batch_lens`.
     fn send_batch(&mut self, used: usize) {
-        let Some(batch) = FrameBatch::new(&self.batch_buf[..used], &self.batch_lens) else {
-            debug_assert!(false, "batch lengths add up by construction");
-            return;
-        };
-        for t in &mut self.transports {
-            if let Err(e) = t.send_batch(&batch) {
-                self.metrics
-                    .send_errors
-                    .fetch_add(e.failed as u64, Ordering::Relaxed);
-                tracing::debug!(transport = t.name(), error = %e.last, "send failed");
-            }
+        match FrameBatch::new(&self.batch_buf[..used], &self.batch_lens) {
+            Some(batch) => send_to_all(&mut self.transports, &self.metrics, &batch),
+            None => debug_assert!(false, "batch lengths add up by construction"),
         }
     }
 
+    /// Sends the first `len` bytes of the frame buffer (a heartbeat or the goodbye).
     fn send_frame(&mut self, len: usize) {
-        let frame = &self.frame_buf[..len];
-        for t in &mut self.transports {
-            if let Err(e) = t.send(frame) {
-                self.metrics
-                    .send_errors
-                    .fetch_add(e.failed as u64, Ordering::Relaxed);
-                tracing::debug!(transport = t.name(), error = %e.last, "send failed");
-            }
+        let lens = [len];
+        if let Some(batch) = FrameBatch::new(&self.frame_buf[..len], &lens) {
+            send_to_all(&mut self.transports, &self.metrics, &batch);
         }
     }
 
@@ -302,6 +290,18 @@ impl Driver {
             tracing::error!(error = %e, "poll failed");
         }
         self.signals.parked.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Hands `batch` to every transport, counting the deliveries that failed.
+fn send_to_all(transports: &mut [Box<dyn Transport>], metrics: &Shared, batch: &FrameBatch<'_>) {
+    for t in transports {
+        if let Err(e) = t.send_batch(batch) {
+            metrics
+                .send_errors
+                .fetch_add(e.failed as u64, Ordering::Relaxed);
+            tracing::debug!(transport = t.name(), error = %e.last, "send failed");
+        }
     }
 }
 

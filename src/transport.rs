@@ -455,8 +455,9 @@ impl Transport for UdpTransport {
                         // With GRO one slot holds several datagrams of `stride` bytes (the
                         // last may be shorter); without, stride is the datagram's length.
                         let stride = if m.stride == 0 { len.max(1) } else { m.stride };
+                        // An empty datagram is still one datagram (the parser refuses it).
                         let mut offset = 0;
-                        while offset < len {
+                        loop {
                             let end = (offset + stride).min(len);
                             let datagram = block.slice(slot_start + offset..slot_start + end);
                             match &mut self.faults {
@@ -464,13 +465,8 @@ impl Transport for UdpTransport {
                                 None => deliver(datagram),
                             }
                             offset = end;
-                        }
-                        if len == 0 {
-                            // An empty datagram: still a datagram, which the parser refuses.
-                            let datagram = block.slice(slot_start..slot_start);
-                            match &mut self.faults {
-                                Some(faults) => faults.apply(datagram, deliver),
-                                None => deliver(datagram),
+                            if offset >= len {
+                                break;
                             }
                         }
                     }
