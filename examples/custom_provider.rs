@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use herald::auth::{Key, Keyring};
-use herald::transport::{DriverWaker, Registry, SendError, Token, Transport};
+use herald::transport::{DriverWaker, RecvStatus, Registry, SendError, Token, Transport};
 use herald::{EventId, Router};
 
 /// One node's end of the bus.
@@ -53,11 +53,16 @@ impl Transport for BusTransport {
         Ok(())
     }
 
-    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<()> {
-        for frame in self.inbox.try_iter() {
-            deliver(frame);
+    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<RecvStatus> {
+        // A budget, so that a busy peer cannot keep the driver from sending and from its
+        // timers; saying more is waiting brings the driver back before it sleeps.
+        for _ in 0..1024 {
+            match self.inbox.try_recv() {
+                Ok(frame) => deliver(frame),
+                Err(_) => return Ok(RecvStatus::Drained),
+            }
         }
-        Ok(())
+        Ok(RecvStatus::MoreWaiting)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::event::{Missed, MissedReason};
 use crate::metrics::Shared;
 use crate::ringbuf::Consumer;
 use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
-use crate::transport::{FrameBatch, Transport};
+use crate::transport::{FrameBatch, RecvStatus, Transport};
 
 /// The waker's token; transports get 1, 2, …
 pub(crate) const WAKER: Token = Token(0);
@@ -69,6 +69,8 @@ pub(crate) struct Driver {
     pub(crate) drop_log: DropLog,
     /// Outputs that did not fit the dispatcher's queue, frames folded into Missed ranges.
     pub(crate) overflow: VecDeque<Received>,
+    /// Since when every turn's receive stopped at a transport's budget, if the last one did.
+    pub(crate) backlog_since: Option<Instant>,
 }
 
 /// The most frames one turn sends before it looks at the sockets again.
@@ -83,8 +85,15 @@ impl Driver {
         loop {
             let shutting_down = self.signals.shutdown.load(Ordering::Acquire);
             let sent_all = self.send_ring();
-            let received = self.receive();
-            self.timers();
+            // The timers run on a clock read before the sockets are: a gap is given up at
+            // `now` only once everything that had arrived by `now` was looked at (each frame
+            // is stamped when it is looked at, never before it arrived), so a late frame
+            // that made it in time is not reported missed because the driver lost its core
+            // while reading. A transport that stopped at its budget may still hold such a
+            // frame: then gaps wait, for at most one more reorder window.
+            let now = Now::system();
+            let (received, backlog) = self.receive();
+            self.timers(now, backlog);
             self.metrics.publish(self.endpoint.stats());
             if shutting_down && sent_all {
                 break;
@@ -152,16 +161,19 @@ impl Driver {
         }
     }
 
-    /// Hands what the transports received to the endpoint; returns whether anything came.
-    fn receive(&mut self) -> bool {
-        let now = Now::system();
+    /// Hands what the transports received to the endpoint; returns whether anything came and
+    /// whether a transport stopped at its budget with more perhaps waiting.
+    fn receive(&mut self) -> (bool, bool) {
         let endpoint = &mut self.endpoint;
         let drop_log = &mut self.drop_log;
         let mut received = false;
+        let mut backlog = false;
         for (t, &skip_mac) in self.transports.iter_mut().zip(&self.skip_mac) {
             let name = t.name().to_owned();
             let result = t.recv(&mut |bytes| {
                 received = true;
+                // Stamped now, after it arrived: its arrival starts reorder windows.
+                let now = Now::system();
                 let result = if skip_mac {
                     endpoint.handle_authenticated_datagram(now, bytes)
                 } else {
@@ -171,12 +183,14 @@ impl Driver {
                     log_drop(drop_log, now.instant, &name, reject);
                 }
             });
-            if let Err(e) = result {
-                tracing::warn!(transport = %name, error = %e, "receive failed");
+            match result {
+                Ok(RecvStatus::Drained) => {}
+                Ok(RecvStatus::MoreWaiting) => backlog = true,
+                Err(e) => tracing::warn!(transport = %name, error = %e, "receive failed"),
             }
         }
         self.forward();
-        received
+        (received, backlog)
     }
 
     /// Hands the endpoint's output to the dispatcher without ever blocking: when its queue
@@ -247,12 +261,21 @@ impl Driver {
         }
     }
 
-    fn timers(&mut self) {
-        let now = Now::system();
-        if self
-            .endpoint
-            .poll_timeout()
-            .is_some_and(|t| t <= now.instant)
+    /// Gives up on old gaps and silent peers (unless `backlog` says a late frame may still be
+    /// unread, for at most one reorder window), and sends a heartbeat when one is due.
+    fn timers(&mut self, now: Now, backlog: bool) {
+        let defer = if backlog {
+            let since = *self.backlog_since.get_or_insert(now.instant);
+            now.instant.saturating_duration_since(since) < self.endpoint.config().reorder_window
+        } else {
+            self.backlog_since = None;
+            false
+        };
+        if !defer
+            && self
+                .endpoint
+                .poll_timeout()
+                .is_some_and(|t| t <= now.instant)
         {
             self.endpoint.handle_timeout(now.instant);
             self.forward();

@@ -469,6 +469,7 @@ impl RouterBuilder {
             batch_lens: Vec::with_capacity(crate::driver::BATCH_FRAMES),
             drop_log: DropLog::default(),
             overflow: std::collections::VecDeque::new(),
+            backlog_since: None,
         };
         let driver_signals = Arc::clone(&signals);
         let driver = std::thread::Builder::new()

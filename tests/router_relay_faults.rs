@@ -15,10 +15,13 @@
 //! the kernel hands them over one by one), and that it saw every data frame sent.
 //!
 //! - Reordering inside the reorder window (10 % held 0–12 ms, window 20 ms): every event
-//!   delivered exactly once, in order, and no `Missed` at all. herald's window is also 256
-//!   pending frames deep (a hole is given up early past that), so the relay sends a held frame
-//!   on once 200 frames of its link went ahead of it. The 8 ms margin is for the relay itself:
-//!   on a loaded two-core machine it has released a held datagram up to 5 ms late.
+//!   delivered exactly once, in order, and no `Missed` for any frame that reached the router
+//!   inside the window. herald's window is also 256 pending frames deep (a hole is given up
+//!   early past that), so the relay sends a held frame on once 200 frames of its link went
+//!   ahead of it. The relay times each hold from reading the frame to sending it on: on a
+//!   loaded two-core machine its thread has waited for a core long enough (16 ms past the
+//!   plan, in CI) to push a frame past the window, and such a frame is rightly reported
+//!   missed; the test names how many.
 //! - Reordering beyond the window (5 % held 40–80 ms, window 20 ms) and 1 % loss: the audit
 //!   (`util::audit`) holds, a late frame is either delivered in order or covered by exactly
 //!   one `Missed` (and then dropped when it comes), and only frames the relay held back or
@@ -50,6 +53,9 @@ static SERIAL: Mutex<()> = parking_lot::const_mutex(());
 /// frames (a hole is given up early beyond that, whatever the time), with a margin.
 const DEPTH: usize = 200;
 
+/// The reorder window both scenarios give the routers.
+const WINDOW: Duration = Duration::from_millis(20);
+
 /// Events each router raises.
 const EVENTS: u64 = 20_000;
 
@@ -72,7 +78,12 @@ struct LinkFaults {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
     Dropped,
-    Held(Duration),
+    /// Held back: for how long the relay meant to, and, once it sent the frame on, how long it
+    /// really did (from reading it to sending it, so the relay's own lateness counts).
+    Held {
+        planned: Duration,
+        actual: Option<Duration>,
+    },
 }
 
 /// What one relay socket (one sender's datagrams) saw and did.
@@ -105,6 +116,8 @@ struct RelayLog {
 
 /// A datagram the relay holds back.
 struct Held {
+    /// When the relay read it, and when it is to go on.
+    read: Instant,
     due: Instant,
     /// Relay socket (sender) and receiver, as indexes.
     from: usize,
@@ -164,11 +177,17 @@ fn release(sockets: &mut [RelaySocket], held: &mut Vec<Held>, depth: usize) {
         .min_by_key(|&i| held[i].due)
     {
         let h = held.remove(i);
+        let node = sockets[h.from].receivers[h.to].0;
         let log = &mut sockets[h.from].log;
         if h.due <= now {
             log.release_lag = log.release_lag.max(now - h.due);
         } else {
             log.released_by_depth += 1;
+        }
+        if let Some(Fate::Held { actual, .. }) =
+            h.seq.and_then(|seq| log.fates.get_mut(&(node, seq)))
+        {
+            *actual = Some(h.read.elapsed());
         }
         forward(sockets, held, (h.from, h.to), h.seq, &h.bytes);
     }
@@ -249,9 +268,16 @@ fn relay(mut sockets: Vec<RelaySocket>, faults: LinkFaults, stop: &AtomicBool) -
                             faults.delay.0 + Duration::from_nanos(s.rng.next_u64() % span.max(1));
                         s.log.held += 1;
                         if let Some(seq) = seq {
-                            s.log.fates.insert((node, seq), Fate::Held(delay));
+                            s.log.fates.insert(
+                                (node, seq),
+                                Fate::Held {
+                                    planned: delay,
+                                    actual: None,
+                                },
+                            );
                         }
                         held.push(Held {
+                            read: now,
                             due: now + delay,
                             from: i,
                             to,
@@ -429,34 +455,62 @@ fn reordering_inside_the_window_loses_nothing() {
             delay: (Duration::ZERO, Duration::from_millis(12)),
             depth: Some(DEPTH),
         },
-        Duration::from_millis(20),
+        WINDOW,
     );
     let overtaken: u64 = run.relays.iter().map(|l| l.overtaken).sum();
     assert!(overtaken > 0, "the relay reordered nothing");
     let forwarded: u64 = run.relays.iter().map(|l| l.forwarded).sum();
     let fates = run.fates();
-    let missed: Vec<String> = run
-        .missed
-        .iter()
-        .take(5)
-        .map(|(to, m)| {
-            let first = m.range.map_or(0, |r| r.0);
-            let fate = fates.get(&(m.node, *to, first));
-            format!("{}->{to} {:?} {:?} ({fate:?})", m.node, m.reason, m.range)
-        })
-        .collect();
+    // A frame the relay itself held for the whole window (it planned at most 12 ms, but on a
+    // loaded machine its thread can wait for a core) is rightly reported missed: it did come
+    // too late. The margin covers loopback delivery, microseconds.
+    let too_late = |fate: Option<&Fate>| matches!(fate, Some(Fate::Held { actual: Some(a), .. }) if *a + Duration::from_millis(1) >= WINDOW);
+    let in_time_held = fates
+        .values()
+        .filter(|f| matches!(f, Fate::Held { actual: Some(a), .. } if *a + Duration::from_millis(1) < WINDOW))
+        .count();
+    assert!(
+        in_time_held > 0,
+        "the relay held no frame back for less than the window"
+    );
+    let mut excused = 0usize;
+    let mut unexplained = Vec::new();
+    for (to, m) in &run.missed {
+        let Some((first, last)) = m.range else {
+            unexplained.push(format!("{}->{to} {:?} without a range", m.node, m.reason));
+            continue;
+        };
+        for seq in first..=last {
+            let fate = fates.get(&(m.node, *to, seq));
+            if too_late(fate) {
+                excused += 1;
+            } else {
+                unexplained.push(format!(
+                    "{}->{to} {:?} {:?}: frame {seq} ({fate:?})",
+                    m.node, m.reason, m.range
+                ));
+            }
+        }
+    }
     let lag = run.relays.iter().map(|l| l.release_lag).max();
     assert!(
-        run.missed.is_empty(),
-        "no Missed when every late frame comes inside the window; got {} (routers received {} \
-         of {forwarded} datagrams forwarded; the relay released up to {lag:?} late): {missed:?}",
-        run.missed.len(),
+        unexplained.is_empty(),
+        "no Missed for a frame that came inside the window; got {} (routers received {} of \
+         {forwarded} datagrams forwarded; the relay released up to {lag:?} late): {:?}",
+        unexplained.len(),
         run.received.iter().sum::<u64>(),
+        &unexplained[..unexplained.len().min(5)],
     );
-    assert_eq!(
-        run.outcome.delivered as u64, run.outcome.expected,
-        "every event delivered (the audit checked once and in order)"
+    eprintln!(
+        "{label}: {in_time_held} frames held less than the window, all delivered; {excused} \
+         held longer by a late relay (released up to {lag:?} after their time), rightly missed"
     );
+    if excused == 0 {
+        assert_eq!(
+            run.outcome.delivered as u64, run.outcome.expected,
+            "every event delivered (the audit checked once and in order)"
+        );
+    }
 }
 
 /// Datagrams held back 40–80 ms, beyond a 20 ms reorder window, and 1 % lost: each late frame
@@ -483,7 +537,7 @@ fn reordering_beyond_the_window_and_loss() {
         let (first, last) = m.range.unwrap_or_else(|| panic!("unexpected {m:?}"));
         for seq in first..=last {
             match fates.get(&(m.node, *receiver, seq)) {
-                Some(Fate::Held(_)) => late_missed += 1,
+                Some(Fate::Held { .. }) => late_missed += 1,
                 Some(Fate::Dropped) => dropped_missed += 1,
                 None => panic!(
                     "{}->{receiver}: frame {seq} reported missed, but the relay forwarded it at \
@@ -495,7 +549,7 @@ fn reordering_beyond_the_window_and_loss() {
     }
     let held_data = fates
         .values()
-        .filter(|f| matches!(f, Fate::Held(_)))
+        .filter(|f| matches!(f, Fate::Held { .. }))
         .count();
     eprintln!(
         "{label}: {} data frames held, {late_missed} of them reported missed (the rest came \

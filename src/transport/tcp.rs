@@ -15,7 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
-use super::{DriverWaker, FrameBatch, SendError, Transport};
+use super::{DriverWaker, FrameBatch, RecvStatus, SendError, Transport};
 
 /// TCP settings for [`TcpTransport`].
 #[derive(Clone, Debug)]
@@ -50,6 +50,20 @@ impl TcpConfig {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 64 * 1024;
+/// Reads one connection gets per [`Transport::recv`], so that a peer writing faster than this
+/// node reads cannot keep the driver from sending and from its timers (1 MiB a turn).
+const READS_PER_RECV: usize = 16;
+
+/// What reading one inbound connection came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadOutcome {
+    /// Read until it would block.
+    Drained,
+    /// Stopped at the read budget with the socket still readable.
+    MoreWaiting,
+    /// Closed, failed, or sent a frame longer than allowed: drop the connection.
+    Closed,
+}
 
 #[derive(Debug)]
 struct Outbound {
@@ -230,32 +244,41 @@ impl TcpTransport {
     }
 }
 
-/// Reads what `conn` has and hands out each whole frame. Returns false when the connection
-/// must close (end of stream, an error, or a length prefix over `max`).
-fn read_frames(conn: &mut Inbound, max: usize, deliver: &mut dyn FnMut(Bytes)) -> bool {
+/// Reads what `stream` has (up to the read budget) into `buf` and hands out each whole frame.
+fn read_frames(
+    stream: &mut impl Read,
+    buf: &mut BytesMut,
+    max: usize,
+    deliver: &mut dyn FnMut(Bytes),
+) -> ReadOutcome {
+    let mut reads = 0;
     loop {
-        let start = conn.buf.len();
-        conn.buf.resize(start + READ_CHUNK, 0);
-        let read = conn.stream.read(&mut conn.buf[start..]);
+        if reads == READS_PER_RECV {
+            return ReadOutcome::MoreWaiting;
+        }
+        reads += 1;
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let read = stream.read(&mut buf[start..]);
         let n = match read {
             Ok(0) => {
-                conn.buf.truncate(start);
-                return false;
+                buf.truncate(start);
+                return ReadOutcome::Closed;
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                conn.buf.truncate(start);
-                return true;
+                buf.truncate(start);
+                return ReadOutcome::Drained;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                conn.buf.truncate(start);
+                buf.truncate(start);
                 continue;
             }
-            Err(_) => return false,
+            Err(_) => return ReadOutcome::Closed,
         };
-        conn.buf.truncate(start + n);
-        if !deframe(&mut conn.buf, max, deliver) {
-            return false;
+        buf.truncate(start + n);
+        if !deframe(buf, max, deliver) {
+            return ReadOutcome::Closed;
         }
     }
 }
@@ -336,13 +359,18 @@ impl Transport for TcpTransport {
         }
     }
 
-    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<()> {
+    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<RecvStatus> {
         self.accept();
         self.service_outbound();
         let max = self.config.max_frame_len;
         let registry = self.registry.as_ref();
+        let mut status = RecvStatus::Drained;
         self.inbound.retain_mut(|conn| {
-            let keep = read_frames(conn, max, deliver);
+            let outcome = read_frames(&mut conn.stream, &mut conn.buf, max, deliver);
+            if outcome == ReadOutcome::MoreWaiting {
+                status = RecvStatus::MoreWaiting;
+            }
+            let keep = outcome != ReadOutcome::Closed;
             if !keep && let Some(r) = registry {
                 let _ = r.deregister(&mut conn.stream);
             }
@@ -369,7 +397,7 @@ impl Transport for TcpTransport {
                 self.fail(i, &e);
             }
         }
-        Ok(())
+        Ok(status)
     }
 
     fn next_timeout(&self) -> Option<Instant> {
@@ -416,6 +444,72 @@ mod tests {
             assert_eq!(got, [&b"first"[..], b"", b"third frame"], "cut at {cut}");
             assert!(buf.is_empty());
         }
+    }
+
+    /// A stream that always has `chunk` bytes more of `data` to give (up to its end), then
+    /// would block, like a socket whose peer keeps writing.
+    struct Flood {
+        data: Vec<u8>,
+        at: usize,
+        chunk: usize,
+    }
+
+    impl Read for Flood {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.chunk.min(out.len()).min(self.data.len() - self.at);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            out[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// A peer that has written more than one call's read budget is read over several calls,
+    /// each but the last saying more is waiting, with every frame delivered once, in order.
+    #[test]
+    fn a_stream_over_the_read_budget_is_read_over_several_calls() {
+        let frames: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| {
+                let mut f = vec![0u8; 1000];
+                f[..4].copy_from_slice(&i.to_le_bytes());
+                f
+            })
+            .collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let data = framed(&refs);
+        let mut flood = Flood {
+            data,
+            at: 0,
+            chunk: READ_CHUNK,
+        };
+        let mut buf = BytesMut::new();
+        let mut got: Vec<u32> = Vec::new();
+        let mut statuses = Vec::new();
+        loop {
+            let outcome = read_frames(&mut flood, &mut buf, 2048, &mut |b| {
+                got.push(u32::from_le_bytes(b[..4].try_into().unwrap()));
+            });
+            statuses.push(outcome);
+            if outcome != ReadOutcome::MoreWaiting {
+                break;
+            }
+        }
+        // 3000 frames of 1004 bytes are 46 chunks of 64 KiB: two full budgets and a rest.
+        assert_eq!(
+            statuses,
+            [
+                ReadOutcome::MoreWaiting,
+                ReadOutcome::MoreWaiting,
+                ReadOutcome::Drained
+            ]
+        );
+        assert!(
+            got.iter().copied().eq(0..3000),
+            "every frame once, in order"
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]
