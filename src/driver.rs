@@ -92,8 +92,8 @@ impl Driver {
             // while reading. A transport that stopped at its budget may still hold such a
             // frame: then gaps wait, for at most one more reorder window.
             let now = Now::system();
-            let (received, backlog) = self.receive();
-            self.timers(now, backlog);
+            let received = self.receive(now.instant);
+            self.timers(now);
             self.metrics.publish(self.endpoint.stats());
             if shutting_down && sent_all {
                 break;
@@ -161,9 +161,9 @@ impl Driver {
         }
     }
 
-    /// Hands what the transports received to the endpoint; returns whether anything came and
-    /// whether a transport stopped at its budget with more perhaps waiting.
-    fn receive(&mut self) -> (bool, bool) {
+    /// Hands what the transports received to the endpoint; returns whether anything came.
+    /// Notes (from `turn`, this turn's clock) whether a transport stopped at its budget.
+    fn receive(&mut self, turn: Instant) -> bool {
         let endpoint = &mut self.endpoint;
         let drop_log = &mut self.drop_log;
         let mut received = false;
@@ -190,7 +190,8 @@ impl Driver {
             }
         }
         self.forward();
-        (received, backlog)
+        self.backlog_since = backlog.then(|| self.backlog_since.unwrap_or(turn));
+        received
     }
 
     /// Hands the endpoint's output to the dispatcher without ever blocking: when its queue
@@ -261,16 +262,12 @@ impl Driver {
         }
     }
 
-    /// Gives up on old gaps and silent peers (unless `backlog` says a late frame may still be
-    /// unread, for at most one reorder window), and sends a heartbeat when one is due.
-    fn timers(&mut self, now: Now, backlog: bool) {
-        let defer = if backlog {
-            let since = *self.backlog_since.get_or_insert(now.instant);
+    /// Gives up on old gaps and silent peers (unless a late frame may still be unread behind
+    /// a receive budget, for at most one reorder window), and sends a heartbeat when one is due.
+    fn timers(&mut self, now: Now) {
+        let defer = self.backlog_since.is_some_and(|since| {
             now.instant.saturating_duration_since(since) < self.endpoint.config().reorder_window
-        } else {
-            self.backlog_since = None;
-            false
-        };
+        });
         if !defer
             && self
                 .endpoint

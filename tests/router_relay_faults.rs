@@ -19,9 +19,9 @@
 //!   inside the window. herald's window is also 256 pending frames deep (a hole is given up
 //!   early past that), so the relay sends a held frame on once 200 frames of its link went
 //!   ahead of it. The relay times each hold from reading the frame to sending it on: on a
-//!   loaded two-core machine its thread has waited for a core long enough (16 ms past the
-//!   plan, in CI) to push a frame past the window, and such a frame is rightly reported
-//!   missed; the test names how many.
+//!   loaded two-core machine its thread can wait for a core long enough to push a frame past
+//!   the window (the test prints how late it released frames), and such a frame is rightly
+//!   reported missed; the test names how many.
 //! - Reordering beyond the window (5 % held 40–80 ms, window 20 ms) and 1 % loss: the audit
 //!   (`util::audit`) holds, a late frame is either delivered in order or covered by exactly
 //!   one `Missed` (and then dropped when it comes), and only frames the relay held back or
@@ -464,10 +464,15 @@ fn reordering_inside_the_window_loses_nothing() {
     // A frame the relay itself held for the whole window (it planned at most 12 ms, but on a
     // loaded machine its thread can wait for a core) is rightly reported missed: it did come
     // too late. The margin covers loopback delivery, microseconds.
-    let too_late = |fate: Option<&Fate>| matches!(fate, Some(Fate::Held { actual: Some(a), .. }) if *a + Duration::from_millis(1) >= WINDOW);
+    let held_past_window = |fate: &Fate| match fate {
+        Fate::Held {
+            actual: Some(a), ..
+        } => Some(*a + Duration::from_millis(1) >= WINDOW),
+        _ => None,
+    };
     let in_time_held = fates
         .values()
-        .filter(|f| matches!(f, Fate::Held { actual: Some(a), .. } if *a + Duration::from_millis(1) < WINDOW))
+        .filter(|f| held_past_window(f) == Some(false))
         .count();
     assert!(
         in_time_held > 0,
@@ -482,7 +487,7 @@ fn reordering_inside_the_window_loses_nothing() {
         };
         for seq in first..=last {
             let fate = fates.get(&(m.node, *to, seq));
-            if too_late(fate) {
+            if fate.and_then(held_past_window) == Some(true) {
                 excused += 1;
             } else {
                 unexplained.push(format!(

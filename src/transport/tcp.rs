@@ -54,17 +54,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// node reads cannot keep the driver from sending and from its timers (1 MiB a turn).
 const READS_PER_RECV: usize = 16;
 
-/// What reading one inbound connection came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadOutcome {
-    /// Read until it would block.
-    Drained,
-    /// Stopped at the read budget with the socket still readable.
-    MoreWaiting,
-    /// Closed, failed, or sent a frame longer than allowed: drop the connection.
-    Closed,
-}
-
 #[derive(Debug)]
 struct Outbound {
     addr: SocketAddr,
@@ -245,16 +234,18 @@ impl TcpTransport {
 }
 
 /// Reads what `stream` has (up to the read budget) into `buf` and hands out each whole frame.
+/// `None` when the connection must close (end of stream, an error, or a length prefix over
+/// `max`).
 fn read_frames(
     stream: &mut impl Read,
     buf: &mut BytesMut,
     max: usize,
     deliver: &mut dyn FnMut(Bytes),
-) -> ReadOutcome {
+) -> Option<RecvStatus> {
     let mut reads = 0;
     loop {
         if reads == READS_PER_RECV {
-            return ReadOutcome::MoreWaiting;
+            return Some(RecvStatus::MoreWaiting);
         }
         reads += 1;
         let start = buf.len();
@@ -263,22 +254,22 @@ fn read_frames(
         let n = match read {
             Ok(0) => {
                 buf.truncate(start);
-                return ReadOutcome::Closed;
+                return None;
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 buf.truncate(start);
-                return ReadOutcome::Drained;
+                return Some(RecvStatus::Drained);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 buf.truncate(start);
                 continue;
             }
-            Err(_) => return ReadOutcome::Closed,
+            Err(_) => return None,
         };
         buf.truncate(start + n);
         if !deframe(buf, max, deliver) {
-            return ReadOutcome::Closed;
+            return None;
         }
     }
 }
@@ -367,10 +358,10 @@ impl Transport for TcpTransport {
         let mut status = RecvStatus::Drained;
         self.inbound.retain_mut(|conn| {
             let outcome = read_frames(&mut conn.stream, &mut conn.buf, max, deliver);
-            if outcome == ReadOutcome::MoreWaiting {
+            if outcome == Some(RecvStatus::MoreWaiting) {
                 status = RecvStatus::MoreWaiting;
             }
-            let keep = outcome != ReadOutcome::Closed;
+            let keep = outcome.is_some();
             if !keep && let Some(r) = registry {
                 let _ = r.deregister(&mut conn.stream);
             }
@@ -446,17 +437,16 @@ mod tests {
         }
     }
 
-    /// A stream that always has `chunk` bytes more of `data` to give (up to its end), then
-    /// would block, like a socket whose peer keeps writing.
+    /// A stream that fills every read from `data` until its end, then would block, like a
+    /// socket whose peer keeps writing.
     struct Flood {
         data: Vec<u8>,
         at: usize,
-        chunk: usize,
     }
 
     impl Read for Flood {
         fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            let n = self.chunk.min(out.len()).min(self.data.len() - self.at);
+            let n = out.len().min(self.data.len() - self.at);
             if n == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -479,11 +469,7 @@ mod tests {
             .collect();
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
         let data = framed(&refs);
-        let mut flood = Flood {
-            data,
-            at: 0,
-            chunk: READ_CHUNK,
-        };
+        let mut flood = Flood { data, at: 0 };
         let mut buf = BytesMut::new();
         let mut got: Vec<u32> = Vec::new();
         let mut statuses = Vec::new();
@@ -492,7 +478,7 @@ mod tests {
                 got.push(u32::from_le_bytes(b[..4].try_into().unwrap()));
             });
             statuses.push(outcome);
-            if outcome != ReadOutcome::MoreWaiting {
+            if outcome != Some(RecvStatus::MoreWaiting) {
                 break;
             }
         }
@@ -500,9 +486,9 @@ mod tests {
         assert_eq!(
             statuses,
             [
-                ReadOutcome::MoreWaiting,
-                ReadOutcome::MoreWaiting,
-                ReadOutcome::Drained
+                Some(RecvStatus::MoreWaiting),
+                Some(RecvStatus::MoreWaiting),
+                Some(RecvStatus::Drained)
             ]
         );
         assert!(

@@ -40,15 +40,6 @@ impl Outcome {
     }
 }
 
-/// Each router raises `n` counters (in small bursts, so the events spread over many frames)
-/// while `disturb` runs on a thread of its own until the raising is done (its flag is then
-/// set); then, after time for heartbeats to reveal lost tails, checks for every sender and
-/// receiver:
-/// - no event delivered twice or out of order;
-/// - no frame covered by two Missed, and no delivered frame covered by one;
-/// - every event not delivered lies in a frame some Missed covers (no silent loss).
-///
-/// Prints the counts and the detection latency under `label`.
 /// Whether each router has delivered, or been told it missed, every data frame each other
 /// router has sent so far.
 fn all_heard_of(routers: &[Router], logs: &[Arc<Mutex<Vec<Seen>>>]) -> bool {
@@ -74,6 +65,15 @@ fn all_heard_of(routers: &[Router], logs: &[Arc<Mutex<Vec<Seen>>>]) -> bool {
     })
 }
 
+/// Each router raises `n` counters (in small bursts, so the events spread over many frames)
+/// while `disturb` runs on a thread of its own until the raising is done (its flag is then
+/// set); then, after time for heartbeats to reveal lost tails, checks for every sender and
+/// receiver:
+/// - no event delivered twice or out of order;
+/// - no frame covered by two Missed, and no delivered frame covered by one;
+/// - every event not delivered lies in a frame some Missed covers (no silent loss).
+///
+/// Prints the counts and the detection latency under `label`.
 pub(crate) fn raise_and_audit(
     routers: &[Router],
     n: u64,
