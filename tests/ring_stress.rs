@@ -142,10 +142,12 @@ fn consume(mut consumer: Consumer, per_producer: u64, total: u64) -> u64 {
                 sum,
                 "producer {producer} seq {seq}: corrupt"
             );
-            // Header tail: kind 1, flags and reserved 0; padding zero.
+            // Header word: payload length, kind 1, flags and reserved 0; padding zero.
             let record_len = (24 + payload.len()).next_multiple_of(8);
             let record = &bytes[offset..offset + record_len];
-            assert_eq!(&record[20..24], &[1, 0, 0, 0]);
+            assert_eq!(&record[..4], &(payload.len() as u32).to_le_bytes());
+            assert_eq!(&record[4..8], &[1, 0, 0, 0]);
+            assert_eq!(&record[8..24], id);
             assert!(record[24 + payload.len()..].iter().all(|&b| b == 0));
             offset += record_len;
             count += 1;

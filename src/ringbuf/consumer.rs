@@ -240,7 +240,7 @@ impl<'a> Iterator for Records<'a> {
         let (record, rest) = self.rest.split_at(len);
         self.rest = rest;
         let mut event = [0u8; 16];
-        event.copy_from_slice(&record[..16]);
+        event.copy_from_slice(&record[8..RECORD_HEADER_LEN]);
         let payload = &record[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len];
         Some((EventId::from_bytes(event), payload))
     }

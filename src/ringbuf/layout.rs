@@ -6,15 +6,71 @@ use crate::wire::{RECORD_ALIGN, RECORD_HEADER_LEN};
 /// The smallest capacity [`super::ring`] accepts: two of the shortest records, rounded up to
 /// a power of two.
 pub(super) const MIN_CAPACITY: usize = 64;
-/// The largest capacity [`super::ring`] accepts. Record lengths are kept in `u32` state words,
-/// and a record is at most half the capacity, so this keeps every length within `u32`.
+/// The largest capacity [`super::ring`] accepts. Lengths are kept in the 32-bit length field of
+/// the header word, and a record is at most half the capacity, so this keeps every length
+/// within `u32`.
 pub(super) const MAX_CAPACITY: usize = 1 << 31;
 
-/// State word bit that marks a padding record (wrap-around filler or an aborted claim).
-///
-/// Record lengths are multiples of [`RECORD_ALIGN`], so the low three bits of a length are
-/// free to carry flags.
-pub(super) const PADDING: u32 = 1;
+/// Record kind of a padding record (wrap-around filler or an aborted claim). Padding never
+/// leaves the ring, and no wire version defines this kind, so a receiver would refuse it.
+pub(super) const PAD_KIND: u8 = 0xff;
+
+/// A record's first 8 bytes read as one little-endian word: payload length in the low 32
+/// bits, kind in the next 8, flags and reserved (always 0 here) above. Nonzero exactly when
+/// the record is committed, because every kind is nonzero. For a padding record the low 32
+/// bits are the whole padding length instead, since padding may be shorter than a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct HeaderWord(pub(super) u64);
+
+impl HeaderWord {
+    /// The word of an event record carrying `payload_len` bytes.
+    #[inline]
+    pub(super) const fn event(payload_len: u32) -> Self {
+        Self(payload_len as u64 | (crate::wire::RECORD_KIND_EVENT as u64) << 32)
+    }
+
+    /// The word of a padding record `len` bytes long.
+    #[inline]
+    pub(super) const fn padding(len: u32) -> Self {
+        Self(len as u64 | (PAD_KIND as u64) << 32)
+    }
+
+    /// The raw word.
+    #[inline]
+    pub(super) const fn get(self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    const fn kind(self) -> u8 {
+        (self.0 >> 32) as u8
+    }
+
+    #[inline]
+    const fn low(self) -> usize {
+        self.0 as u32 as usize
+    }
+
+    /// The length of the committed event record this word starts; `None` for 0 (nothing
+    /// committed here yet) or padding.
+    #[inline]
+    pub(super) fn record_len(self) -> Option<usize> {
+        if self.0 == 0 || self.kind() == PAD_KIND {
+            return None;
+        }
+        debug_assert_eq!(self.kind(), crate::wire::RECORD_KIND_EVENT);
+        crate::wire::record_len(self.low())
+    }
+
+    /// The length of the padding record this word starts; `None` if it is not padding.
+    #[inline]
+    pub(super) fn padding_len(self) -> Option<usize> {
+        (self.kind() == PAD_KIND).then(|| {
+            debug_assert!(self.low() > 0 && self.low().is_multiple_of(RECORD_ALIGN));
+            self.low()
+        })
+    }
+}
 
 /// The checked geometry of one ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,21 +113,11 @@ impl Geometry {
         crate::wire::record_len(payload_len).filter(|&len| len <= self.max_record_len)
     }
 
-    /// The number of 8-byte slots, which is also the number of state words.
+    /// The number of 8-byte slots (under loom, the number of separate header words).
+    #[cfg(any(loom, test))]
     pub(super) const fn slots(&self) -> usize {
         self.capacity / RECORD_ALIGN
     }
-}
-
-/// The 24-byte wire record header for an event record: event id, payload length, kind
-/// [`crate::wire::RECORD_KIND_EVENT`], then zero flags and reserved bytes.
-#[inline]
-pub(super) fn record_header(event: &[u8; 16], payload_len: u32) -> [u8; RECORD_HEADER_LEN] {
-    let mut header = [0u8; RECORD_HEADER_LEN];
-    header[..16].copy_from_slice(event);
-    header[16..20].copy_from_slice(&payload_len.to_le_bytes());
-    header[20] = crate::wire::RECORD_KIND_EVENT;
-    header
 }
 
 /// The payload length written in the record header at the start of `record`.
@@ -80,7 +126,7 @@ pub(super) fn record_header(event: &[u8; 16], payload_len: u32) -> [u8; RECORD_H
 #[inline]
 pub(super) fn header_payload_len(record: &[u8]) -> usize {
     let mut len = [0u8; 4];
-    len.copy_from_slice(&record[16..20]);
+    len.copy_from_slice(&record[..4]);
     u32::from_le_bytes(len) as usize
 }
 
@@ -106,11 +152,19 @@ mod tests {
     }
 
     #[test]
-    fn header_layout() {
-        let h = record_header(&[7; 16], 0x0102_0304);
-        assert_eq!(&h[..16], &[7; 16]);
-        assert_eq!(&h[16..20], &[4, 3, 2, 1]);
-        assert_eq!(&h[20..], &[1, 0, 0, 0]);
-        assert_eq!(header_payload_len(&h), 0x0102_0304);
+    fn header_word_is_the_wire_record_header_start() {
+        let word = HeaderWord::event(0x0102_0304);
+        assert_eq!(word.get().to_le_bytes(), [4, 3, 2, 1, 1, 0, 0, 0]);
+        assert_eq!(header_payload_len(&word.get().to_le_bytes()), 0x0102_0304);
+        assert_eq!(HeaderWord::event(5).record_len(), Some(32));
+        assert_eq!(HeaderWord::event(0).record_len(), Some(24));
+        assert_eq!(HeaderWord::event(5).padding_len(), None);
+        // An empty payload still makes a nonzero word: the kind is never 0.
+        assert_ne!(HeaderWord::event(0).get(), 0);
+        assert_eq!(HeaderWord(0).record_len(), None);
+        assert_eq!(HeaderWord(0).padding_len(), None);
+        let pad = HeaderWord::padding(16);
+        assert_eq!(pad.record_len(), None);
+        assert_eq!(pad.padding_len(), Some(16));
     }
 }

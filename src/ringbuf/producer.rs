@@ -24,9 +24,10 @@ impl Producer {
 
     /// Claims space for one event record with a payload of `payload_len` bytes.
     ///
-    /// The ring writes the record header (event id, payload length, kind "event", zero flags)
-    /// and zeroes the padding; fill in the payload with [`Claim::payload_mut`], then
-    /// [`Claim::commit`]. Dropping the claim instead aborts it.
+    /// The ring writes the record header (payload length, kind "event", zero flags, event id;
+    /// the length and kind only at commit) and the payload and padding start out zero; fill
+    /// in the payload with [`Claim::payload_mut`], then [`Claim::commit`]. Dropping the claim
+    /// instead aborts it.
     ///
     /// Until the claim is committed or dropped, the consumer cannot read past it: keep it
     /// for as short a time as possible (see [`super::Consumer::stall`]).
@@ -124,8 +125,8 @@ pub struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    /// The payload, `payload_len` bytes (zero-filled only if the space is new; write all of
-    /// it).
+    /// The payload, `payload_len` bytes, zero until written (the consumer zeroes all space
+    /// it hands back, so nothing of an earlier record shows through).
     ///
     /// ```
     /// # use herald::{EventId, ringbuf::ring};

@@ -2,27 +2,41 @@
 //! that makes sharing it between threads sound. This is the only module of the crate allowed
 //! to use `unsafe`; everything it exports is safe to call.
 //!
+//! # The header word
+//!
+//! A record's first 8 bytes, its payload length and kind (see [`crate::wire::RecordHeader`]),
+//! are its **header word**. Only atomic 8-byte accesses touch it while the record is live: the
+//! producer stores it last, with `Release`, and that store commits the record; the consumer
+//! loads it with `Acquire`, and a nonzero word means the record is complete. The commit flag
+//! therefore travels in the cache line that carries the record itself, instead of in a
+//! separate array of state words whose lines would cross between cores as well. A padding
+//! record (the rest of a lap, or an aborted claim) has a header word of kind [`PAD_KIND`] whose
+//! low 32 bits are its whole length; it never reaches the wire.
+//!
 //! # Ownership of a byte range
 //!
-//! Every 8-byte slot of the storage is, at any moment, in one of four states, and the
-//! `unsafe` blocks below rely only on these transitions:
+//! Every byte of the storage is, at any moment, in one of five states, and the `unsafe`
+//! blocks below rely only on these transitions:
 //!
-//! 1. **free**: position `>= tail` (or `< head` in the previous lap); its state word is 0.
-//!    Nobody reads or writes its bytes.
+//! 1. **free**: position `>= tail` (or `< published` in the previous lap). Its value is 0
+//!    (invariant **Z**) and nobody writes it.
 //! 2. **claimed**: inside `[start, start + len)` of a record whose producer won the tail CAS.
-//!    That producer, through its [`RawClaim`], is the only thread that touches these bytes.
-//!    The record's state word is still 0, so the consumer stops before it.
-//! 3. **committed**: the producer stored the record length (or `len | PADDING` for an abort)
-//!    into the record's state word with `Release`, and gave up its access. From here only
-//!    the consumer reads the bytes, after loading the word with `Acquire`.
-//! 4. **released**: the consumer zeroed the state word and stored a head past the record with
-//!    `Release`. A producer may claim the slot again only once it has loaded that head (or a
-//!    later one) with `Acquire`, directly or through `head_cache`; so the consumer's reads
-//!    happen before the next lap's writes.
+//!    That producer, through its [`RawClaim`], is the only thread that writes these bytes,
+//!    and never the header word except by the committing atomic store. The header word is
+//!    still 0, so the consumer, which may load it at any time, stops before the record.
+//! 3. **committed**: the producer stored the header word with `Release` and gave up its
+//!    access. From here only the consumer reads the bytes, after loading the word with
+//!    `Acquire`.
+//! 4. **consumed**: the consumer has passed the record (its private `head`), but has not yet
+//!    handed the space back.
+//! 5. **released**: the consumer zeroed the consumed bytes and then stored a `head` past them
+//!    with `Release`. A producer may claim them again only once it has loaded that head (or a
+//!    later one) with `Acquire`, directly or through `head_cache`; so the consumer's reads and
+//!    zeroing happen before the next lap's writes, and the space is free (and 0) again.
 //!
-//! Invariant **Z** (zero state): a state word is nonzero only at the first slot of a record
-//! that is committed and not yet released. The consumer therefore never mistakes a stale or
-//! middle slot for a record, and a free range always has zero state words.
+//! Because free space is all zeros, whatever position the consumer looks at next holds either
+//! 0 (free, or claimed and not committed) or the header word of a committed record; never a
+//! stale byte of an earlier lap that could pass for one.
 
 #![allow(unsafe_code)]
 
@@ -31,10 +45,13 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use super::ClaimError;
-use super::layout::{Geometry, PADDING, record_header};
+use super::layout::{Geometry, HeaderWord};
 use crate::sync::Arc;
-use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::wire::{RECORD_ALIGN, RECORD_HEADER_LEN};
+
+/// Where the event id sits in a record: right after the header word.
+const EVENT_OFFSET: usize = 8;
 
 /// The storage and the positions shared by all producers and the consumer.
 pub(super) struct Shared {
@@ -51,11 +68,12 @@ pub(super) struct Shared {
     /// consumed at its next read that finds nothing (see [`Cursor::read`]). A hint: no data
     /// passes through it, space passes through `head`.
     wanted: CachePadded<AtomicBool>,
-    /// One word per 8-byte slot: 0, or at the first slot of a committed record its length in
-    /// bytes, with [`PADDING`] set for a padding record. See invariant Z.
-    states: Box<[AtomicU32]>,
-    /// The record bytes, exactly as they go on the wire.
+    /// The record bytes, exactly as they go on the wire (padding records aside).
     bytes: Storage,
+    /// Under loom, the header words live here, one per 8-byte slot, since loom cannot lay an
+    /// atomic over plain bytes. The protocol is the same: they are zeroed with the bytes.
+    #[cfg(loom)]
+    words: Box<[AtomicU64]>,
     /// Shadow cells, one per slot, so that loom checks every access to the bytes.
     #[cfg(loom)]
     shadow: Shadow,
@@ -82,11 +100,33 @@ impl Shared {
         self.geometry.capacity as u64 - 1
     }
 
+    /// The header word of a record that starts at `position`.
     #[inline]
-    fn state(&self, position: u64) -> &AtomicU32 {
-        let index = (position & self.mask()) as usize;
-        debug_assert_eq!(index % RECORD_ALIGN, 0, "records start on 8-byte slots");
-        &self.states[index / RECORD_ALIGN]
+    fn word(&self, position: u64) -> &AtomicU64 {
+        self.word_at((position & self.mask()) as usize)
+    }
+
+    #[inline]
+    fn word_at(&self, index: usize) -> &AtomicU64 {
+        assert!(
+            index.is_multiple_of(RECORD_ALIGN) && index < self.geometry.capacity,
+            "records start on 8-byte slots inside the ring"
+        );
+        #[cfg(not(loom))]
+        {
+            // SAFETY: in bounds and on an 8-byte slot (asserted above). Every access to a
+            // header word while its record is live is atomic and 8 bytes wide: producers
+            // store it only through this reference, the consumer loads it only through this
+            // reference, and the plain accesses (the consumer reading a committed run, and
+            // zeroing released space) are ordered after the last atomic store to the word by
+            // the Acquire load that found it committed, and before the next one by `head`
+            // (module doc, states 3 to 5).
+            unsafe { self.bytes.word(index) }
+        }
+        #[cfg(loom)]
+        {
+            &self.words[index / RECORD_ALIGN]
+        }
     }
 
     /// Claims space for a record carrying `payload_len` bytes and writes its header.
@@ -156,8 +196,8 @@ impl Shared {
         if padding != 0 {
             // The padding record is ours and holds nothing: publish it at once. Release, as
             // for any commit, so the consumer's Acquire orders it after the claim.
-            let word = padding as u32 | PADDING;
-            self.state(start).store(word, Ordering::Release);
+            let word = HeaderWord::padding(padding as u32).get();
+            self.word(start).store(word, Ordering::Release);
             start += padding;
         }
         let index = (start & self.mask()) as usize;
@@ -165,7 +205,7 @@ impl Shared {
             index + len <= self.geometry.capacity,
             "a record never wraps"
         );
-        debug_assert_eq!(self.state(start).load(Ordering::Relaxed), 0, "invariant Z");
+        debug_assert_eq!(self.word(start).load(Ordering::Relaxed), 0, "invariant Z");
 
         let mut claim = RawClaim {
             shared: self,
@@ -176,12 +216,9 @@ impl Shared {
             #[cfg(loom)]
             _access: self.shadow.write(index, len),
         };
-        let header = record_header(event, payload_len as u32);
-        let bytes = claim.record_mut();
-        // Zero the last 8-byte word first: it holds the padding after the payload, which
-        // must be zero on the wire, and the caller only ever writes the payload.
-        bytes[len - RECORD_ALIGN..].fill(0);
-        bytes[..RECORD_HEADER_LEN].copy_from_slice(&header);
+        // Only the event id: the space is zero (invariant Z), so the padding after the payload
+        // already is, and the header word is stored at commit.
+        claim.event_mut().copy_from_slice(event);
         Ok(claim)
     }
 
@@ -218,8 +255,9 @@ pub(super) fn new(geometry: Geometry) -> (Arc<Shared>, Cursor) {
         head_cache: CachePadded::new(AtomicU64::new(0)),
         head: CachePadded::new(AtomicU64::new(0)),
         wanted: CachePadded::new(AtomicBool::new(false)),
-        states: (0..geometry.slots()).map(|_| AtomicU32::new(0)).collect(),
         bytes: Storage::new(geometry.capacity),
+        #[cfg(loom)]
+        words: (0..geometry.slots()).map(|_| AtomicU64::new(0)).collect(),
         #[cfg(loom)]
         shadow: Shadow::new(geometry.slots()),
         geometry,
@@ -254,43 +292,65 @@ impl RawClaim<'_> {
         self.payload_len
     }
 
-    /// The whole record: header, payload and padding.
+    /// `len` bytes of the claim from `offset`, never the header word.
     #[inline]
-    fn record_mut(&mut self) -> &mut [u8] {
+    fn bytes_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        debug_assert!(offset >= EVENT_OFFSET && offset + len <= self.len);
         debug_assert!(self.index + self.len <= self.shared.geometry.capacity);
-        // SAFETY: [index, index + len) lies inside the storage (asserted above: a record
-        // never wraps) and this claim owns it exclusively until it is published: the tail CAS
-        // gave it to no other producer, and its state word is 0 so the consumer stops before
-        // it. The borrow of `self` is unique, so at most one such slice exists at a time.
-        unsafe { self.shared.bytes.slice_mut(self.index, self.len) }
+        // SAFETY: [index + offset, index + offset + len) lies inside the record (asserted
+        // above), which lies inside the storage (a record never wraps). This claim owns those
+        // bytes exclusively until it is published: the tail CAS gave them to no other
+        // producer, and the header word is still 0 so the consumer stops before the record.
+        // The range leaves out the header word, which the consumer may load at any time. The
+        // borrow of `self` is unique, so at most one such slice exists at a time.
+        unsafe { self.shared.bytes.slice_mut(self.index + offset, len) }
     }
 
-    /// The payload bytes, for the caller to fill in.
+    /// The event id in the record header.
+    #[inline]
+    fn event_mut(&mut self) -> &mut [u8] {
+        self.bytes_mut(EVENT_OFFSET, RECORD_HEADER_LEN - EVENT_OFFSET)
+    }
+
+    /// The payload bytes, for the caller to fill in. They start out zero.
     #[inline]
     pub(super) fn payload_mut(&mut self) -> &mut [u8] {
-        let payload_len = self.payload_len;
-        &mut self.record_mut()[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len]
+        self.bytes_mut(RECORD_HEADER_LEN, self.payload_len)
     }
 
     /// Publishes the record for the consumer.
     #[inline]
     pub(super) fn commit(mut self) {
-        self.publish(self.len as u32);
+        let word = HeaderWord::event(self.payload_len as u32);
+        self.publish(word);
     }
 
-    /// Gives up access and stores the record's state word.
+    /// Gives up access and stores the record's header word.
     #[inline]
-    fn publish(&mut self, word: u32) {
+    fn publish(&mut self, word: HeaderWord) {
         debug_assert!(!self.published);
         self.published = true;
-        // End the loom access before the consumer can begin its own.
         #[cfg(loom)]
-        self._access.clear();
-        let state = &self.shared.states[self.index / RECORD_ALIGN];
-        debug_assert_eq!(state.load(Ordering::Relaxed), 0, "invariant Z");
-        // Release: the header and payload writes happen before the consumer's Acquire load
+        {
+            // Under loom the word lives apart; put its bytes in place too, so the run the
+            // consumer reads is the same as without loom.
+            self.bytes_mut_with_word()[..EVENT_OFFSET].copy_from_slice(&word.get().to_le_bytes());
+            // End the loom access before the consumer can begin its own.
+            self._access.clear();
+        }
+        let header = self.shared.word_at(self.index);
+        debug_assert_eq!(header.load(Ordering::Relaxed), 0, "invariant Z");
+        // Release: the event id and payload writes happen before the consumer's Acquire load
         // of this word, after which it reads them.
-        state.store(word, Ordering::Release);
+        header.store(word.get(), Ordering::Release);
+    }
+
+    /// Under loom only, the header word's bytes in the storage (see `publish`).
+    #[cfg(loom)]
+    fn bytes_mut_with_word(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes_mut`; under loom the consumer loads the word from `words`,
+        // never from these bytes, so the claim owns them as well until it publishes.
+        unsafe { self.shared.bytes.slice_mut(self.index, EVENT_OFFSET) }
     }
 }
 
@@ -299,7 +359,7 @@ impl Drop for RawClaim<'_> {
     #[inline]
     fn drop(&mut self) {
         if !self.published {
-            self.publish(self.len as u32 | PADDING);
+            self.publish(HeaderWord::padding(self.len as u32));
         }
     }
 }
@@ -310,8 +370,8 @@ pub(super) struct Cursor {
     /// Position of the first byte not yet consumed. `shared.head` trails it: consumed space
     /// is handed back to producers in batches (see [`Cursor::publish`]).
     head: u64,
-    /// The last value stored into `shared.head`. Between it and `head`, the state words are
-    /// still those of the consumed records (invariant Z holds again once they are published).
+    /// The last value stored into `shared.head`. Between it and `head` lie consumed records,
+    /// not yet zeroed (invariant Z holds again once they are published).
     published: u64,
     /// The position at which `stall_polls` consecutive reads found a claimed record that
     /// was not committed.
@@ -348,17 +408,17 @@ impl Cursor {
             }
             if end - self.published >= self.shared.geometry.capacity as u64 {
                 // Producers cannot have claimed this far yet (they stop a lap past the
-                // published head), and the slot's word may still be a consumed record's of
+                // published head), and the bytes there may still be a consumed record's of
                 // the previous lap, not yet zeroed.
                 break;
             }
             // Acquire: pairs with the producer's Release in `publish`; the record's bytes
             // are complete once we see a nonzero word.
-            let word = self.shared.state(end).load(Ordering::Acquire);
-            if word == 0 || word & PADDING != 0 {
-                break;
-            }
-            let len = u64::from(word);
+            let word = HeaderWord(self.shared.word(end).load(Ordering::Acquire));
+            let Some(len) = word.record_len() else {
+                break; // not committed yet, or padding (skipped at the next read)
+            };
+            let len = len as u64;
             if end - start + len > max_bytes as u64 {
                 break;
             }
@@ -367,10 +427,10 @@ impl Cursor {
         }
         if count == 0 {
             // Nothing to read. If a producer found the ring full, hand back everything
-            // consumed so it can go on. Not otherwise: the state words of the records just
-            // consumed share cache lines with the ones producers are committing into now,
-            // and zeroing them on every empty read (the consumer is often ahead of the
-            // producers) made those lines bounce between cores on every record.
+            // consumed so it can go on. Not otherwise: the last record just consumed shares a
+            // cache line with the one a producer is writing now, and zeroing it on every
+            // empty read (the consumer is often ahead of the producers) would make that line
+            // bounce between cores on every record.
             // Relaxed: a hint; a producer that sets it after this load retries, finds the
             // ring full again and sets it again, and the next empty read sees it.
             if self.shared.wanted.load(Ordering::Relaxed) {
@@ -398,12 +458,12 @@ impl Cursor {
     fn skip_padding(&mut self) {
         loop {
             // Acquire: pairs with the Release store of the padding word.
-            let word = self.shared.state(self.head).load(Ordering::Acquire);
-            if word & PADDING == 0 {
+            let word = HeaderWord(self.shared.word(self.head).load(Ordering::Acquire));
+            let Some(len) = word.padding_len() else {
                 return;
-            }
-            let len = u64::from(word & !PADDING);
-            debug_assert!(len > 0 && len % RECORD_ALIGN as u64 == 0);
+            };
+            let len = len as u64;
+            debug_assert!(len > 0 && len.is_multiple_of(RECORD_ALIGN as u64));
             self.head += len;
             self.publish_if_due();
         }
@@ -411,9 +471,9 @@ impl Cursor {
 
     /// Publishes once an eighth of the ring is consumed and unpublished. Called after every
     /// advance of `head`, each by at most half the ring, so `head - published` stays below
-    /// the capacity: the state word at `head` then belongs to this lap or was zeroed by an
-    /// earlier publish, never to a consumed record of the previous lap (invariant Z as the
-    /// consumer sees it).
+    /// the capacity: the bytes at `head` then belong to this lap or were zeroed by an earlier
+    /// publish, never to a consumed record of the previous lap (invariant Z as the consumer
+    /// sees it).
     #[inline]
     fn publish_if_due(&mut self) {
         if self.head - self.published >= self.shared.publish_batch() {
@@ -421,38 +481,50 @@ impl Cursor {
         }
     }
 
-    /// Hands consumed space back to producers: zeroes the state words of every record
-    /// consumed since the last publish, then stores `head`.
+    /// Hands consumed space back to producers: zeroes every byte consumed since the last
+    /// publish, then stores `head`.
     ///
     /// Doing this in batches (an eighth of the ring; at a read that finds nothing once a
     /// producer found the ring full; or when the consumer says it goes idle) keeps the
-    /// consumer's writes away from the state words producers are committing into right now:
-    /// released slots are not written again before the next lap.
+    /// consumer's writes away from the lines producers are committing into right now, and
+    /// makes the zeroing one long `memset` over lines the consumer has just read.
     pub(super) fn publish(&mut self) {
-        let mut position = self.published;
-        while position < self.head {
-            let state = self.shared.state(position);
-            // Relaxed: the consumer loaded this word with Acquire when it consumed the record;
-            // it only reads its own earlier observation here.
-            let len = u64::from(state.load(Ordering::Relaxed) & !PADDING);
-            debug_assert!(
-                len > 0 && len % RECORD_ALIGN as u64 == 0,
-                "a consumed record"
-            );
-            if len == 0 {
-                break; // unreachable: consumed records have nonzero words
-            }
-            // Relaxed: ordered before the Release store of `head` below (invariant Z).
-            state.store(0, Ordering::Relaxed);
-            position += len;
+        if self.published == self.head {
+            return;
         }
-        debug_assert_eq!(position, self.head);
-        if self.published != self.head {
-            self.published = self.head;
-            // Release: our reads of the consumed records and the zeroed state words happen
-            // before any producer's writes into this space (it loads `head` with Acquire).
-            self.shared.head.store(self.head, Ordering::Release);
+        let capacity = self.shared.geometry.capacity;
+        let from = (self.published & self.shared.mask()) as usize;
+        let len = (self.head - self.published) as usize;
+        debug_assert!(len <= capacity);
+        let first = len.min(capacity - from);
+        self.zero(from, first);
+        self.zero(0, len - first);
+        self.published = self.head;
+        // Release: our reads of the consumed records and the zeroing happen before any
+        // producer's writes into this space (it loads `head` with Acquire).
+        self.shared.head.store(self.head, Ordering::Release);
+    }
+
+    /// Zeroes `[index, index + len)`, consumed space the consumer has not handed back.
+    #[inline]
+    fn zero(&mut self, index: usize, len: usize) {
+        if len == 0 {
+            return;
         }
+        assert!(index + len <= self.shared.geometry.capacity);
+        #[cfg(loom)]
+        let _access = self.shared.shadow.write(index, len);
+        #[cfg(loom)]
+        for word in &self.shared.words[index / RECORD_ALIGN..(index + len) / RECORD_ALIGN] {
+            // Relaxed: ordered before the Release store of `head` in `publish`.
+            word.store(0, Ordering::Relaxed);
+        }
+        // SAFETY: in bounds (asserted). The range is consumed and not yet handed back: every
+        // producer that wrote it has published (the consumer read its header word with
+        // Acquire), no producer can claim it before `publish` stores a `head` past it, and
+        // the consumer's own run borrows ended with `release`. So nothing else accesses
+        // these bytes, atomically or not.
+        unsafe { self.shared.bytes.slice_mut(index, len) }.fill(0);
     }
 
     /// Counts consecutive reads that found nothing at the head. It does not look at `tail`:
@@ -503,10 +575,11 @@ impl RawRun<'_> {
     pub(super) fn bytes(&self) -> &[u8] {
         debug_assert!(self.index + self.len <= self.cursor.shared.geometry.capacity);
         // SAFETY: [index, index + len) is inside the storage (asserted: a run never wraps)
-        // and holds committed records: `read` loaded each state word with Acquire and saw a
-        // length, so their producers finished writing and gave up access. No producer can
-        // claim them again before `head` passes them, which only `release` does, and it
-        // consumes the run; the slice borrows the run, so it cannot outlive that.
+        // and holds committed records: `read` loaded each header word with Acquire and saw a
+        // length, so their producers finished writing (the word last) and gave up access.
+        // No producer can claim them again before `head` passes them, which only `release`
+        // does, and it consumes the run; the slice borrows the run, so it cannot outlive
+        // that. The consumer zeroes them only in `publish`, after the run is released.
         unsafe { self.cursor.shared.bytes.slice(self.index, self.len) }
     }
 
@@ -579,6 +652,26 @@ impl Storage {
         debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
         // SAFETY: in bounds of the block (caller), exclusive access (caller).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) }
+    }
+}
+
+impl Storage {
+    /// The 8 bytes at `offset` as an atomic word.
+    ///
+    /// # Safety
+    ///
+    /// `offset` is a multiple of 8 and `offset + 8 <= self.len`, and while the reference is
+    /// used, no other thread accesses these bytes other than through such a reference, unless
+    /// ordered with this use by a happens-before edge (the memory model's rule for
+    /// [`AtomicU64::from_ptr`]).
+    #[cfg(not(loom))]
+    #[inline]
+    unsafe fn word(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= self.len);
+        // SAFETY: in bounds (caller), 8-aligned since the block is a `[u64]` and `offset` a
+        // multiple of 8 (caller), valid for the lifetime of `&self` (the block lives as long
+        // as `self`), and accessed only atomically while shared (caller).
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast::<u64>()) }
     }
 }
 

@@ -29,9 +29,9 @@ fn smoke() {
     producer.push(&id(7), b"hello").unwrap();
     let run = consumer.read(1024).unwrap();
     assert_eq!(run.record_count(), 1);
-    let mut expected = vec![7u8; 16];
-    expected.extend_from_slice(&5u32.to_le_bytes());
+    let mut expected = 5u32.to_le_bytes().to_vec();
     expected.extend_from_slice(&[1, 0, 0, 0]);
+    expected.extend_from_slice(&[7u8; 16]);
     expected.extend_from_slice(b"hello\0\0\0");
     assert_eq!(run.bytes(), &expected[..]);
     run.release();
@@ -112,7 +112,7 @@ fn wrap_around_pads_and_splits_runs() {
     assert_eq!(consumer.claimed_bytes(), 8 + 80);
     let run = consumer.read(128).unwrap();
     assert_eq!(run.record_count(), 2);
-    assert_eq!(run.bytes()[..16], [3; 16]);
+    assert_eq!(run.bytes()[8..24], [3; 16]);
     run.release();
     // A run never crosses the end: records at 80..120 and 0..40.
     producer.push(&id(5), &[5; 16]).unwrap();
@@ -201,6 +201,30 @@ fn padding_bytes_are_zero_over_dirty_space() {
             assert!(bytes[24 + len..].iter().all(|&b| b == 0), "len {len}");
             run.release();
         }
+    }
+}
+
+#[test]
+fn a_claim_starts_zeroed_over_space_an_aborted_claim_dirtied() {
+    // 64 bytes: every lap reuses the same two 32-byte slots.
+    let (producer, mut consumer) = ring(64, 32).unwrap();
+    for round in 0..16u8 {
+        let mut dirty = producer.claim(&id(0xdd), 8).unwrap();
+        dirty.payload_mut().fill(0xdd);
+        dirty.abort();
+        producer.push(&id(round), &[0xee; 8]).unwrap();
+        assert_eq!(drain(&mut consumer), vec![(round, vec![0xee; 8])]);
+        consumer.hand_back();
+        for _ in 0..2 {
+            let mut claim = producer.claim(&id(1), 8).unwrap();
+            assert_eq!(claim.payload_mut(), &[0; 8], "round {round}: stale bytes");
+            claim.commit();
+        }
+        let run = consumer.read(64).unwrap();
+        assert!(run.bytes()[24..32].iter().all(|&b| b == 0));
+        run.release();
+        drain(&mut consumer);
+        consumer.hand_back();
     }
 }
 

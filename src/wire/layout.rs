@@ -31,14 +31,18 @@ pub struct FrameHeader {
 }
 
 /// The record header: the first 24 bytes of every record.
+///
+/// Length and kind come first, in the record's first 8-byte word: in the multi-producer ring
+/// (`crate::ringbuf`) that word is also the record's commit flag, nonzero once the record is
+/// complete, so no separate state has to travel between cores with each record.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct RecordHeader {
-    pub(super) event: [u8; 16],
     pub(super) payload_len: U32,
     pub(super) kind: u8,
     pub(super) flags: u8,
     pub(super) reserved: U16,
+    pub(super) event: [u8; 16],
 }
 
 const _: () = assert!(size_of::<FrameHeader>() == 64);

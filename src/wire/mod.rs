@@ -9,7 +9,7 @@
 //!  <------------ signed: HMAC-SHA256(key[key_id], …) ---------->
 //! ```
 //!
-//! A record is a 24-byte [`RecordHeader`] (event id, payload length, kind), the payload, and
+//! A record is a 24-byte [`RecordHeader`] (payload length, kind, event id), the payload, and
 //! zero bytes up to the next multiple of 8. All integers are little-endian. The byte-exact
 //! tables, the versioning rule and an example frame are in `docs/wire-format.md`.
 //!
@@ -34,7 +34,7 @@ pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords
 pub use writer::FrameWriter;
 
 /// The wire format version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 64;
 /// Length of the HMAC-SHA256 tag that ends every frame.
@@ -50,7 +50,7 @@ pub const RECORD_ALIGN: usize = 8;
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// The default maximum frame length for UDP: a 1500-byte MTU less IPv4 and UDP headers.
 pub const DEFAULT_UDP_FRAME_LEN: usize = 1472;
-/// Record kind of an event record, the only kind version 1 defines.
+/// Record kind of an event record, the only kind version 2 defines.
 pub const RECORD_KIND_EVENT: u8 = 1;
 
 /// Length of the record that carries a payload of `payload_len` bytes: header, payload and

@@ -146,8 +146,10 @@ fn refuses_bad_magic() {
 #[test]
 fn refuses_unsupported_version() {
     let mut f = sample();
-    edit_header(&mut f, |h| h.version = 2);
-    assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(2));
+    edit_header(&mut f, |h| h.version = 1);
+    assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(1));
+    edit_header(&mut f, |h| h.version = 3);
+    assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(3));
     edit_header(&mut f, |h| h.version = 0);
     assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(0));
 }
