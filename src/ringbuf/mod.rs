@@ -8,15 +8,16 @@
 //! straddle the end of the storage is preceded by a padding record that fills the lap, and an
 //! aborted claim becomes padding too.
 //!
-//! Two things differ from Agrona, both because the ring's bytes are the wire format:
+//! What differs from Agrona comes from the ring's bytes being the wire format:
 //!
 //! - The records are wire records (a 24-byte header, the payload, zero padding to 8 bytes, see
 //!   `docs/wire-format.md`), so a [`Run`] of them is copied into a frame body as it is, and a
 //!   payload is copied once between the caller and the socket. Padding records are never
 //!   handed out: a run stops before one, and the next read releases it.
-//! - The commit state is not in the record: it lives in a side array of atomic words, one per
-//!   8-byte slot, nonzero only at the first slot of a committed record. The consumer zeroes
-//!   those words, not the bytes; producers zero their own record's padding.
+//! - There is no ring header: the commit flag is the wire header's first 8 bytes (payload
+//!   length and kind), stored last and atomically. Padding records use a kind no wire version
+//!   defines. The consumer zeroes all the space it hands back, so a claimed record starts out
+//!   zero and its padding needs no writing.
 //!
 //! `docs/architecture.md` ("The ring buffer") explains the choices and the memory orderings;
 //! the `raw` module holds the protocol and the only `unsafe` code of the crate.
