@@ -331,12 +331,6 @@ impl Registry {
         n
     }
 
-    /// Whether anyone listens to `event` (so a raise can skip building a delivery).
-    pub(crate) fn has_listeners(&self, event: &EventId) -> bool {
-        let t = self.tables.load();
-        !t.all.is_empty() || t.by_event.contains_key(event)
-    }
-
     pub(crate) fn dispatch_missed(&self, missed: &Missed) -> usize {
         let t = self.tables.load();
         for (_, sink) in &t.missed {
