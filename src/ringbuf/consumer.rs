@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-use super::layout::header_payload_len;
+use zerocopy::FromBytes;
+
 use super::raw::{Cursor, RawRun};
 use crate::EventId;
-use crate::wire::RECORD_HEADER_LEN;
+use crate::wire::{RECORD_HEADER_LEN, RecordHeader, record_len};
 
 /// The one reader of the ring. `Send`, not `Clone`: there is exactly one per ring.
 pub struct Consumer {
@@ -235,13 +236,12 @@ impl<'a> Iterator for Records<'a> {
             return None;
         }
         // The ring wrote these headers itself, so the lengths are in bounds.
-        let payload_len = header_payload_len(self.rest);
-        let len = crate::wire::record_len(payload_len)?;
-        let (record, rest) = self.rest.split_at(len);
+        let (header, _) = RecordHeader::ref_from_prefix(self.rest).ok()?;
+        let payload_len = header.payload_len();
+        let event = header.event();
+        let (record, rest) = self.rest.split_at(record_len(payload_len)?);
         self.rest = rest;
-        let mut event = [0u8; 16];
-        event.copy_from_slice(&record[8..RECORD_HEADER_LEN]);
         let payload = &record[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len];
-        Some((EventId::from_bytes(event), payload))
+        Some((event, payload))
     }
 }

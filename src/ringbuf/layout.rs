@@ -120,19 +120,10 @@ impl Geometry {
     }
 }
 
-/// The payload length written in the record header at the start of `record`.
-///
-/// Only for records the ring wrote itself; bytes from elsewhere go through `wire`'s parser.
-#[inline]
-pub(super) fn header_payload_len(record: &[u8]) -> usize {
-    let mut len = [0u8; 4];
-    len.copy_from_slice(&record[..4]);
-    u32::from_le_bytes(len) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zerocopy::FromBytes;
 
     #[test]
     fn geometry_checks_sizes() {
@@ -155,7 +146,10 @@ mod tests {
     fn header_word_is_the_wire_record_header_start() {
         let word = HeaderWord::event(0x0102_0304);
         assert_eq!(word.get().to_le_bytes(), [4, 3, 2, 1, 1, 0, 0, 0]);
-        assert_eq!(header_payload_len(&word.get().to_le_bytes()), 0x0102_0304);
+        let mut record = [0u8; RECORD_HEADER_LEN];
+        record[..8].copy_from_slice(&word.get().to_le_bytes());
+        let (header, _) = crate::wire::RecordHeader::ref_from_prefix(&record[..]).unwrap();
+        assert_eq!(header.payload_len(), 0x0102_0304);
         assert_eq!(HeaderWord::event(5).record_len(), Some(32));
         assert_eq!(HeaderWord::event(0).record_len(), Some(24));
         assert_eq!(HeaderWord::event(5).padding_len(), None);

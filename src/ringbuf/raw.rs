@@ -48,10 +48,7 @@ use super::ClaimError;
 use super::layout::{Geometry, HeaderWord};
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::wire::{RECORD_ALIGN, RECORD_HEADER_LEN};
-
-/// Where the event id sits in a record: right after the header word.
-const EVENT_OFFSET: usize = 8;
+use crate::wire::{RECORD_ALIGN, RECORD_EVENT_OFFSET as EVENT_OFFSET, RECORD_HEADER_LEN};
 
 /// The storage and the positions shared by all producers and the consumer.
 pub(super) struct Shared {

@@ -45,6 +45,24 @@ pub struct RecordHeader {
     pub(super) event: [u8; 16],
 }
 
+impl RecordHeader {
+    /// The payload length the header states (not checked against anything).
+    #[inline]
+    pub(crate) fn payload_len(&self) -> usize {
+        self.payload_len.get() as usize
+    }
+
+    /// The event id.
+    #[inline]
+    pub(crate) fn event(&self) -> crate::EventId {
+        crate::EventId::from_bytes(self.event)
+    }
+}
+
+/// Where the event id starts in a record: after the first 8 bytes (payload length, kind,
+/// flags, reserved), which the ring stores last as the record's commit flag.
+pub(crate) const RECORD_EVENT_OFFSET: usize = core::mem::offset_of!(RecordHeader, event);
+
 const _: () = assert!(size_of::<FrameHeader>() == 64);
 const _: () = assert!(size_of::<RecordHeader>() == 24);
 const _: () = assert!(align_of::<FrameHeader>() == 1 && align_of::<RecordHeader>() == 1);

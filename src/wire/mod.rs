@@ -29,6 +29,7 @@ mod writer;
 
 use std::fmt;
 
+pub(crate) use layout::RECORD_EVENT_OFFSET;
 pub use layout::{FrameHeader, MAGIC, RecordHeader};
 pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords};
 pub use writer::FrameWriter;
