@@ -35,14 +35,13 @@ const MAX_RECORD: usize = 1472 - 96;
 const EVENT: usize = 64;
 /// Channel slots holding as many bytes as the ring.
 const CHANNEL_SLOTS: usize = RING_BYTES / EVENT;
-/// How long a consumer that found its queue empty waits before it looks again: about what
-/// waking the driver from epoll costs on these machines.
+/// How long a consumer that found its queue empty waits before it looks again, standing in for
+/// the driver's sleep in epoll until a raise wakes it.
 const IDLE: Duration = Duration::from_micros(10);
 
 /// Waits [`IDLE`] without touching the queue. It spins rather than yields: with four
 /// producers on two cores, a consumer that yields loses its core for a whole time slice while
-/// the ring fills, and the producers then spin on a full ring (measured side by side with
-/// `mpsc/herald/4`: about 3 times slower).
+/// the ring fills, and the producers then spin on a full ring.
 fn idle() {
     let start = Instant::now();
     while start.elapsed() < IDLE {

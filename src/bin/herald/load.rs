@@ -25,10 +25,8 @@ pub(crate) fn mono_ns() -> u64 {
 }
 
 /// Flat out, one event in this many carries its send time and the others carry 0, and the
-/// generator looks at the clock only that often: a clock read costs about as much as a raise
-/// here (`clock_gettime` took a fifth of a flat-out run's samples when every event was
-/// stamped), and the load should measure herald, not the clock. At a set rate every event is
-/// stamped.
+/// generator looks at the clock only that often: a clock read costs about as much as a raise,
+/// and the load should measure herald, not the clock. At a set rate every event is stamped.
 pub(crate) const SAMPLE_EVERY: u64 = 64;
 
 /// What to raise: payload size, producer threads, how long, how fast.
