@@ -54,6 +54,9 @@ pub struct Config {
     /// Heartbeats, timeouts and windows.
     #[serde(default)]
     pub timing: TimingSection,
+    /// Which threads do the sending and the dispatching, traded for latency.
+    #[serde(default)]
+    pub latency: LatencySection,
     /// Prometheus metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSection>,
@@ -214,6 +217,22 @@ impl Default for TimingSection {
             reorder_ms: default_reorder_ms(),
         }
     }
+}
+
+/// `[latency]`: two trades of work for latency, both off by default (docs/architecture.md,
+/// "Latency", measures them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySection {
+    /// A raise that finds the node idle sends its frame itself instead of waking the
+    /// sending thread ([`RouterBuilder::send_on_raise`]). Default false.
+    #[serde(default)]
+    pub send_on_raise: bool,
+    /// Subscribers run on the thread that receives, as soon as a frame verifies, instead of
+    /// a thread of their own ([`RouterBuilder::dispatch_on_driver`]); only for subscribers
+    /// that return quickly. Default false.
+    #[serde(default)]
+    pub dispatch_on_driver: bool,
 }
 
 /// `[metrics]`
@@ -538,7 +557,9 @@ impl Config {
             .heartbeat_interval(Duration::from_millis(t.heartbeat_ms))
             .dead_peer_timeout(Duration::from_millis(t.dead_peer_ms))
             .clock_skew(Duration::from_millis(t.clock_skew_ms))
-            .reorder_window(Duration::from_millis(t.reorder_ms));
+            .reorder_window(Duration::from_millis(t.reorder_ms))
+            .send_on_raise(self.latency.send_on_raise)
+            .dispatch_on_driver(self.latency.dispatch_on_driver);
         if let Some(id) = self.node_id {
             b = b.node_id(id);
         }
@@ -591,6 +612,7 @@ mod tests {
         assert_eq!(c.cluster, "shop");
         assert_eq!(c.timing, TimingSection::default());
         assert_eq!(c.ring, RingSection::default());
+        assert_eq!(c.latency, LatencySection::default());
     }
 
     #[test]

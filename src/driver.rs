@@ -1,5 +1,10 @@
 //! The driver thread: moves bytes between the ring, the endpoint and the transports, on one
 //! `mio::Poll`. The only code that touches sockets.
+//!
+//! Everything but the poller lives in a [`Core`] behind a mutex that the driver holds for
+//! each turn and lets go of while it sleeps. Nobody else takes it unless the router was built
+//! with [`send_on_raise`](crate::RouterBuilder::send_on_raise): then a raise that finds the
+//! driver asleep takes it (without waiting) and sends the ring's records itself.
 
 use std::collections::VecDeque;
 use std::io;
@@ -7,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use mio::{Events, Poll, Token};
+use parking_lot::Mutex;
 
 use crate::endpoint::{Endpoint, Now, Received};
 use crate::event::{Missed, MissedReason};
 use crate::metrics::Shared;
 use crate::ringbuf::Consumer;
+use crate::subscription::{Delivery, Registry};
 use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
 use crate::transport::{FrameBatch, RecvStatus, Transport};
 
@@ -42,6 +49,31 @@ impl Signals {
             let _ = self.waker.wake();
         }
     }
+
+    /// What a raise does after its record is committed when the router sends on raise: if the
+    /// driver sleeps and nobody holds the core, sends the ring's records from this thread (the
+    /// driver sleeps on); otherwise wakes the driver, as [`wake`](Self::wake) does.
+    #[inline]
+    pub(crate) fn send_or_wake(&self, core: &Mutex<Core>) {
+        // The same fence as in `wake`: either the driver sees the record, or `parked` is seen.
+        fence(Ordering::SeqCst);
+        if !self.parked.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(mut core) = core.try_lock() {
+            let sent_all = core.send_ring();
+            // As when the driver parks: no ring space stays held while nobody is sending.
+            core.ring.hand_back();
+            if sent_all {
+                return;
+            }
+        }
+        // Someone else holds the core (the driver getting up, or another raise that may have
+        // read the ring before this record was in it), or a flood is waiting: the driver sends.
+        if self.parked.swap(false, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// Rate limit for drop logs: at most one line per reason and per second, with the count since.
@@ -51,8 +83,26 @@ pub(crate) struct DropLog {
     suppressed: u64,
 }
 
+/// The driver thread's own part: the poller, which only it waits on.
 pub(crate) struct Driver {
     pub(crate) poll: Poll,
+    pub(crate) core: Arc<Mutex<Core>>,
+    pub(crate) signals: Arc<Signals>,
+}
+
+/// Where the endpoint's output (verified frames, Missed notices) goes.
+pub(crate) enum Outlet {
+    /// To the dispatcher thread, over a bounded channel (the default).
+    Dispatcher(Sender<Received>),
+    /// To the subscribers, called on the driver thread itself
+    /// ([`dispatch_on_driver`](crate::RouterBuilder::dispatch_on_driver)).
+    Inline(Arc<Registry>),
+    /// Nowhere: the driver has stopped (which ends the dispatcher thread).
+    Closed,
+}
+
+/// The state a turn works on: see the module's doc for who holds it.
+pub(crate) struct Core {
     pub(crate) endpoint: Endpoint,
     pub(crate) ring: Consumer,
     pub(crate) transports: Vec<Box<dyn Transport>>,
@@ -61,14 +111,13 @@ pub(crate) struct Driver {
     pub(crate) skip_mac: Vec<bool>,
     pub(crate) signals: Arc<Signals>,
     pub(crate) metrics: Arc<Shared>,
-    pub(crate) deliveries: Sender<Received>,
+    /// Where verified frames and Missed notices go.
+    pub(crate) output: Output,
     pub(crate) frame_buf: Vec<u8>,
     /// Frames encoded this turn, end to end, sent together (see [`FrameBatch`]).
     pub(crate) batch_buf: Vec<u8>,
     pub(crate) batch_lens: Vec<usize>,
     pub(crate) drop_log: DropLog,
-    /// Outputs that did not fit the dispatcher's queue, frames folded into Missed ranges.
-    pub(crate) overflow: VecDeque<Received>,
     /// Since when every turn's receive stopped at a transport's budget, if the last one did.
     pub(crate) backlog_since: Option<Instant>,
 }
@@ -83,8 +132,9 @@ impl Driver {
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(64);
         loop {
+            let mut core = self.core.lock();
             let shutting_down = self.signals.shutdown.load(Ordering::Acquire);
-            let sent_all = self.send_ring();
+            let sent_all = core.send_ring();
             // The timers run on a clock read before the sockets are: a gap is given up at
             // `now` only once everything that had arrived by `now` was looked at (each frame
             // is stamped when it is looked at, never before it arrived), so a late frame
@@ -92,26 +142,42 @@ impl Driver {
             // while reading. A transport that stopped at its budget may still hold such a
             // frame: then gaps wait, for at most one more reorder window.
             let now = Now::system();
-            let received = self.receive(now.instant);
-            self.timers(now);
-            self.metrics.publish(self.endpoint.stats());
+            let received = core.receive(now.instant);
+            core.timers(now);
+            core.metrics.publish(core.endpoint.stats());
             if shutting_down && sent_all {
                 break;
             }
             // Sleep only once a turn found nothing to do: a transport may stop receiving at
             // its budget with datagrams still waiting, and readiness will not say so again.
             if sent_all && !received {
-                self.park(&mut events);
+                let timeout = core.before_park();
+                drop(core);
+                if let Err(e) = self.poll.poll(&mut events, timeout)
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    tracing::error!(error = %e, "poll failed");
+                }
+                self.signals.parked.store(false, Ordering::Relaxed);
             }
         }
-        self.send_ring();
+        let mut guard = self.core.lock();
+        let core = &mut *guard;
+        core.send_ring();
         let now = Now::system();
-        if let Some(len) = self.endpoint.encode_closing(now, &mut self.frame_buf) {
-            self.send_frame(len);
+        if let Some(len) = core.endpoint.encode_closing(now, &mut core.frame_buf) {
+            core.send_frame(len);
         }
-        self.metrics.publish(self.endpoint.stats());
+        core.metrics.publish(core.endpoint.stats());
+        // The core outlives this thread when raises may send from it (the router holds it
+        // too): close the sockets and the dispatcher's channel now, not when the last handle
+        // goes, so that shutdown can join the dispatcher.
+        core.transports.clear();
+        core.output.outlet = Outlet::Closed;
     }
+}
 
+impl Core {
     /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget,
     /// and sends them in batches. Returns whether the ring is empty.
     fn send_ring(&mut self) -> bool {
@@ -166,6 +232,7 @@ impl Driver {
     fn receive(&mut self, turn: Instant) -> bool {
         let endpoint = &mut self.endpoint;
         let drop_log = &mut self.drop_log;
+        let output = &mut self.output;
         let mut received = false;
         let mut backlog = false;
         for (t, &skip_mac) in self.transports.iter_mut().zip(&self.skip_mac) {
@@ -179,8 +246,11 @@ impl Driver {
                 } else {
                     endpoint.handle_datagram(now, bytes)
                 };
-                if let Err(reject) = result {
-                    log_drop(drop_log, now.instant, &name, reject);
+                match result {
+                    // Handed on at once, not after the transport's next read (which would
+                    // block): that read costs a system call that need not come first.
+                    Ok(()) => output.forward(endpoint),
+                    Err(reject) => log_drop(drop_log, now.instant, &name, reject),
                 }
             });
             match result {
@@ -189,23 +259,93 @@ impl Driver {
                 Err(e) => tracing::warn!(transport = %name, error = %e, "receive failed"),
             }
         }
-        self.forward();
+        self.output.forward(&mut self.endpoint);
         self.backlog_since = backlog.then(|| self.backlog_since.unwrap_or(turn));
         received
     }
 
+    /// Gives up on old gaps and silent peers (unless a late frame may still be unread behind
+    /// a receive budget, for at most one reorder window), and sends a heartbeat when one is due.
+    fn timers(&mut self, now: Now) {
+        let defer = self.backlog_since.is_some_and(|since| {
+            now.instant.saturating_duration_since(since) < self.endpoint.config().reorder_window
+        });
+        if !defer
+            && self
+                .endpoint
+                .poll_timeout()
+                .is_some_and(|t| t <= now.instant)
+        {
+            self.endpoint.handle_timeout(now.instant);
+            self.output.forward(&mut self.endpoint);
+        }
+        if let Some(len) = self.endpoint.poll_heartbeat(now, &mut self.frame_buf) {
+            self.send_frame(len);
+        }
+    }
+
+    /// Gets ready to sleep: hands ring space back, says the driver is parked, and returns how
+    /// long it may sleep (until the next timer, or not at all if work came in meanwhile).
+    fn before_park(&mut self) -> Option<Duration> {
+        // No ring space stays held while the driver sleeps.
+        self.ring.hand_back();
+        self.signals.parked.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `Signals::wake` (see there).
+        fence(Ordering::SeqCst);
+        let work_waiting = self.ring.read(usize::MAX).is_some()
+            || !self.output.overflow.is_empty()
+            || self.signals.shutdown.load(Ordering::Acquire)
+            || self.signals.overflowed.load(Ordering::Acquire);
+        if work_waiting {
+            return Some(Duration::ZERO);
+        }
+        let transports = self.transports.iter().filter_map(|t| t.next_timeout());
+        self.endpoint
+            .poll_timeout()
+            .into_iter()
+            .chain(transports)
+            .min()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// The endpoint's way out: the outlet, and what did not fit the dispatcher's queue.
+pub(crate) struct Output {
+    pub(crate) outlet: Outlet,
+    /// Outputs that did not fit the dispatcher's queue, frames folded into Missed ranges.
+    pub(crate) overflow: VecDeque<Received>,
+    pub(crate) metrics: Arc<Shared>,
+}
+
+impl Output {
     /// Hands the endpoint's output to the dispatcher without ever blocking: when its queue
     /// is full (subscribers behind), frames are dropped and remembered as ranges per sender,
     /// and each range reaches subscribers as one `LocalOverflow` Missed, ahead of anything
     /// later from that sender, as soon as the queue has room.
-    fn forward(&mut self) {
+    fn forward(&mut self, endpoint: &mut Endpoint) {
+        match &self.outlet {
+            Outlet::Dispatcher(_) => {}
+            Outlet::Inline(registry) => {
+                while let Some(out) = endpoint.poll_output() {
+                    dispatch(out, registry, &self.metrics);
+                }
+                return;
+            }
+            Outlet::Closed => {
+                while endpoint.poll_output().is_some() {}
+                return;
+            }
+        }
         self.flush_overflow();
-        while let Some(out) = self.endpoint.poll_output() {
+        while let Some(out) = endpoint.poll_output() {
             if !self.overflow.is_empty() {
                 self.overflow_push(out);
                 continue;
             }
-            match self.deliveries.try_send(out) {
+            let Outlet::Dispatcher(deliveries) = &self.outlet else {
+                unreachable!("the other outlets returned above")
+            };
+            match deliveries.try_send(out) {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(out)) => self.overflow_push(out),
                 // The dispatcher lives as long as the router; if it is gone, so is everyone
@@ -247,8 +387,11 @@ impl Driver {
 
     /// Sends what overflowed, in order, as far as the queue takes it.
     fn flush_overflow(&mut self) {
+        let Outlet::Dispatcher(deliveries) = &self.outlet else {
+            return; // nothing overflows without a dispatcher
+        };
         while let Some(out) = self.overflow.pop_front() {
-            match self.deliveries.try_send(out) {
+            match deliveries.try_send(out) {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(out)) => {
                     self.overflow.push_front(out);
@@ -261,55 +404,31 @@ impl Driver {
             }
         }
     }
+}
 
-    /// Gives up on old gaps and silent peers (unless a late frame may still be unread behind
-    /// a receive budget, for at most one reorder window), and sends a heartbeat when one is due.
-    fn timers(&mut self, now: Now) {
-        let defer = self.backlog_since.is_some_and(|since| {
-            now.instant.saturating_duration_since(since) < self.endpoint.config().reorder_window
-        });
-        if !defer
-            && self
-                .endpoint
-                .poll_timeout()
-                .is_some_and(|t| t <= now.instant)
-        {
-            self.endpoint.handle_timeout(now.instant);
-            self.forward();
+/// Hands one output of the endpoint to the subscribers: on the dispatcher thread, or on the
+/// driver's with `dispatch_on_driver`.
+pub(crate) fn dispatch(received: Received, registry: &Registry, metrics: &Shared) {
+    match received {
+        Received::Frame(frame) => {
+            let h = frame.header_fields();
+            let origin = (h.node, h.incarnation, h.sequence);
+            let mut n = 0;
+            for record in frame.records() {
+                registry.dispatch(&Delivery::remote(record.event, origin, &record.payload));
+                n += 1;
+            }
+            metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
         }
-        if let Some(len) = self.endpoint.poll_heartbeat(now, &mut self.frame_buf) {
-            self.send_frame(len);
+        Received::Missed(missed) => {
+            tracing::warn!(
+                node = missed.node,
+                reason = missed.reason.name(),
+                range = ?missed.range,
+                "missed events"
+            );
+            registry.dispatch_missed(&missed);
         }
-    }
-
-    /// Sleeps until a socket is ready, a raise wakes us, or the next timer.
-    fn park(&mut self, events: &mut Events) {
-        // No ring space stays held while the driver sleeps.
-        self.ring.hand_back();
-        self.signals.parked.store(true, Ordering::Relaxed);
-        // Pairs with the fence in `Signals::wake` (see there).
-        fence(Ordering::SeqCst);
-        let work_waiting = self.ring.read(usize::MAX).is_some()
-            || !self.overflow.is_empty()
-            || self.signals.shutdown.load(Ordering::Acquire)
-            || self.signals.overflowed.load(Ordering::Acquire);
-        let timeout = if work_waiting {
-            Some(Duration::ZERO)
-        } else {
-            let transports = self.transports.iter().filter_map(|t| t.next_timeout());
-            self.endpoint
-                .poll_timeout()
-                .into_iter()
-                .chain(transports)
-                .min()
-                .map(|t| t.saturating_duration_since(Instant::now()))
-        };
-        if let Err(e) = self.poll.poll(events, timeout)
-            && e.kind() != io::ErrorKind::Interrupted
-        {
-            tracing::error!(error = %e, "poll failed");
-        }
-        self.signals.parked.store(false, Ordering::Relaxed);
     }
 }
 

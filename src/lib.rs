@@ -95,8 +95,8 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Config, ConfigError, LogFormat, LogSection, MetricsSection, MulticastSection, RingSection,
-    ServiceSection, TcpSection, TimingSection, UdpSection,
+    Config, ConfigError, LatencySection, LogFormat, LogSection, MetricsSection, MulticastSection,
+    RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
 };
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};

@@ -12,8 +12,8 @@ use mio::{Poll, Token};
 use parking_lot::Mutex;
 
 use crate::auth::{Keyring, SecretFile, SecretFileError};
-use crate::driver::{Driver, DropLog, Signals, WAKER};
-use crate::endpoint::{Endpoint, EndpointConfig, Now, Received, new_incarnation};
+use crate::driver::{Core, Driver, DropLog, Outlet, Output, Signals, WAKER};
+use crate::endpoint::{Endpoint, EndpointConfig, Now, new_incarnation};
 use crate::event::{EventId, Missed};
 use crate::metrics::{Metrics, Shared};
 use crate::ringbuf::{ClaimError, Producer, ring};
@@ -94,6 +94,8 @@ pub struct RouterBuilder {
     trust_authenticated: bool,
     service: Option<crate::service::ServiceConfig>,
     channel_capacity: usize,
+    send_on_raise: bool,
+    dispatch_on_driver: bool,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -239,6 +241,29 @@ impl RouterBuilder {
     /// subscribers are not affected.
     pub fn channel_capacity(mut self, messages: usize) -> Self {
         self.channel_capacity = messages;
+        self
+    }
+
+    /// When the driver is asleep (the bus idle), a raise signs and sends its frame itself, on
+    /// the raising thread, instead of waking the driver to do it: one thread wake-up fewer
+    /// between a raise and the wire. The price is paid by the raise: while the bus is idle,
+    /// each one costs a system call and an HMAC (microseconds rather than tens of
+    /// nanoseconds). Under load the driver is awake and raises only append to the ring, as
+    /// without this setting. Off by default; see docs/architecture.md, "Latency".
+    pub fn send_on_raise(mut self, on: bool) -> Self {
+        self.send_on_raise = on;
+        self
+    }
+
+    /// Calls subscribers of remote events and of [`Missed`] on the driver thread, as soon as
+    /// each frame verifies, instead of handing them to the dispatcher thread: one thread
+    /// wake-up fewer between the wire and a subscriber. Only for subscribers that return
+    /// quickly (a cache eviction, a channel send): while one runs, this node neither sends nor
+    /// receives, so a slow one delays every event and can make the kernel drop datagrams
+    /// (reported as Missed). [`dispatch_queue`](Self::dispatch_queue) has no effect then.
+    /// Off by default; see docs/architecture.md, "Latency".
+    pub fn dispatch_on_driver(mut self, on: bool) -> Self {
+        self.dispatch_on_driver = on;
         self
     }
 
@@ -454,22 +479,34 @@ impl RouterBuilder {
         });
         let metrics = Arc::new(Shared::new());
         let registry = Arc::new(Registry::default());
-        let (tx, rx) = bounded(self.dispatch_queue);
-        let driver = Driver {
-            poll,
+        let (outlet, dispatch_rx) = if self.dispatch_on_driver {
+            (Outlet::Inline(Arc::clone(&registry)), None)
+        } else {
+            let (tx, rx) = bounded(self.dispatch_queue);
+            (Outlet::Dispatcher(tx), Some(rx))
+        };
+        let core = Arc::new(Mutex::new(Core {
             endpoint,
             ring: consumer,
             transports,
             skip_mac,
             signals: Arc::clone(&signals),
             metrics: Arc::clone(&metrics),
-            deliveries: tx,
+            output: Output {
+                outlet,
+                overflow: std::collections::VecDeque::new(),
+                metrics: Arc::clone(&metrics),
+            },
             frame_buf: vec![0; self.max_frame_len],
             batch_buf: vec![0; self.max_frame_len * crate::driver::BATCH_FRAMES],
             batch_lens: Vec::with_capacity(crate::driver::BATCH_FRAMES),
             drop_log: DropLog::default(),
-            overflow: std::collections::VecDeque::new(),
             backlog_since: None,
+        }));
+        let driver = Driver {
+            poll,
+            core: Arc::clone(&core),
+            signals: Arc::clone(&signals),
         };
         let driver_signals = Arc::clone(&signals);
         let driver = std::thread::Builder::new()
@@ -486,13 +523,21 @@ impl RouterBuilder {
                 }
             })
             .map_err(io("driver thread"))?;
-        let dispatcher = {
-            let registry = Arc::clone(&registry);
-            let metrics = Arc::clone(&metrics);
-            std::thread::Builder::new()
-                .name("herald-dispatch".into())
-                .spawn(move || dispatch(&rx, &registry, &metrics))
-                .map_err(io("dispatcher thread"))?
+        let dispatcher = match dispatch_rx {
+            None => None,
+            Some(rx) => {
+                let registry = Arc::clone(&registry);
+                let metrics = Arc::clone(&metrics);
+                let thread = std::thread::Builder::new()
+                    .name("herald-dispatch".into())
+                    .spawn(move || {
+                        for received in &rx {
+                            crate::driver::dispatch(received, &registry, &metrics);
+                        }
+                    })
+                    .map_err(io("dispatcher thread"))?;
+                Some(thread)
+            }
         };
         let router = Router {
             inner: Arc::new(Inner {
@@ -503,6 +548,7 @@ impl RouterBuilder {
                 node,
                 max_payload: max_payload(self.max_frame_len),
                 threads: Mutex::new(Some((driver, dispatcher))),
+                send_on_raise: self.send_on_raise.then_some(core),
                 service: Mutex::new(None),
                 channel_capacity: self.channel_capacity,
             }),
@@ -520,34 +566,6 @@ impl RouterBuilder {
             *router.inner.service.lock() = Some(service);
         }
         Ok(router)
-    }
-}
-
-/// The dispatcher thread: hands remote events and Missed notices to subscribers, in order,
-/// off the driver's thread so a slow subscriber never stalls the sockets.
-fn dispatch(rx: &Receiver<Received>, registry: &Registry, metrics: &Shared) {
-    for received in rx {
-        match received {
-            Received::Frame(frame) => {
-                let h = frame.header_fields();
-                let origin = (h.node, h.incarnation, h.sequence);
-                let mut n = 0;
-                for record in frame.records() {
-                    registry.dispatch(&Delivery::remote(record.event, origin, &record.payload));
-                    n += 1;
-                }
-                metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
-            }
-            Received::Missed(missed) => {
-                tracing::warn!(
-                    node = missed.node,
-                    reason = missed.reason.name(),
-                    range = ?missed.range,
-                    "missed events"
-                );
-                registry.dispatch_missed(&missed);
-            }
-        }
     }
 }
 
@@ -572,6 +590,9 @@ fn default_node_id() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A router's threads: the driver, and the dispatcher (none with `dispatch_on_driver`).
+type Threads = (JoinHandle<()>, Option<JoinHandle<()>>);
+
 struct Inner {
     producer: Producer,
     registry: Arc<Registry>,
@@ -579,7 +600,10 @@ struct Inner {
     metrics: Arc<Shared>,
     node: u64,
     max_payload: usize,
-    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// Joined at shutdown.
+    threads: Mutex<Option<Threads>>,
+    /// The driver's core, for raises to send from when the router sends on raise.
+    send_on_raise: Option<Arc<Mutex<Core>>>,
     /// The subscription service the builder started, if any; stopped first at shutdown.
     service: Mutex<Option<crate::service::Service>>,
     /// Capacity of each channel subscriber's channel.
@@ -602,7 +626,9 @@ fn stop(inner: &Inner) {
     if let Some((driver, dispatcher)) = inner.threads.lock().take() {
         join_unless_current(driver);
         // The driver's end of the channel is gone now, so the dispatcher ends.
-        join_unless_current(dispatcher);
+        if let Some(dispatcher) = dispatcher {
+            join_unless_current(dispatcher);
+        }
     }
 }
 
@@ -680,6 +706,8 @@ impl Router {
             trust_authenticated: false,
             service: None,
             channel_capacity: 65_536,
+            send_on_raise: false,
+            dispatch_on_driver: false,
         }
     }
 
@@ -721,7 +749,8 @@ impl Router {
         )
     }
 
-    /// Calls `f` (on the dispatcher thread) for each [`Missed`] notice.
+    /// Calls `f` for each [`Missed`] notice, on the dispatcher thread (the driver thread with
+    /// [`RouterBuilder::dispatch_on_driver`]).
     pub fn on_missed(&self, f: impl Fn(&Missed) + Send + Sync + 'static) -> Subscription {
         let key = self.inner.registry.add_missed_callback(Arc::new(f));
         Subscription::new(Arc::downgrade(&self.inner.registry), key)
@@ -791,7 +820,10 @@ impl Router {
                 });
             }
         }
-        inner.signals.wake();
+        match &inner.send_on_raise {
+            Some(core) => inner.signals.send_or_wake(core),
+            None => inner.signals.wake(),
+        }
         inner.metrics.raised.fetch_add(1, Ordering::Relaxed);
         // Building a delivery costs nothing, and with no subscriber this is one table lookup.
         inner
@@ -816,7 +848,9 @@ impl Event {
 
     /// Raises the event: local subscribers run now, on this thread; the event is queued for
     /// every peer. Never blocks and never allocates (channel subscribers of this node get a
-    /// copy of the payload, which allocates).
+    /// copy of the payload, which allocates). With [`RouterBuilder::send_on_raise`], a raise
+    /// that finds the node idle also signs and sends the frame itself: a system call, still
+    /// without waiting for anyone.
     ///
     /// # Errors
     ///
@@ -827,7 +861,8 @@ impl Event {
     }
 
     /// Calls `f` for each raise of this event: local ones on the raising thread, remote ones
-    /// on the dispatcher thread. Dropping the [`Subscription`] unsubscribes.
+    /// on the dispatcher thread (the driver thread with
+    /// [`RouterBuilder::dispatch_on_driver`]). Dropping the [`Subscription`] unsubscribes.
     pub fn subscribe(&self, f: impl Fn(&Delivery<'_>) + Send + Sync + 'static) -> Subscription {
         let registry = &self.router.inner.registry;
         let key = registry.add_callback(Some(self.id), Arc::new(f));

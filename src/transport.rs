@@ -42,6 +42,10 @@ pub trait Transport: Send + fmt::Debug + 'static {
     /// Sends one frame to every peer. It must not block: a peer that cannot take the frame
     /// now loses it (receivers will report it as missed) and the error is counted.
     ///
+    /// Usually called on the driver thread; with
+    /// [`send_on_raise`](crate::RouterBuilder::send_on_raise), also on a thread raising an
+    /// event while the driver sleeps. Never two calls of a transport's methods at once.
+    ///
     /// # Errors
     ///
     /// How many destinations failed, with the last error.

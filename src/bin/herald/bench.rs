@@ -47,6 +47,14 @@ pub(crate) struct BenchArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// The sender's raises send their frame themselves when its driver sleeps, instead of
+    /// waking it (the `[latency] send_on_raise` setting).
+    #[arg(long)]
+    send_on_raise: bool,
+    /// The receiver calls its subscriber on its driver thread, not the dispatcher thread
+    /// (the `[latency] dispatch_on_driver` setting).
+    #[arg(long)]
+    dispatch_on_driver: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -71,6 +79,8 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         .max_frame_len(args.frame)
         .ring_capacity(RING)
         .dispatch_queue(1 << 16)
+        .send_on_raise(args.send_on_raise)
+        .dispatch_on_driver(args.dispatch_on_driver)
 }
 
 /// The receiving node, listening on `at`.
@@ -192,8 +202,9 @@ fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<
         format!("[udp]\nbind = \"{a}\"\npeers = [\"{b}\"]\n")
     };
     let sender = children.spawn(&format!(
-        "cluster = \"herald-bench\"\nnode_id = 1\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n{transport}",
-        args.frame
+        "cluster = \"herald-bench\"\nnode_id = 1\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n\
+         [latency]\nsend_on_raise = {}\n{transport}",
+        args.frame, args.send_on_raise
     ))?;
     std::thread::sleep(Duration::from_millis(200)); // TCP connects; heartbeats meet
     children.send(sender, &load.to_line())?;
