@@ -3,22 +3,29 @@
 //! - `end_to_end/throughput/{1472,8192}`: events/s raised on node A and delivered to a
 //!   subscriber on node B, with frames of that size (no silent loss: the run fails if an
 //!   event is missing or a Missed is raised).
-//! - `end_to_end/latency_10k`: one event every 100 µs (10,000/s); criterion reports the mean
-//!   time per event and the bench prints p50/p99 one-way latency from raise to delivery.
+//! - `end_to_end/latency_10k/{herald,herald_inline,bare_udp}`: one event every 100 µs
+//!   (10,000/s), the sender spinning between events; criterion reports the mean time per
+//!   event and the bench prints p50/p99/p99.9 one-way latency from raise to delivery.
+//!   `herald` is two routers with the defaults, `herald_inline` the same with both latency
+//!   settings on (`send_on_raise`, `dispatch_on_driver`), and `bare_udp` the floor: a bare
+//!   64-byte datagram from a plain socket to a thread waiting in `mio::Poll`.
+//! - `end_to_end/latency_10k_sleeping/…`: the same three with a sender that sleeps between
+//!   events, as an application thread between requests does (and as `herald bench --rate`).
 //!
 //! `cargo bench --bench end_to_end`
 #![allow(clippy::disallowed_types)]
 
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use herald::auth::{Key, Keyring};
 use herald::{EventId, RaiseError, Router};
 
-fn pair(frame: usize) -> (Router, Router) {
+/// Two routers on UDP loopback; `inline` turns both latency settings on.
+fn pair(frame: usize, inline: bool) -> (Router, Router) {
     let socks: Vec<_> = (0..2)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
@@ -36,6 +43,8 @@ fn pair(frame: usize) -> (Router, Router) {
             .ring_capacity(8 << 20)
             .udp_bind(addrs[i])
             .udp_peer(addrs[1 - i])
+            .send_on_raise(inline)
+            .dispatch_on_driver(inline)
             .build()
             .expect("router")
     };
@@ -48,7 +57,7 @@ fn throughput(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     let event = EventId::from_name("bench.e2e");
     for frame in [1472usize, 8192] {
-        let (a, b) = pair(frame);
+        let (a, b) = pair(frame, false);
         let delivered = Arc::new(AtomicU64::new(0));
         let d = Arc::clone(&delivered);
         let _sub = b.event(event).subscribe(move |_| {
@@ -104,49 +113,148 @@ fn throughput(c: &mut Criterion) {
 }
 
 fn latency(c: &mut Criterion) {
-    let mut group = c.benchmark_group("end_to_end");
-    let event = EventId::from_name("bench.latency");
-    let (a, b) = pair(1472);
-    let base = Instant::now();
-    let samples = Arc::new(parking_lot::Mutex::new(Vec::<u64>::with_capacity(1 << 20)));
-    let s = Arc::clone(&samples);
-    let _sub = b.event(event).subscribe(move |d| {
-        let now = base.elapsed().as_nanos() as u64;
-        let mut sent = [0u8; 8];
-        sent.copy_from_slice(&d.payload()[..8]);
-        s.lock().push(now.saturating_sub(u64::from_le_bytes(sent)));
-    });
-    let raise = a.event(event);
-    group.bench_function("latency_10k", |bench| {
-        bench.iter_custom(|iters| {
-            let start = Instant::now();
-            for i in 0..iters {
-                // One event every 100 µs: 10,000 events/s.
-                let due = start + Duration::from_micros(100 * i);
+    for pacing in [Pacing::Spin, Pacing::Sleep] {
+        let mut group = c.benchmark_group(pacing.group());
+        herald_latency(&mut group, pacing, false);
+        herald_latency(&mut group, pacing, true);
+        bare_udp_latency(&mut group, pacing);
+        group.finish();
+    }
+}
+
+/// How the sending thread waits for each event's turn.
+#[derive(Clone, Copy)]
+enum Pacing {
+    /// Spins: the sender keeps its core, so the receiver is woken on the other one.
+    Spin,
+    /// Sleeps, as an application thread between requests does.
+    Sleep,
+}
+
+impl Pacing {
+    fn group(self) -> &'static str {
+        match self {
+            Self::Spin => "end_to_end/latency_10k",
+            Self::Sleep => "end_to_end/latency_10k_sleeping",
+        }
+    }
+
+    /// Waits until event `i` of a run at 10,000/s that began at `start` is due.
+    fn wait_turn(self, start: Instant, i: u64) {
+        let due = start + Duration::from_micros(100 * i);
+        match self {
+            Self::Spin => {
                 while Instant::now() < due {
                     std::hint::spin_loop();
                 }
-                let mut payload = [0u8; 64];
-                payload[..8].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_le_bytes());
-                let _ = raise.raise(&payload);
             }
-            start.elapsed()
+            Self::Sleep => {
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+
+    /// Sends at 10,000/s with `send`, handing it a 64-byte payload that starts with the send
+    /// time in nanoseconds since `base`.
+    fn run(self, group: &mut Group<'_>, id: &str, base: Instant, mut send: impl FnMut(&[u8])) {
+        group.bench_function(id, |bench| {
+            bench.iter_custom(|iters| {
+                let start = Instant::now();
+                for i in 0..iters {
+                    self.wait_turn(start, i);
+                    let mut payload = [0u8; 64];
+                    let now = base.elapsed().as_nanos() as u64;
+                    payload[..8].copy_from_slice(&now.to_le_bytes());
+                    send(&payload);
+                }
+                start.elapsed()
+            });
         });
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let mut v = samples.lock().clone();
+    }
+}
+
+/// The latency of `now` (nanoseconds since `base`) for a payload stamped by [`Pacing::run`].
+fn since_stamp(base: Instant, payload: &[u8]) -> u64 {
+    let mut sent = [0u8; 8];
+    sent.copy_from_slice(&payload[..8]);
+    (base.elapsed().as_nanos() as u64).saturating_sub(u64::from_le_bytes(sent))
+}
+
+/// Prints p50, p99 and p99.9 of latencies in nanoseconds.
+fn print_latency(group: &str, id: &str, mut v: Vec<u64>) {
     v.sort_unstable();
     if !v.is_empty() {
         let q = |p: f64| v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
         eprintln!(
-            "one-way latency at 10k events/s over {} events: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+            "{group}/{id}: one-way latency over {} events: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
             v.len(),
             q(0.5),
             q(0.99),
             q(0.999)
         );
     }
-    group.finish();
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Raise on one router, a subscriber on the other; `inline` turns both latency settings on.
+fn herald_latency(group: &mut Group<'_>, pacing: Pacing, inline: bool) {
+    let id = if inline { "herald_inline" } else { "herald" };
+    let event = EventId::from_name("bench.latency");
+    let (a, b) = pair(1472, inline);
+    let base = Instant::now();
+    let samples = Arc::new(parking_lot::Mutex::new(Vec::<u64>::with_capacity(1 << 20)));
+    let s = Arc::clone(&samples);
+    let _sub = b
+        .event(event)
+        .subscribe(move |d| s.lock().push(since_stamp(base, d.payload())));
+    let raise = a.event(event);
+    pacing.run(group, id, base, |payload| {
+        let _ = raise.raise(payload);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    print_latency(pacing.group(), id, samples.lock().clone());
+}
+
+/// The floor: a bare datagram from a plain socket to a thread waiting in `mio::Poll`.
+fn bare_udp_latency(group: &mut Group<'_>, pacing: Pacing) {
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.connect(rx.local_addr().expect("addr")).expect("connect");
+    rx.set_nonblocking(true).expect("nonblocking");
+    let base = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut rx = mio::net::UdpSocket::from_std(rx);
+            let mut poll = mio::Poll::new().expect("poll");
+            poll.registry()
+                .register(&mut rx, mio::Token(0), mio::Interest::READABLE)
+                .expect("register");
+            let mut events = mio::Events::with_capacity(8);
+            let mut v = Vec::with_capacity(1 << 20);
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = poll.poll(&mut events, Some(Duration::from_millis(50)));
+                while let Ok(8..) = rx.recv(&mut buf) {
+                    v.push(since_stamp(base, &buf));
+                }
+            }
+            v
+        })
+    };
+    pacing.run(group, "bare_udp", base, |payload| {
+        let _ = tx.send(payload);
+    });
+    stop.store(true, Ordering::Relaxed);
+    print_latency(
+        pacing.group(),
+        "bare_udp",
+        receiver.join().expect("receiver"),
+    );
 }
 
 // criterion_group! makes an undocumented function.
