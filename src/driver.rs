@@ -64,6 +64,8 @@ impl Signals {
             let sent_all = core.send_ring();
             // As when the driver parks: no ring space stays held while nobody is sending.
             core.ring.hand_back();
+            // The driver may sleep for a while yet: the counters should not wait for it.
+            core.metrics.publish(core.endpoint.stats());
             if sent_all {
                 return;
             }
