@@ -15,7 +15,7 @@ use mio::{Events, Poll, Token};
 use parking_lot::Mutex;
 
 use crate::endpoint::{Endpoint, Now, Received};
-use crate::event::{Missed, MissedReason};
+use crate::event::{EventId, Missed, MissedReason};
 use crate::metrics::Shared;
 use crate::ringbuf::Consumer;
 use crate::subscription::{Delivery, Registry};
@@ -171,15 +171,20 @@ impl Driver {
             core.send_frame(len);
         }
         core.metrics.publish(core.endpoint.stats());
-        // The core outlives this thread when raises may send from it (the router holds it
-        // too): close the sockets and the dispatcher's channel now, not when the last handle
-        // goes, so that shutdown can join the dispatcher.
-        core.transports.clear();
-        core.output.outlet = Outlet::Closed;
+        core.close();
     }
 }
 
 impl Core {
+    /// Closes the sockets and the dispatcher's channel, when the driver stops. The core
+    /// outlives the driver thread when raises may send from it (the router holds it too):
+    /// this must not wait for the last handle's drop, or shutdown would wait for the
+    /// dispatcher forever.
+    pub(crate) fn close(&mut self) {
+        self.transports.clear();
+        self.output.outlet = Outlet::Closed;
+    }
+
     /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget,
     /// and sends them in batches. Returns whether the ring is empty.
     fn send_ring(&mut self) -> bool {
@@ -409,7 +414,9 @@ impl Output {
 }
 
 /// Hands one output of the endpoint to the subscribers: on the dispatcher thread, or on the
-/// driver's with `dispatch_on_driver`.
+/// driver's with `dispatch_on_driver`. A subscriber that panics is counted and logged, and
+/// misses that delivery; the other subscribers still get it, and the thread (with
+/// `dispatch_on_driver`, the whole node) goes on.
 pub(crate) fn dispatch(received: Received, registry: &Registry, metrics: &Shared) {
     match received {
         Received::Frame(frame) => {
@@ -417,7 +424,10 @@ pub(crate) fn dispatch(received: Received, registry: &Registry, metrics: &Shared
             let origin = (h.node, h.incarnation, h.sequence);
             let mut n = 0;
             for record in frame.records() {
-                registry.dispatch(&Delivery::remote(record.event, origin, &record.payload));
+                let delivery = Delivery::remote(record.event, origin, &record.payload);
+                registry.dispatch_isolated(&delivery, &mut |panic| {
+                    subscriber_panicked(metrics, &*panic, Some(record.event));
+                });
                 n += 1;
             }
             metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
@@ -429,9 +439,30 @@ pub(crate) fn dispatch(received: Received, registry: &Registry, metrics: &Shared
                 range = ?missed.range,
                 "missed events"
             );
-            registry.dispatch_missed(&missed);
+            registry.dispatch_missed(&missed, &mut |panic| {
+                subscriber_panicked(metrics, &*panic, None);
+            });
         }
     }
+}
+
+/// Counts and logs a subscriber's panic (`event` is `None` for a Missed subscriber).
+fn subscriber_panicked(
+    metrics: &Shared,
+    panic: &(dyn std::any::Any + Send),
+    event: Option<EventId>,
+) {
+    metrics.subscriber_panics.fetch_add(1, Ordering::Relaxed);
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    tracing::error!(
+        event = ?event,
+        panic = message,
+        "a subscriber panicked: it missed this delivery, and later ones still reach it"
+    );
 }
 
 /// Hands `batch` to every transport, counting the deliveries that failed.

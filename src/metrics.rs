@@ -28,6 +28,9 @@ pub struct Metrics {
     /// Frames dropped because this node's subscribers fell behind (reported as
     /// `local_overflow` Missed notices).
     pub dispatch_dropped: u64,
+    /// Calls of remote-event and Missed subscribers that panicked (each is logged; the
+    /// subscriber missed that one delivery).
+    pub subscriber_panics: u64,
     /// Dropped frames by reason, as (short name, count), every reason listed.
     pub drops: Vec<(&'static str, u64)>,
     /// Missed notices by reason, as (short name, count), every reason listed.
@@ -113,6 +116,11 @@ impl Metrics {
             "Frames dropped because this node's subscribers fell behind.",
             self.dispatch_dropped,
         );
+        counter(
+            "herald_subscriber_panics_total",
+            "Subscriber calls for remote events and Missed notices that panicked.",
+            self.subscriber_panics,
+        );
         let mut labelled = |name: &str, help: &str, values: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -143,6 +151,7 @@ pub(crate) struct Shared {
     pub(crate) events_delivered: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) dispatch_dropped: AtomicU64,
+    pub(crate) subscriber_panics: AtomicU64,
     frames_sent: AtomicU64,
     heartbeats_sent: AtomicU64,
     frames_received: AtomicU64,
@@ -160,6 +169,7 @@ impl Shared {
             events_delivered: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             dispatch_dropped: AtomicU64::new(0),
+            subscriber_panics: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             heartbeats_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
@@ -206,6 +216,7 @@ impl Shared {
             events_delivered: get(&self.events_delivered),
             send_errors: get(&self.send_errors),
             dispatch_dropped: get(&self.dispatch_dropped),
+            subscriber_panics: get(&self.subscriber_panics),
             drops: Reject::names()
                 .zip(&self.drops)
                 .map(|(n, a)| (n, get(a)))

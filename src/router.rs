@@ -509,6 +509,7 @@ impl RouterBuilder {
             signals: Arc::clone(&signals),
         };
         let driver_signals = Arc::clone(&signals);
+        let driver_core = Arc::clone(&core);
         let driver = std::thread::Builder::new()
             .name("herald-driver".into())
             .spawn(move || {
@@ -516,6 +517,8 @@ impl RouterBuilder {
                 let run = std::panic::AssertUnwindSafe(|| driver.run());
                 if std::panic::catch_unwind(run).is_err() {
                     driver_signals.shutdown.store(true, Ordering::Release);
+                    // parking_lot's mutex is released, not poisoned, by the unwinding.
+                    driver_core.lock().close();
                     tracing::error!(
                         "the router's driver thread panicked: it no longer sends or receives, \
                          and raise() returns ShutDown"

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::event::{EventId, Missed};
 use crate::sync::plain::{Arc, AtomicU64, Ordering, Weak};
@@ -301,13 +302,31 @@ impl Registry {
     /// there were. Channel subscribers whose receiver is gone are skipped (and removed by
     /// their `Subscription`'s drop, or at the next subscribe).
     pub(crate) fn dispatch(&self, delivery: &Delivery<'_>) -> usize {
+        self.dispatch_calling(delivery, |f| f(delivery))
+    }
+
+    /// As [`dispatch`](Self::dispatch), for herald's own threads: a callback that panics is
+    /// reported to `panicked` and the others still run.
+    pub(crate) fn dispatch_isolated(
+        &self,
+        delivery: &Delivery<'_>,
+        panicked: &mut dyn FnMut(Box<dyn std::any::Any + Send>),
+    ) -> usize {
+        self.dispatch_calling(delivery, |f| {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(delivery))) {
+                panicked(panic);
+            }
+        })
+    }
+
+    fn dispatch_calling(&self, delivery: &Delivery<'_>, mut call: impl FnMut(&Callback)) -> usize {
         let t = self.tables.load();
         let mut n = 0;
         let specific = t.by_event.get(&delivery.event).map(Vec::as_slice);
         for (_, sink) in specific.unwrap_or_default().iter().chain(t.all.iter()) {
             n += 1;
             match sink {
-                Sink::Callback(f) => f(delivery),
+                Sink::Callback(f) => call(&**f),
                 Sink::Channel(tx, capacity, lost) => {
                     if tx.len() >= *capacity {
                         lost.fetch_add(1, Ordering::AcqRel);
@@ -331,11 +350,21 @@ impl Registry {
         n
     }
 
-    pub(crate) fn dispatch_missed(&self, missed: &Missed) -> usize {
+    /// Hands `missed` to every Missed subscriber; one that panics is reported to `panicked`
+    /// and the others still run. Only herald's own threads call this.
+    pub(crate) fn dispatch_missed(
+        &self,
+        missed: &Missed,
+        panicked: &mut dyn FnMut(Box<dyn std::any::Any + Send>),
+    ) -> usize {
         let t = self.tables.load();
         for (_, sink) in &t.missed {
             match sink {
-                MissedSink::Callback(f) => f(missed),
+                MissedSink::Callback(f) => {
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(missed))) {
+                        panicked(panic);
+                    }
+                }
                 MissedSink::Channel(tx) => {
                     let _ = tx.send(missed.clone());
                 }

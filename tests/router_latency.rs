@@ -350,3 +350,49 @@ fn shutdown_ends_with_either_setting_and_when_a_subscriber_drops_the_last_handle
         );
     }
 }
+
+/// A subscriber that panics misses that delivery, and nothing else does: the other
+/// subscribers get it, it gets the next ones, and the node goes on (which matters most when
+/// subscribers run on the driver thread).
+#[test]
+fn a_panicking_subscriber_stops_neither_the_others_nor_the_node() {
+    for dispatch_on_driver in [false, true] {
+        let routers = cluster(2, false, dispatch_on_driver);
+        let event = EventId::from_name("latency.panic");
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&calls);
+        let _panicky = routers[1].event(event).subscribe(move |d| {
+            c.fetch_add(1, Ordering::Relaxed);
+            assert_ne!(d.payload(), b"boom", "this subscriber cannot take a boom");
+        });
+        let (_counted, rx) = routers[1].event(event).receiver();
+        for payload in [&b"ok"[..], b"boom", b"ok", b"boom", b"ok"] {
+            routers[0].event(event).raise(payload).unwrap();
+        }
+        let got: Vec<Bytes> = (0..5)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("the other subscriber gets every event")
+                    .payload
+            })
+            .collect();
+        assert_eq!(
+            got,
+            ["ok", "boom", "ok", "boom", "ok"].map(|p| Bytes::from_static(p.as_bytes()))
+        );
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            5,
+            "called for each, booms included"
+        );
+        assert_eq!(routers[1].metrics().subscriber_panics, 2);
+        // The node still sends and receives.
+        routers[1].event(event).raise(b"still here").unwrap();
+        let (_back, back_rx) = routers[0].event(event).receiver();
+        routers[1].event(event).raise(b"still here").unwrap();
+        let m = back_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the node that ran the panicking subscriber still sends");
+        assert_eq!(&m.payload[..], b"still here");
+    }
+}
