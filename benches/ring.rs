@@ -11,6 +11,9 @@
 //!   compared with the consumer held equal.
 //! - `raise/uncontended/64`: one claim + write + commit of a 64-byte event, while a consumer
 //!   thread drains the ring the same way.
+//! - `raise/router/{0,1}`: the whole `Event::raise` of a 64-byte event on a router without
+//!   transports (its driver still drains, encodes and signs), with no local subscriber or
+//!   with one callback: checks, ring, wake-up test, counters and the subscriber lookup.
 //!
 //! Why the consumer waits: a consumer that polls again at once keeps reading the cache line
 //! the producer is writing the next record into, so that line crosses between the cores for
@@ -27,8 +30,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_utils::Backoff;
-use herald::EventId;
+use herald::auth::{Key, Keyring};
 use herald::ringbuf::{ClaimError, Producer, ring};
+use herald::{EventId, RaiseError, Router};
 
 const RING_BYTES: usize = 1 << 20;
 const MAX_RECORD: usize = 1472 - 96;
@@ -183,6 +187,29 @@ fn raise(c: &mut Criterion) {
         });
         stop.store(true, Ordering::Relaxed);
     });
+    for subscribers in [0, 1] {
+        let router = Router::builder()
+            .cluster("bench")
+            .keyring(Keyring::new(1, Key::from_bytes([7; 32])).expect("key"))
+            .build()
+            .expect("router");
+        let event = router.event(id);
+        let _sub = (subscribers == 1).then(|| {
+            event.subscribe(|d| {
+                black_box(d.payload());
+            })
+        });
+        group.bench_function(BenchmarkId::new("router", subscribers), |b| {
+            b.iter(|| {
+                loop {
+                    match event.raise(black_box(&payload)) {
+                        Err(RaiseError::Full) => std::hint::spin_loop(),
+                        other => break other,
+                    }
+                }
+            });
+        });
+    }
     group.finish();
 }
 
