@@ -45,7 +45,14 @@ impl Signals {
         // Pairs with the fence in `Driver::park`: either the driver sees the committed record,
         // or this load sees `parked`.
         fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+        if self.parked.load(Ordering::Relaxed) {
+            self.unpark();
+        }
+    }
+
+    /// Wakes the parked driver, unless someone else already did.
+    fn unpark(&self) {
+        if self.parked.swap(false, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }
     }
@@ -72,9 +79,7 @@ impl Signals {
         }
         // Someone else holds the core (the driver getting up, or another raise that may have
         // read the ring before this record was in it), or a flood is waiting: the driver sends.
-        if self.parked.swap(false, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
+        self.unpark();
     }
 }
 
@@ -93,9 +98,9 @@ pub(crate) struct Driver {
 }
 
 /// Where the endpoint's output (verified frames, Missed notices) goes.
-pub(crate) enum Outlet {
-    /// To the dispatcher thread, over a bounded channel (the default).
-    Dispatcher(Sender<Received>),
+pub(crate) enum Output {
+    /// To the dispatcher thread (the default).
+    Dispatcher(ToDispatcher),
     /// To the subscribers, called on the driver thread itself
     /// ([`dispatch_on_driver`](crate::RouterBuilder::dispatch_on_driver)).
     Inline(Arc<Registry>),
@@ -182,7 +187,7 @@ impl Core {
     /// dispatcher forever.
     pub(crate) fn close(&mut self) {
         self.transports.clear();
-        self.output.outlet = Outlet::Closed;
+        self.output = Output::Closed;
     }
 
     /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget,
@@ -240,6 +245,7 @@ impl Core {
         let endpoint = &mut self.endpoint;
         let drop_log = &mut self.drop_log;
         let output = &mut self.output;
+        let metrics = &*self.metrics;
         let mut received = false;
         let mut backlog = false;
         for (t, &skip_mac) in self.transports.iter_mut().zip(&self.skip_mac) {
@@ -256,7 +262,7 @@ impl Core {
                 match result {
                     // Handed on at once, not after the transport's next read (which would
                     // block): that read costs a system call that need not come first.
-                    Ok(()) => output.forward(endpoint),
+                    Ok(()) => output.forward(endpoint, metrics),
                     Err(reject) => log_drop(drop_log, now.instant, &name, reject),
                 }
             });
@@ -266,7 +272,7 @@ impl Core {
                 Err(e) => tracing::warn!(transport = %name, error = %e, "receive failed"),
             }
         }
-        self.output.forward(&mut self.endpoint);
+        self.output.forward(&mut self.endpoint, &self.metrics);
         self.backlog_since = backlog.then(|| self.backlog_since.unwrap_or(turn));
         received
     }
@@ -284,7 +290,7 @@ impl Core {
                 .is_some_and(|t| t <= now.instant)
         {
             self.endpoint.handle_timeout(now.instant);
-            self.output.forward(&mut self.endpoint);
+            self.output.forward(&mut self.endpoint, &self.metrics);
         }
         if let Some(len) = self.endpoint.poll_heartbeat(now, &mut self.frame_buf) {
             self.send_frame(len);
@@ -300,7 +306,7 @@ impl Core {
         // Pairs with the fence in `Signals::wake` (see there).
         fence(Ordering::SeqCst);
         let work_waiting = self.ring.read(usize::MAX).is_some()
-            || !self.output.overflow.is_empty()
+            || self.output.has_backlog()
             || self.signals.shutdown.load(Ordering::Acquire)
             || self.signals.overflowed.load(Ordering::Acquire);
         if work_waiting {
@@ -316,45 +322,57 @@ impl Core {
     }
 }
 
-/// The endpoint's way out: the outlet, and what did not fit the dispatcher's queue.
-pub(crate) struct Output {
-    pub(crate) outlet: Outlet,
-    /// Outputs that did not fit the dispatcher's queue, frames folded into Missed ranges.
-    pub(crate) overflow: VecDeque<Received>,
-    pub(crate) metrics: Arc<Shared>,
+impl Output {
+    /// Hands what the endpoint has ready to its destination; never blocks on the dispatcher.
+    fn forward(&mut self, endpoint: &mut Endpoint, metrics: &Shared) {
+        match self {
+            Self::Dispatcher(to) => to.forward(endpoint, metrics),
+            Self::Inline(registry) => {
+                while let Some(out) = endpoint.poll_output() {
+                    dispatch(out, registry, metrics);
+                }
+            }
+            Self::Closed => while endpoint.poll_output().is_some() {},
+        }
+    }
+
+    /// Whether outputs wait for room in the dispatcher's queue.
+    fn has_backlog(&self) -> bool {
+        matches!(self, Self::Dispatcher(to) if !to.overflow.is_empty())
+    }
 }
 
-impl Output {
+/// The driver's end of the dispatcher's queue, and what did not fit in it.
+pub(crate) struct ToDispatcher {
+    queue: Sender<Received>,
+    /// Outputs that did not fit the queue, frames folded into Missed ranges.
+    overflow: VecDeque<Received>,
+}
+
+impl ToDispatcher {
+    pub(crate) fn new(queue: Sender<Received>) -> Self {
+        Self {
+            queue,
+            overflow: VecDeque::new(),
+        }
+    }
+
     /// Hands the endpoint's output to the dispatcher without ever blocking: when its queue
     /// is full (subscribers behind), frames are dropped and remembered as ranges per sender,
     /// and each range reaches subscribers as one `LocalOverflow` Missed, ahead of anything
     /// later from that sender, as soon as the queue has room.
-    fn forward(&mut self, endpoint: &mut Endpoint) {
-        match &self.outlet {
-            Outlet::Dispatcher(_) => {}
-            Outlet::Inline(registry) => {
-                while let Some(out) = endpoint.poll_output() {
-                    dispatch(out, registry, &self.metrics);
-                }
-                return;
-            }
-            Outlet::Closed => {
-                while endpoint.poll_output().is_some() {}
-                return;
-            }
-        }
+    fn forward(&mut self, endpoint: &mut Endpoint, metrics: &Shared) {
         self.flush_overflow();
         while let Some(out) = endpoint.poll_output() {
             if !self.overflow.is_empty() {
-                self.overflow_push(out);
+                self.overflow_push(out, metrics);
                 continue;
             }
-            let Outlet::Dispatcher(deliveries) = &self.outlet else {
-                unreachable!("the other outlets returned above")
-            };
-            match deliveries.try_send(out) {
+            match self.queue.try_send(out) {
                 Ok(()) => {}
-                Err(crossbeam_channel::TrySendError::Full(out)) => self.overflow_push(out),
+                Err(crossbeam_channel::TrySendError::Full(out)) => {
+                    self.overflow_push(out, metrics);
+                }
                 // The dispatcher lives as long as the router; if it is gone, so is everyone
                 // who could have been told.
                 Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
@@ -363,13 +381,11 @@ impl Output {
     }
 
     /// Remembers an output that did not fit the dispatcher's queue.
-    fn overflow_push(&mut self, out: Received) {
+    fn overflow_push(&mut self, out: Received, metrics: &Shared) {
         match out {
             Received::Frame(frame) => {
                 let h = frame.header_fields();
-                self.metrics
-                    .dispatch_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.dispatch_dropped.fetch_add(1, Ordering::Relaxed);
                 if let Some(Received::Missed(last)) = self.overflow.back_mut()
                     && last.reason == MissedReason::LocalOverflow
                     && last.node == h.node
@@ -380,7 +396,7 @@ impl Output {
                     last.range = Some((first, h.sequence));
                     return;
                 }
-                self.metrics.count_missed(MissedReason::LocalOverflow);
+                metrics.count_missed(MissedReason::LocalOverflow);
                 self.overflow.push_back(Received::Missed(Missed {
                     node: h.node,
                     incarnation: h.incarnation,
@@ -394,11 +410,8 @@ impl Output {
 
     /// Sends what overflowed, in order, as far as the queue takes it.
     fn flush_overflow(&mut self) {
-        let Outlet::Dispatcher(deliveries) = &self.outlet else {
-            return; // nothing overflows without a dispatcher
-        };
         while let Some(out) = self.overflow.pop_front() {
-            match deliveries.try_send(out) {
+            match self.queue.try_send(out) {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(out)) => {
                     self.overflow.push_front(out);

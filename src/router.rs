@@ -12,7 +12,7 @@ use mio::{Poll, Token};
 use parking_lot::Mutex;
 
 use crate::auth::{Keyring, SecretFile, SecretFileError};
-use crate::driver::{Core, Driver, DropLog, Outlet, Output, Signals, WAKER};
+use crate::driver::{Core, Driver, DropLog, Output, Signals, ToDispatcher, WAKER};
 use crate::endpoint::{Endpoint, EndpointConfig, Now, new_incarnation};
 use crate::event::{EventId, Missed};
 use crate::metrics::{Metrics, Shared};
@@ -479,11 +479,11 @@ impl RouterBuilder {
         });
         let metrics = Arc::new(Shared::new());
         let registry = Arc::new(Registry::default());
-        let (outlet, dispatch_rx) = if self.dispatch_on_driver {
-            (Outlet::Inline(Arc::clone(&registry)), None)
+        let (output, dispatch_rx) = if self.dispatch_on_driver {
+            (Output::Inline(Arc::clone(&registry)), None)
         } else {
             let (tx, rx) = bounded(self.dispatch_queue);
-            (Outlet::Dispatcher(tx), Some(rx))
+            (Output::Dispatcher(ToDispatcher::new(tx)), Some(rx))
         };
         let core = Arc::new(Mutex::new(Core {
             endpoint,
@@ -492,11 +492,7 @@ impl RouterBuilder {
             skip_mac,
             signals: Arc::clone(&signals),
             metrics: Arc::clone(&metrics),
-            output: Output {
-                outlet,
-                overflow: std::collections::VecDeque::new(),
-                metrics: Arc::clone(&metrics),
-            },
+            output,
             frame_buf: vec![0; self.max_frame_len],
             batch_buf: vec![0; self.max_frame_len * crate::driver::BATCH_FRAMES],
             batch_lens: Vec::with_capacity(crate::driver::BATCH_FRAMES),
