@@ -35,18 +35,9 @@ fn builder(id: u64, send_on_raise: bool, dispatch_on_driver: bool) -> RouterBuil
 
 /// `n` routers on UDP loopback, each a peer of all others.
 fn cluster(n: usize, send_on_raise: bool, dispatch_on_driver: bool) -> Vec<Router> {
-    let addrs = util::free_udp_addrs(n);
-    (0..n)
-        .map(|i| {
-            let mut b = builder(i as u64 + 1, send_on_raise, dispatch_on_driver).udp_bind(addrs[i]);
-            for (j, a) in addrs.iter().enumerate() {
-                if j != i {
-                    b = b.udp_peer(*a);
-                }
-            }
-            b.build().expect("router builds")
-        })
-        .collect()
+    let node =
+        |i: usize, addr| builder(i as u64 + 1, send_on_raise, dispatch_on_driver).udp_bind(addr);
+    util::mesh(&util::free_udp_addrs(n), node, RouterBuilder::udp_peer)
 }
 
 #[test]
@@ -59,36 +50,14 @@ fn with_both_settings_three_routers_exchange_every_event_exactly_once_in_order()
 /// to be writable, which wakes the sleeping driver.
 #[test]
 fn with_both_settings_three_routers_exchange_every_event_over_tcp() {
-    let addrs = util::free_tcp_addrs(3);
-    let routers: Vec<Router> = (0..3)
-        .map(|i| {
-            let mut b = builder(i as u64 + 1, true, true)
-                .max_frame_len(8192)
-                .tcp_listen(addrs[i]);
-            for (j, a) in addrs.iter().enumerate() {
-                if j != i {
-                    b = b.tcp_peer(*a);
-                }
-            }
-            b.build().expect("router builds")
-        })
-        .collect();
+    let node = |i: usize, addr| {
+        builder(i as u64 + 1, true, true)
+            .max_frame_len(8192)
+            .tcp_listen(addr)
+    };
+    let routers = util::mesh(&util::free_tcp_addrs(3), node, RouterBuilder::tcp_peer);
     // Peers connect in the background; wait until each has heard from each.
-    let probe = EventId::from_name("latency.probe");
-    for to in &routers {
-        let (_sub, rx) = to.event(probe).receiver();
-        for from in routers.iter().filter(|r| r.node_id() != to.node_id()) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                assert!(Instant::now() < deadline, "peers never connected");
-                from.event(probe).raise(b"probe").unwrap();
-                std::thread::sleep(Duration::from_millis(20));
-                if rx.try_iter().any(|m| m.node == from.node_id()) {
-                    break;
-                }
-            }
-        }
-    }
+    util::wait_connected(&routers);
     util::exchange_and_check(&routers, 100_000);
 }
 
@@ -387,7 +356,6 @@ fn a_panicking_subscriber_stops_neither_the_others_nor_the_node() {
         );
         assert_eq!(routers[1].metrics().subscriber_panics, 2);
         // The node still sends and receives.
-        routers[1].event(event).raise(b"still here").unwrap();
         let (_back, back_rx) = routers[0].event(event).receiver();
         routers[1].event(event).raise(b"still here").unwrap();
         let m = back_rx

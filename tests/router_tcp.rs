@@ -5,62 +5,29 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use herald::{EventId, Router};
+use herald::{EventId, Router, RouterBuilder};
 
 fn tcp_cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
     let addrs = util::free_tcp_addrs(n);
-    let routers = (0..n)
-        .map(|i| {
-            let mut b = Router::builder()
-                .cluster("tcp-test")
-                .node_id(i as u64 + 1)
-                .keyring(util::test_keyring())
-                .ring_capacity(8 << 20)
-                // These tests count every event: let subscribers queue far behind.
-                .dispatch_queue(1 << 16)
-                .max_frame_len(8192)
-                .tcp_listen(addrs[i]);
-            for (j, a) in addrs.iter().enumerate() {
-                if j != i {
-                    b = b.tcp_peer(*a);
-                }
-            }
-            b.build().expect("router builds")
-        })
-        .collect();
+    let node = |i: usize, addr| {
+        Router::builder()
+            .cluster("tcp-test")
+            .node_id(i as u64 + 1)
+            .keyring(util::test_keyring())
+            .ring_capacity(8 << 20)
+            // These tests count every event: let subscribers queue far behind.
+            .dispatch_queue(1 << 16)
+            .max_frame_len(8192)
+            .tcp_listen(addr)
+    };
+    let routers = util::mesh(&addrs, node, RouterBuilder::tcp_peer);
     (routers, addrs)
-}
-
-/// Waits until frames from `from` reach `to`: TCP peers connect in the background, and frames
-/// sent before that are lost (and reported as missed), which these tests do not want.
-fn wait_heard(from: &Router, to: &Router) {
-    let probe = EventId::from_name("test.probe");
-    let (_sub, rx) = to.event(probe).receiver();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "peers never connected");
-        from.event(probe).raise(b"probe").unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        if rx.try_iter().any(|m| m.node == from.node_id()) {
-            return;
-        }
-    }
-}
-
-fn wait_connected(routers: &[Router]) {
-    for a in routers {
-        for b in routers {
-            if a.node_id() != b.node_id() {
-                wait_heard(a, b);
-            }
-        }
-    }
 }
 
 #[test]
 fn three_routers_exchange_every_event_exactly_once_in_order_over_tcp() {
     let (routers, _) = tcp_cluster(3);
-    wait_connected(&routers);
+    util::wait_connected(&routers);
     // Probes lost before the connections came up are reported as missed; start counting now.
     std::thread::sleep(Duration::from_millis(100));
     util::exchange_and_check(&routers, 100_000);
@@ -96,7 +63,7 @@ fn a_peer_that_stops_reading_delays_no_one() {
         .tcp_peer(addrs[0])
         .build()
         .unwrap();
-    wait_heard(&a, &b);
+    util::wait_heard(&a, &b);
     std::thread::sleep(Duration::from_millis(100));
     let event = EventId::from_name("test.frozen");
     let (_sub, rx) = b.event(event).receiver();

@@ -8,30 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use herald::{EventId, RaiseError, Router};
+use herald::{EventId, RaiseError, Router, RouterBuilder};
 
 fn cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
     let addrs = util::free_udp_addrs(n);
-    let routers = (0..n)
-        .map(|i| {
-            let mut b = Router::builder()
-                .cluster("udp-test")
-                .node_id(i as u64 + 1)
-                .keyring(util::test_keyring())
-                // Room for every event of the test: a full ring refuses raises, which peers
-                // must hear about (SenderOverflowed), and this test wants no Missed at all.
-                .ring_capacity(8 << 20)
-                // These tests count every event: let subscribers queue far behind.
-                .dispatch_queue(1 << 16)
-                .udp_bind(addrs[i]);
-            for (j, a) in addrs.iter().enumerate() {
-                if j != i {
-                    b = b.udp_peer(*a);
-                }
-            }
-            b.build().expect("router builds")
-        })
-        .collect();
+    let node = |i: usize, addr| {
+        Router::builder()
+            .cluster("udp-test")
+            .node_id(i as u64 + 1)
+            .keyring(util::test_keyring())
+            // Room for every event of the test: a full ring refuses raises, which peers
+            // must hear about (SenderOverflowed), and this test wants no Missed at all.
+            .ring_capacity(8 << 20)
+            // These tests count every event: let subscribers queue far behind.
+            .dispatch_queue(1 << 16)
+            .udp_bind(addr)
+    };
+    let routers = util::mesh(&addrs, node, RouterBuilder::udp_peer);
     (routers, addrs)
 }
 
@@ -148,7 +141,7 @@ fn a_channel_nobody_reads_is_bounded_and_counts_what_it_lost() {
 
 #[test]
 fn bad_settings_name_the_field() {
-    let err = |b: herald::RouterBuilder| b.build().expect_err("refused").to_string();
+    let err = |b: RouterBuilder| b.build().expect_err("refused").to_string();
     let base = || Router::builder().cluster("c").keyring(util::test_keyring());
     assert!(err(Router::builder()).starts_with("cluster:"));
     assert!(err(base().ring_capacity(1000)).starts_with("ring_capacity:"));

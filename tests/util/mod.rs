@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use herald::auth::{Key, Keyring};
-use herald::{EventId, RaiseError, Router};
+use herald::{EventId, RaiseError, Router, RouterBuilder};
 use parking_lot::Mutex;
 
 /// `n` UDP ports on 127.0.0.1 that were free a moment ago.
@@ -152,4 +152,49 @@ pub(crate) fn free_tcp_addrs(n: usize) -> Vec<SocketAddr> {
         .iter()
         .map(|l| l.local_addr().expect("local address"))
         .collect()
+}
+
+/// One router per address, each a peer of all the others: `node(i, addr)` gives node `i`'s
+/// builder listening on `addr`, and `peer(builder, addr)` adds a peer.
+pub(crate) fn mesh(
+    addrs: &[SocketAddr],
+    node: impl Fn(usize, SocketAddr) -> RouterBuilder,
+    peer: impl Fn(RouterBuilder, SocketAddr) -> RouterBuilder,
+) -> Vec<Router> {
+    (0..addrs.len())
+        .map(|i| {
+            let others = addrs.iter().enumerate().filter(|&(j, _)| j != i);
+            others
+                .fold(node(i, addrs[i]), |b, (_, a)| peer(b, *a))
+                .build()
+                .expect("router builds")
+        })
+        .collect()
+}
+
+/// Waits until frames from `from` reach `to`: TCP peers connect in the background, and frames
+/// sent before that are lost (and reported as missed), which these tests do not want.
+pub(crate) fn wait_heard(from: &Router, to: &Router) {
+    let probe = EventId::from_name("test.probe");
+    let (_sub, rx) = to.event(probe).receiver();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "peers never connected");
+        from.event(probe).raise(b"probe").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        if rx.try_iter().any(|m| m.node == from.node_id()) {
+            return;
+        }
+    }
+}
+
+/// [`wait_heard`] for every ordered pair of `routers`.
+pub(crate) fn wait_connected(routers: &[Router]) {
+    for a in routers {
+        for b in routers {
+            if a.node_id() != b.node_id() {
+                wait_heard(a, b);
+            }
+        }
+    }
 }
