@@ -7,13 +7,15 @@ use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mio::Interest;
 use mio::net::UdpSocket;
 /// mio's registry and token, as [`Transport::register`] takes them (so a provider does not
 /// need its own dependency on mio unless it registers sockets).
 pub use mio::{Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use blocks::BlockPool;
 
 /// A way to move frames between nodes.
 ///
@@ -107,6 +109,7 @@ pub enum RecvStatus {
     MoreWaiting,
 }
 
+mod blocks;
 mod tcp;
 
 pub use tcp::{TcpConfig, TcpTransport};
@@ -294,8 +297,9 @@ pub struct UdpTransport {
     socket: UdpSocket,
     state: quinn_udp::UdpSocketState,
     destinations: Vec<SocketAddr>,
-    /// The receive block: initialised bytes, carved into `Bytes` from the front.
-    buf: BytesMut,
+    /// Where received datagrams go: the current block, and the pool it returns to.
+    blocks: BlockPool,
+    block: Box<[u8]>,
     /// Bytes one receive slot needs: a whole GRO batch, or one datagram and a byte more.
     slot_len: usize,
     /// Datagrams (or GRO batches) one `recvmmsg` may return.
@@ -303,8 +307,8 @@ pub struct UdpTransport {
     faults: Option<Faults>,
 }
 
-/// Receive buffers are carved out of blocks of this many bytes (or a slot's worth, if more).
-const RECV_BLOCK: usize = 1 << 20;
+/// Bytes of returned receive blocks a transport keeps for reuse (at least a few blocks).
+const RECV_POOL_BYTES: usize = 8 << 20;
 /// The most bytes one GSO send may carry (a UDP datagram's largest payload over IPv4).
 const MAX_GSO_BYTES: usize = 65_507;
 /// The most bytes one GRO batch holds: the kernel stops coalescing at the largest IP packet.
@@ -353,11 +357,14 @@ impl UdpTransport {
         } else {
             (datagram, RECV_SLOTS)
         };
+        let block_len = slot_len * slots;
+        let blocks = BlockPool::new(block_len, (RECV_POOL_BYTES / block_len).max(4));
         Ok(Self {
             socket,
             state,
             destinations,
-            buf: BytesMut::new(),
+            block: blocks.take(),
+            blocks,
             slot_len,
             slots,
             faults: config.faults.clone().map(|f| Faults {
@@ -440,13 +447,8 @@ impl Transport for UdpTransport {
         // A budget per call, so a flood on this socket cannot keep the driver from sending
         // and from its timers; the driver calls again before it sleeps.
         for _ in 0..RECV_CALLS {
-            let need = self.slot_len * self.slots;
-            if self.buf.len() < need {
-                // A fresh block, zeroed once; receives then reuse its bytes as they are.
-                self.buf = BytesMut::zeroed(RECV_BLOCK.max(need));
-            }
             let received = {
-                let mut chunks = self.buf[..need].chunks_mut(self.slot_len);
+                let mut chunks = self.block.chunks_mut(self.slot_len);
                 let mut slices: [IoSliceMut<'_>; RECV_SLOTS] =
                     std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
                 self.state.recv(
@@ -462,7 +464,7 @@ impl Transport for UdpTransport {
                         return Ok(RecvStatus::Drained);
                     };
                     let used = last * self.slot_len + meta[last].len.min(self.slot_len);
-                    let block = self.buf.split_to(used).freeze();
+                    let (block, _) = self.blocks.share(&mut self.block, 0..used, 0..0);
                     for (i, m) in meta[..count].iter().enumerate() {
                         let slot_start = i * self.slot_len;
                         let len = m.len.min(self.slot_len);

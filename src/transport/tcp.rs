@@ -15,6 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
+use super::blocks::BlockPool;
 use super::{DriverWaker, FrameBatch, RecvStatus, SendError, Transport};
 
 /// TCP settings for [`TcpTransport`].
@@ -69,8 +70,46 @@ struct Outbound {
 #[derive(Debug)]
 struct Inbound {
     stream: TcpStream,
-    buf: BytesMut,
+    buf: InBuf,
 }
+
+/// One connection's received bytes: `block[start..filled]` arrived and is not yet handed out
+/// (at most the front of one frame, between reads).
+pub(crate) struct InBuf {
+    block: Box<[u8]>,
+    start: usize,
+    filled: usize,
+}
+
+impl InBuf {
+    fn new(pool: &BlockPool) -> Self {
+        Self {
+            block: pool.take(),
+            start: 0,
+            filled: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for InBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InBuf")
+            .field("block_len", &self.block.len())
+            .field("start", &self.start)
+            .field("filled", &self.filled)
+            .finish()
+    }
+}
+
+/// Receive blocks for a connection: two reads' worth or two of the largest frames, whichever
+/// is more, so that after the front of an unfinished frame is moved to the start of its
+/// block, a whole read still fits behind it.
+fn block_len(max_frame_len: usize) -> usize {
+    READ_CHUNK.max(4 + max_frame_len) * 2
+}
+
+/// Bytes of returned receive blocks the transport keeps for reuse.
+const POOL_BYTES: usize = 8 << 20;
 
 /// herald's TCP transport: length-prefixed frames, one bounded queue per peer, reconnection
 /// with backoff, and `TCP_USER_TIMEOUT` so a peer that stops acknowledging is given up.
@@ -82,6 +121,7 @@ pub struct TcpTransport {
     inbound: Vec<Inbound>,
     registry: Option<Registry>,
     token: Token,
+    blocks: BlockPool,
 }
 
 impl TcpTransport {
@@ -105,6 +145,7 @@ impl TcpTransport {
                 dropped: 0,
             })
             .collect();
+        let len = block_len(config.max_frame_len);
         Ok(Self {
             config,
             listener,
@@ -112,6 +153,7 @@ impl TcpTransport {
             inbound: Vec::new(),
             registry: None,
             token: Token(0),
+            blocks: BlockPool::new(len, (POOL_BYTES / len).max(4)),
         })
     }
 
@@ -219,7 +261,7 @@ impl TcpTransport {
                     self.register_stream(&mut stream, Interest::READABLE);
                     self.inbound.push(Inbound {
                         stream,
-                        buf: BytesMut::new(),
+                        buf: InBuf::new(&self.blocks),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -233,12 +275,14 @@ impl TcpTransport {
     }
 }
 
-/// Reads what `stream` has (up to the read budget) into `buf` and hands out each whole frame.
+/// Reads what `stream` has (up to the read budget) into `buf` and hands out each whole frame,
+/// as `Bytes` over the receive block where that block was mostly filled (see [`BlockPool`]).
 /// `None` when the connection must close (end of stream, an error, or a length prefix over
 /// `max`).
 fn read_frames(
     stream: &mut impl Read,
-    buf: &mut BytesMut,
+    buf: &mut InBuf,
+    pool: &BlockPool,
     max: usize,
     deliver: &mut dyn FnMut(Bytes),
 ) -> Option<RecvStatus> {
@@ -248,51 +292,123 @@ fn read_frames(
             return Some(RecvStatus::MoreWaiting);
         }
         reads += 1;
-        let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
-        let read = stream.read(&mut buf[start..]);
-        let n = match read {
-            Ok(0) => {
-                buf.truncate(start);
-                return None;
-            }
+        if buf.block.len() - buf.filled < buf.block.len() / 2 {
+            // Move the unfinished frame (less than half a block) to the front.
+            buf.block.copy_within(buf.start..buf.filled, 0);
+            buf.filled -= buf.start;
+            buf.start = 0;
+        }
+        let room = buf.filled..(buf.filled + READ_CHUNK).min(buf.block.len());
+        let n = match stream.read(&mut buf.block[room]) {
+            Ok(0) => return None,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                buf.truncate(start);
                 return Some(RecvStatus::Drained);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                buf.truncate(start);
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return None,
         };
-        buf.truncate(start + n);
-        if !deframe(buf, max, deliver) {
+        buf.filled += n;
+        let (whole, trusted) = whole_frames(&buf.block[buf.start..buf.filled], max);
+        let whole = buf.start + whole;
+        if whole > buf.start {
+            let (frames, lent) = pool.share(&mut buf.block, buf.start..whole, whole..buf.filled);
+            if lent {
+                buf.filled -= whole;
+                buf.start = 0;
+            } else {
+                buf.start = whole;
+            }
+            deframe(&frames, deliver);
+        }
+        if !trusted {
             return None;
+        }
+        if buf.start == buf.filled {
+            (buf.start, buf.filled) = (0, 0);
         }
     }
 }
 
-/// Hands out every whole length-prefixed frame at the front of `buf`. Returns false if a
-/// length prefix is over `max` (the stream cannot be trusted past it).
-pub(crate) fn deframe(buf: &mut BytesMut, max: usize, deliver: &mut dyn FnMut(Bytes)) -> bool {
-    loop {
-        let Some(prefix) = buf.get(..4) else {
-            return true;
-        };
+/// The length of the whole length-prefixed frames at the front of `data`, and false if the
+/// next length prefix is over `max` (the stream cannot be trusted past it).
+fn whole_frames(data: &[u8], max: usize) -> (usize, bool) {
+    let mut at = 0;
+    while let Some(prefix) = data.get(at..at + 4) {
         let mut len = [0u8; 4];
         len.copy_from_slice(prefix);
         let len = u32::from_le_bytes(len) as usize;
         if len > max {
-            return false;
+            return (at, false);
         }
-        if buf.len() < 4 + len {
-            buf.reserve(4 + len - buf.len());
-            return true;
+        if data.len() - at - 4 < len {
+            break;
         }
-        buf.advance(4);
-        deliver(buf.split_to(len).freeze());
+        at += 4 + len;
+    }
+    (at, true)
+}
+
+/// Hands out each frame of `frames`, whole length-prefixed frames as [`whole_frames`] found
+/// them, as a slice of it.
+fn deframe(frames: &Bytes, deliver: &mut dyn FnMut(Bytes)) {
+    let mut at = 0;
+    while let Some(prefix) = frames.get(at..at + 4) {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(prefix);
+        let end = (at + 4 + u32::from_le_bytes(len) as usize).min(frames.len());
+        deliver(frames.slice(at + 4..end));
+        at = end;
+    }
+}
+
+/// Frames one vectored write carries at most (two buffers each: prefix and frame).
+const WRITE_FRAMES: usize = 32;
+
+/// Writes `frames`, each after its length prefix, with one vectored write; how many bytes of
+/// that framed stream the socket took (0 when it is full or still connecting). Only an error
+/// that ends the connection is an error.
+fn write_framed(stream: &mut impl Write, frames: &[&[u8]]) -> io::Result<usize> {
+    let prefixes: Vec<[u8; 4]> = frames
+        .iter()
+        .map(|f| u32::try_from(f.len()).unwrap_or(u32::MAX).to_le_bytes())
+        .collect();
+    let slices: Vec<io::IoSlice<'_>> = frames
+        .iter()
+        .zip(&prefixes)
+        .flat_map(|(f, p)| [io::IoSlice::new(p), io::IoSlice::new(f)])
+        .collect();
+    loop {
+        return match stream.write_vectored(&slices) {
+            Ok(0) if !slices.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// Queues what remains of `frames` (each after its length prefix) past the first `written`
+/// bytes of that framed stream.
+fn enqueue_from(queue: &mut BytesMut, frames: &[&[u8]], mut written: usize) {
+    for frame in frames {
+        let prefix = u32::try_from(frame.len()).unwrap_or(u32::MAX).to_le_bytes();
+        for part in [&prefix[..], frame] {
+            if written >= part.len() {
+                written -= part.len();
+            } else {
+                queue.extend_from_slice(&part[written..]);
+                written = 0;
+            }
+        }
     }
 }
 
@@ -321,12 +437,43 @@ impl Transport for TcpTransport {
     /// Queues every frame of the batch for each peer, then writes once per peer.
     fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
         let mut failed = 0;
+        let max_queued = self.config.max_queued;
         for i in 0..self.outbound.len() {
             let peer = &mut self.outbound[i];
-            for frame in batch.iter() {
+            let mut frames = batch.iter().peekable();
+            // While nothing waits before them, frames go straight from the batch to the
+            // socket, not through the queue (a copy of every byte sent).
+            let mut error = None;
+            while peer.queue.is_empty() && frames.peek().is_some() {
+                let Some(stream) = peer.stream.as_mut() else {
+                    break;
+                };
+                let chunk: Vec<&[u8]> = frames.by_ref().take(WRITE_FRAMES).collect();
+                match write_framed(stream, &chunk) {
+                    Ok(written) => {
+                        peer.backoff = BACKOFF_MIN;
+                        // A frame the socket took only part of must follow at once, whatever
+                        // the queue's limit: the stream is mid-frame.
+                        enqueue_from(&mut peer.queue, &chunk, written);
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = error {
+                // As when a queued write fails: the connection and this batch's frames for
+                // it are gone (the peer reports them missed), and a reconnection is due.
+                self.fail(i, &e);
+                self.outbound[i].dropped += 1;
+                continue;
+            }
+            for frame in frames {
                 // Frames wait in the queue while the peer connects (the first connection, or
-                // a reconnection under way); a full queue drops the frame for this peer only.
-                if peer.queue.len() + 4 + frame.len() > self.config.max_queued {
+                // a reconnection under way) or while its socket is full; a full queue drops
+                // the frame for this peer only.
+                if peer.queue.len() + 4 + frame.len() > max_queued {
                     peer.dropped += 1;
                     failed += 1;
                     continue;
@@ -357,7 +504,7 @@ impl Transport for TcpTransport {
         let registry = self.registry.as_ref();
         let mut status = RecvStatus::Drained;
         self.inbound.retain_mut(|conn| {
-            let outcome = read_frames(&mut conn.stream, &mut conn.buf, max, deliver);
+            let outcome = read_frames(&mut conn.stream, &mut conn.buf, &self.blocks, max, deliver);
             if outcome == Some(RecvStatus::MoreWaiting) {
                 status = RecvStatus::MoreWaiting;
             }
@@ -422,37 +569,96 @@ mod tests {
         v
     }
 
-    #[test]
-    fn deframes_a_stream_split_at_every_byte() {
-        let stream = framed(&[b"first", b"", b"third frame"]);
-        for cut in 0..=stream.len() {
-            let mut buf = BytesMut::new();
-            let mut got = Vec::new();
-            buf.extend_from_slice(&stream[..cut]);
-            assert!(deframe(&mut buf, 100, &mut |b| got.push(b)));
-            buf.extend_from_slice(&stream[cut..]);
-            assert!(deframe(&mut buf, 100, &mut |b| got.push(b)));
-            assert_eq!(got, [&b"first"[..], b"", b"third frame"], "cut at {cut}");
-            assert!(buf.is_empty());
+    /// A stream that returns `data` in reads of the sizes in `reads` (in turn, each at most
+    /// what the caller's buffer holds; 0 means one "would block"), then would block.
+    struct Chunky {
+        data: Vec<u8>,
+        at: usize,
+        reads: Vec<usize>,
+        turn: usize,
+    }
+
+    impl Chunky {
+        fn new(data: Vec<u8>, reads: Vec<usize>) -> Self {
+            Self {
+                data,
+                at: 0,
+                reads,
+                turn: 0,
+            }
+        }
+
+        fn done(&self) -> bool {
+            self.at == self.data.len()
         }
     }
 
-    /// A stream that fills every read from `data` until its end, then would block, like a
-    /// socket whose peer keeps writing.
-    struct Flood {
-        data: Vec<u8>,
-        at: usize,
-    }
-
-    impl Read for Flood {
+    impl Read for Chunky {
         fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            let n = out.len().min(self.data.len() - self.at);
+            let size = self.reads.get(self.turn % self.reads.len().max(1)).copied();
+            self.turn += 1;
+            let n = size
+                .unwrap_or(usize::MAX)
+                .min(out.len())
+                .min(self.data.len() - self.at);
             if n == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             out[..n].copy_from_slice(&self.data[self.at..self.at + n]);
             self.at += n;
             Ok(n)
+        }
+    }
+
+    /// Reads `stream` to its end through one connection's buffer, keeping every frame
+    /// delivered (so any block reused while a frame still points into it would show).
+    fn read_all(stream: &mut Chunky, max: usize) -> Vec<Bytes> {
+        let pool = BlockPool::new(block_len(max), 2);
+        let mut buf = InBuf::new(&pool);
+        let mut got = Vec::new();
+        for _ in 0..1_000_000 {
+            let outcome = read_frames(stream, &mut buf, &pool, max, &mut |b| got.push(b));
+            assert!(outcome.is_some(), "closed");
+            if stream.done() && outcome == Some(RecvStatus::Drained) {
+                break;
+            }
+        }
+        assert!(stream.done());
+        assert_eq!(buf.start, buf.filled, "nothing left over");
+        got
+    }
+
+    #[test]
+    fn deframes_a_stream_split_at_every_byte() {
+        let data = framed(&[b"first", b"", b"third frame"]);
+        for cut in 0..=data.len() {
+            let mut stream = Chunky::new(data.clone(), vec![cut, 0, usize::MAX, 0]);
+            let got = read_all(&mut stream, 100);
+            assert_eq!(got, [&b"first"[..], b"", b"third frame"], "cut at {cut}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Frames of any size up to the maximum, read in pieces of any size: every frame
+        /// arrives once, whole and in order, whether it was copied out of a block or lent
+        /// with it, and stays intact while later reads reuse the pool.
+        #[test]
+        fn any_frames_in_any_reads_arrive_intact(
+            lens in proptest::collection::vec(0usize..=70_000, 1..40),
+            reads in proptest::collection::vec(0usize..=140_000, 1..20),
+        ) {
+            let frames: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| (0..len).map(|j| (i * 31 + j) as u8).collect())
+                .collect();
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let mut stream = Chunky::new(framed(&refs), reads);
+            let got = read_all(&mut stream, 70_000);
+            proptest::prop_assert_eq!(got.len(), frames.len());
+            for (i, (g, f)) in got.iter().zip(&frames).enumerate() {
+                proptest::prop_assert!(g[..] == f[..], "frame {} differs", i);
+            }
         }
     }
 
@@ -468,13 +674,13 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        let data = framed(&refs);
-        let mut flood = Flood { data, at: 0 };
-        let mut buf = BytesMut::new();
+        let mut flood = Chunky::new(framed(&refs), Vec::new());
+        let pool = BlockPool::new(block_len(2048), 4);
+        let mut buf = InBuf::new(&pool);
         let mut got: Vec<u32> = Vec::new();
         let mut statuses = Vec::new();
         loop {
-            let outcome = read_frames(&mut flood, &mut buf, 2048, &mut |b| {
+            let outcome = read_frames(&mut flood, &mut buf, &pool, 2048, &mut |b| {
                 got.push(u32::from_le_bytes(b[..4].try_into().unwrap()));
             });
             statuses.push(outcome);
@@ -482,7 +688,8 @@ mod tests {
                 break;
             }
         }
-        // 3000 frames of 1004 bytes are 46 chunks of 64 KiB: two full budgets and a rest.
+        // Reads of at most 64 KiB (half a block): 3000 frames of 1004 bytes take 46 of
+        // them, two full budgets and a rest.
         assert_eq!(
             statuses,
             [
@@ -495,18 +702,96 @@ mod tests {
             got.iter().copied().eq(0..3000),
             "every frame once, in order"
         );
-        assert!(buf.is_empty());
+        assert_eq!(buf.start, buf.filled);
+    }
+
+    /// A length prefix over the maximum closes the connection; the frames before it in the
+    /// same read are still delivered.
+    #[test]
+    fn a_length_over_the_maximum_closes_the_stream() {
+        let pool = BlockPool::new(block_len(100), 2);
+        let mut data = framed(&[b"good"]);
+        data.extend_from_slice(&framed(&[&[0u8; 101]]));
+        let mut buf = InBuf::new(&pool);
+        let mut got = Vec::new();
+        let outcome = read_frames(
+            &mut Chunky::new(data, Vec::new()),
+            &mut buf,
+            &pool,
+            100,
+            &mut |b| got.push(b),
+        );
+        assert_eq!(outcome, None);
+        assert_eq!(got, [&b"good"[..]]);
+        let mut buf = InBuf::new(&pool);
+        let outcome = read_frames(
+            &mut Chunky::new(u32::MAX.to_le_bytes().to_vec(), Vec::new()),
+            &mut buf,
+            &pool,
+            1 << 16,
+            &mut |_| panic!("nothing delivered"),
+        );
+        assert_eq!(outcome, None);
+    }
+
+    /// A socket that takes `room` bytes (in writes of at most `per_write`), then is full.
+    struct Tight {
+        took: Vec<u8>,
+        room: usize,
+        per_write: usize,
+    }
+
+    impl Write for Tight {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let n = data.len().min(self.room).min(self.per_write);
+            if n == 0 && !data.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.took.extend_from_slice(&data[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Whatever part of a vectored write the socket takes, what it took followed by what was
+    /// queued is exactly the framed stream: no byte lost, doubled or out of order.
+    #[test]
+    fn a_partial_direct_write_queues_exactly_the_rest() {
+        let frames: [&[u8]; 3] = [b"first", b"", b"third frame"];
+        let whole = framed(&frames);
+        for room in 0..=whole.len() + 1 {
+            for per_write in [1, 3, usize::MAX] {
+                let mut socket = Tight {
+                    took: Vec::new(),
+                    room,
+                    per_write,
+                };
+                let written = write_framed(&mut socket, &frames).unwrap();
+                assert_eq!(written, socket.took.len());
+                let mut queue = BytesMut::new();
+                enqueue_from(&mut queue, &frames, written);
+                socket.took.extend_from_slice(&queue);
+                assert_eq!(socket.took, whole, "room {room}, {per_write} per write");
+            }
+        }
     }
 
     #[test]
-    fn a_length_over_the_maximum_closes_the_stream() {
-        let mut buf = BytesMut::from(&framed(&[&[0u8; 101]])[..]);
-        assert!(!deframe(&mut buf, 100, &mut |_| panic!(
-            "nothing delivered"
-        )));
-        let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
-        assert!(!deframe(&mut buf, 1 << 16, &mut |_| panic!(
-            "nothing delivered"
-        )));
+    fn a_failed_direct_write_is_an_error() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::ConnectionReset.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = write_framed(&mut Broken, &[b"x"]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
     }
 }
