@@ -233,6 +233,11 @@ pub struct LatencySection {
     /// that return quickly. Default false.
     #[serde(default)]
     pub dispatch_on_driver: bool,
+    /// Microseconds the sending and receiving thread keeps polling after the bus goes idle
+    /// before it sleeps ([`RouterBuilder::busy_poll`]); costs a CPU core per node while
+    /// traffic flows. Default 0.
+    #[serde(default)]
+    pub busy_poll_us: u64,
 }
 
 /// `[metrics]`
@@ -559,6 +564,7 @@ impl Config {
             .clock_skew(Duration::from_millis(t.clock_skew_ms))
             .reorder_window(Duration::from_millis(t.reorder_ms))
             .send_on_raise(self.latency.send_on_raise)
+            .busy_poll(Duration::from_micros(self.latency.busy_poll_us))
             .dispatch_on_driver(self.latency.dispatch_on_driver);
         if let Some(id) = self.node_id {
             b = b.node_id(id);
@@ -622,6 +628,10 @@ mod tests {
         assert!(err(&format!("{base}colour = 1\n")).starts_with("udp.colour:"));
         assert!(err(&format!("{base}peers = [\"nope\"]\n")).starts_with("udp.peers[0]:"));
         assert!(err(&format!("{base}[ring]\ncapacity = 1000\n")).starts_with("ring.capacity:"));
+        assert!(
+            err(&format!("{base}[latency]\nbusy_poll_us = -5\n"))
+                .starts_with("latency.busy_poll_us:")
+        );
         assert!(
             err(&format!("{base}[timing]\ndead_peer_ms = 50\n"))
                 .starts_with("timing.dead_peer_ms:")

@@ -68,7 +68,7 @@ impl Signals {
             return;
         }
         if let Some(mut core) = core.try_lock() {
-            let sent_all = core.send_ring();
+            let sent_all = core.send_ring().all;
             // As when the driver parks: no ring space stays held while nobody is sending.
             core.ring.hand_back();
             // The driver may sleep for a while yet: the counters should not wait for it.
@@ -95,6 +95,9 @@ pub(crate) struct Driver {
     pub(crate) poll: Poll,
     pub(crate) core: Arc<Mutex<Core>>,
     pub(crate) signals: Arc<Signals>,
+    /// How long the bus must have been idle before the driver sleeps
+    /// ([`busy_poll`](crate::RouterBuilder::busy_poll)).
+    pub(crate) busy_poll: Duration,
 }
 
 /// Where the endpoint's output (verified frames, Missed notices) goes.
@@ -138,10 +141,11 @@ impl Driver {
     /// Runs until shutdown: then flushes the ring and says goodbye.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(64);
+        let mut idle_since: Option<Instant> = None;
         loop {
             let mut core = self.core.lock();
             let shutting_down = self.signals.shutdown.load(Ordering::Acquire);
-            let sent_all = core.send_ring();
+            let sent = core.send_ring();
             // The timers run on a clock read before the sockets are: a gap is given up at
             // `now` only once everything that had arrived by `now` was looked at (each frame
             // is stamped when it is looked at, never before it arrived), so a late frame
@@ -152,12 +156,23 @@ impl Driver {
             let received = core.receive(now.instant);
             core.timers(now);
             core.metrics.publish(core.endpoint.stats());
-            if shutting_down && sent_all {
+            if shutting_down && sent.all {
                 break;
+            }
+            if sent.frames > 0 || received {
+                idle_since = None;
             }
             // Sleep only once a turn found nothing to do: a transport may stop receiving at
             // its budget with datagrams still waiting, and readiness will not say so again.
-            if sent_all && !received {
+            if sent.all && !received {
+                // With busy polling, go on turning (each turn looks at the ring and reads
+                // every socket) until the bus has been idle that long.
+                let idle = *idle_since.get_or_insert(now.instant);
+                if now.instant.saturating_duration_since(idle) < self.busy_poll {
+                    drop(core);
+                    std::hint::spin_loop();
+                    continue;
+                }
                 let timeout = core.before_park();
                 drop(core);
                 if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -166,6 +181,7 @@ impl Driver {
                     tracing::error!(error = %e, "poll failed");
                 }
                 self.signals.parked.store(false, Ordering::Relaxed);
+                idle_since = None;
             }
         }
         let mut guard = self.core.lock();
@@ -180,6 +196,14 @@ impl Driver {
     }
 }
 
+/// What [`Core::send_ring`] did.
+struct Sent {
+    /// Frames sent.
+    frames: usize,
+    /// Whether the ring is empty (false: the budget ran out first).
+    all: bool,
+}
+
 impl Core {
     /// Closes the sockets and the dispatcher's channel, when the driver stops. The core
     /// outlives the driver thread when raises may send from it (the router holds it too):
@@ -191,8 +215,8 @@ impl Core {
     }
 
     /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget,
-    /// and sends them in batches. Returns whether the ring is empty.
-    fn send_ring(&mut self) -> bool {
+    /// and sends them in batches.
+    fn send_ring(&mut self) -> Sent {
         if self.signals.overflowed.swap(false, Ordering::AcqRel) {
             self.endpoint.note_overflow(Instant::now());
         }
@@ -211,16 +235,25 @@ impl Core {
                 used += len;
             }
             if self.batch_lens.is_empty() {
-                return true;
+                return Sent {
+                    frames: sent,
+                    all: true,
+                };
             }
             sent += self.batch_lens.len();
             let full = self.batch_lens.len() == BATCH_FRAMES;
             self.send_batch(used);
             if !full {
-                return true;
+                return Sent {
+                    frames: sent,
+                    all: true,
+                };
             }
         }
-        false
+        Sent {
+            frames: sent,
+            all: false,
+        }
     }
 
     /// Sends the first `used` bytes of the batch buffer, frames of `batch_lens`.

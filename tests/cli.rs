@@ -488,8 +488,15 @@ fn json_field(text: &str, key: &str) -> f64 {
 
 #[test]
 fn bench_two_process_reports_json_with_every_key() {
-    for transport in ["udp", "tcp"] {
-        let out = herald(&[
+    // The latency settings reach the child (its config would refuse a key it did not know).
+    let latency = [
+        "--send-on-raise",
+        "--dispatch-on-driver",
+        "--busy-poll-us",
+        "200",
+    ];
+    for (transport, extra) in [("udp", &[][..]), ("tcp", &[][..]), ("udp", &latency[..])] {
+        let mut args = vec![
             "bench",
             "--mode",
             "two-process",
@@ -500,7 +507,9 @@ fn bench_two_process_reports_json_with_every_key() {
             "--rate",
             "5000",
             "--json",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = herald(&args);
         let text = stdout(&out);
         assert!(out.status.success(), "{text}\n{}", stderr(&out));
         assert!(text.contains("\"mode\":\"two-process\""), "{text}");

@@ -1,6 +1,6 @@
-//! The two latency settings, `send_on_raise` and `dispatch_on_driver`: what they change (which
-//! thread sends, which thread calls subscribers) and what they must not (every event once, in
-//! order; no record left in the ring; shutdown ends).
+//! The latency settings, `send_on_raise`, `dispatch_on_driver` and `busy_poll`: what they
+//! change (which thread sends, which thread calls subscribers, when the driver sleeps) and
+//! what they must not (every event once, in order; no record left in the ring; shutdown ends).
 // The loom switch is the library's business; tests use std directly.
 #![allow(clippy::disallowed_types)]
 
@@ -43,6 +43,19 @@ fn cluster(n: usize, send_on_raise: bool, dispatch_on_driver: bool) -> Vec<Route
 #[test]
 fn with_both_settings_three_routers_exchange_every_event_exactly_once_in_order() {
     let routers = cluster(3, true, true);
+    util::exchange_and_check(&routers, 100_000);
+}
+
+/// Busy-polling drivers (which never sleep during the exchange) read and send everything too,
+/// with more spinning threads than this machine has cores.
+#[test]
+fn with_busy_polling_three_routers_exchange_every_event_exactly_once_in_order() {
+    let node = |i: usize, addr| {
+        builder(i as u64 + 1, true, true)
+            .busy_poll(Duration::from_millis(5))
+            .udp_bind(addr)
+    };
+    let routers = util::mesh(&util::free_udp_addrs(3), node, RouterBuilder::udp_peer);
     util::exchange_and_check(&routers, 100_000);
 }
 
@@ -229,6 +242,52 @@ fn send_on_raise_sends_from_the_raising_thread_while_the_driver_sleeps() {
         .unwrap();
 }
 
+/// Which thread sent a raise's frame shows whether the driver was asleep (with
+/// `send_on_raise`, a raise sends only while it sleeps). Busy polling keeps it awake for its
+/// window after the last event, then lets it sleep.
+#[test]
+fn busy_poll_keeps_the_driver_awake_for_its_window_then_lets_it_sleep() {
+    const MARKER: &[u8] = b"is-the-driver-awake";
+    let senders = Arc::new(Mutex::new(Vec::new()));
+    let window = Duration::from_secs(1);
+    let router = builder(1, true, false)
+        .busy_poll(window)
+        .transport(Recording {
+            senders: Arc::clone(&senders),
+            marker: MARKER,
+        })
+        .build()
+        .expect("router builds");
+    let event = router.event(EventId::from_name("latency.awake"));
+    let raise_and_wait = |n: usize| {
+        event.raise(MARKER).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while senders.lock().len() < n {
+            assert!(Instant::now() < deadline, "marked frame {n} was never sent");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("app-thread".into())
+            .spawn_scoped(scope, || {
+                // Each raise comes well within the window of the one before: the driver
+                // never sleeps, so it sends them all.
+                for n in 1..=5 {
+                    raise_and_wait(n);
+                    std::thread::sleep(window / 10);
+                }
+                assert_eq!(*senders.lock(), vec!["herald-driver"; 5]);
+                // Idle for longer than the window, the driver sleeps and the raise sends.
+                std::thread::sleep(window + window / 2);
+                raise_and_wait(6);
+                assert_eq!(senders.lock()[5], "app-thread");
+            })
+            .unwrap();
+    });
+    router.shutdown();
+}
+
 /// Names of the threads that called a remote event's subscriber and a Missed subscriber.
 fn subscriber_threads(dispatch_on_driver: bool) -> (String, String) {
     let addrs = util::free_udp_addrs(2);
@@ -279,8 +338,19 @@ fn dispatch_on_driver_calls_subscribers_on_the_driver_thread() {
 
 #[test]
 fn shutdown_ends_with_either_setting_and_when_a_subscriber_drops_the_last_handle() {
-    for (send_on_raise, dispatch_on_driver) in [(true, false), (false, true), (true, true)] {
-        let routers = cluster(2, send_on_raise, dispatch_on_driver);
+    let spinning = Duration::from_secs(3600);
+    for (send_on_raise, dispatch_on_driver, busy_poll) in [
+        (true, false, Duration::ZERO),
+        (false, true, Duration::ZERO),
+        (true, true, Duration::ZERO),
+        (true, true, spinning),
+    ] {
+        let node = |i: usize, addr| {
+            builder(i as u64 + 1, send_on_raise, dispatch_on_driver)
+                .busy_poll(busy_poll)
+                .udp_bind(addr)
+        };
+        let routers = util::mesh(&util::free_udp_addrs(2), node, RouterBuilder::udp_peer);
         let mut routers = routers.into_iter();
         let (sender, receiver) = (routers.next().unwrap(), routers.next().unwrap());
         let event = EventId::from_name("latency.bye");
@@ -300,8 +370,8 @@ fn shutdown_ends_with_either_setting_and_when_a_subscriber_drops_the_last_handle
         while !dropped.load(Ordering::Acquire) {
             assert!(
                 Instant::now() < deadline,
-                "send_on_raise {send_on_raise}, dispatch_on_driver {dispatch_on_driver}: \
-                 the subscriber never ran or its drop of the last handle never returned"
+                "send_on_raise {send_on_raise}, dispatch_on_driver {dispatch_on_driver}, \
+                 busy_poll {busy_poll:?}: the subscriber never ran or its drop of the last handle never returned"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -314,8 +384,8 @@ fn shutdown_ends_with_either_setting_and_when_a_subscriber_drops_the_last_handle
         });
         assert!(
             done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
-            "send_on_raise {send_on_raise}, dispatch_on_driver {dispatch_on_driver}: \
-             shutdown did not return"
+            "send_on_raise {send_on_raise}, dispatch_on_driver {dispatch_on_driver}, \
+             busy_poll {busy_poll:?}: shutdown did not return"
         );
     }
 }

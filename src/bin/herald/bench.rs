@@ -55,6 +55,10 @@ pub(crate) struct BenchArgs {
     /// (the `[latency] dispatch_on_driver` setting).
     #[arg(long)]
     dispatch_on_driver: bool,
+    /// Both nodes' drivers poll for this many microseconds after the bus goes idle before
+    /// they sleep (the `[latency] busy_poll_us` setting; a core per node).
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    busy_poll_us: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -81,6 +85,7 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         .dispatch_queue(1 << 16)
         .send_on_raise(args.send_on_raise)
         .dispatch_on_driver(args.dispatch_on_driver)
+        .busy_poll(Duration::from_micros(args.busy_poll_us))
 }
 
 /// The receiving node, listening on `at`.
@@ -203,8 +208,8 @@ fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<
     };
     let sender = children.spawn(&format!(
         "cluster = \"herald-bench\"\nnode_id = 1\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n\
-         [latency]\nsend_on_raise = {}\n{transport}",
-        args.frame, args.send_on_raise
+         [latency]\nsend_on_raise = {}\nbusy_poll_us = {}\n{transport}",
+        args.frame, args.send_on_raise, args.busy_poll_us
     ))?;
     std::thread::sleep(Duration::from_millis(200)); // TCP connects; heartbeats meet
     children.send(sender, &load.to_line())?;
