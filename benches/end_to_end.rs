@@ -3,13 +3,15 @@
 //! - `end_to_end/throughput/{1472,8192}`: events/s raised on node A and delivered to a
 //!   subscriber on node B, with frames of that size (no silent loss: the run fails if an
 //!   event is missing or a Missed is raised).
-//! - `end_to_end/latency_10k/{herald,herald_inline,bare_udp}`: one event every 100 µs
-//!   (10,000/s), the sender spinning between events; criterion reports the mean time per
-//!   event and the bench prints p50/p99/p99.9 one-way latency from raise to delivery.
-//!   `herald` is two routers with the defaults, `herald_inline` the same with both latency
-//!   settings on (`send_on_raise`, `dispatch_on_driver`), and `bare_udp` the floor: a bare
-//!   64-byte datagram from a plain socket to a thread waiting in `mio::Poll`.
-//! - `end_to_end/latency_10k_sleeping/…`: the same three with a sender that sleeps between
+//! - `end_to_end/latency_10k/{herald,herald_inline,herald_busy,bare_udp}`: one event every
+//!   100 µs (10,000/s), the sender spinning between events; criterion reports the mean time
+//!   per event and the bench prints p50/p99/p99.9 one-way latency from raise to delivery.
+//!   `herald` is two routers with the defaults, `herald_inline` the same with
+//!   `send_on_raise` and `dispatch_on_driver` on, `herald_busy` with `busy_poll` (1 ms) as
+//!   well, and `bare_udp` the floor: a bare 64-byte datagram from a plain socket to a thread
+//!   waiting in `mio::Poll`. With a spinning sender and two spinning drivers, `herald_busy`
+//!   has three busy threads on a 2-core machine: expect it to suffer there.
+//! - `end_to_end/latency_10k_sleeping/…`: the same four with a sender that sleeps between
 //!   events, as an application thread between requests does (and as `herald bench --rate`).
 //!
 //! `cargo bench --bench end_to_end`
@@ -24,8 +26,35 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use herald::auth::{Key, Keyring};
 use herald::{EventId, RaiseError, Router};
 
-/// Two routers on UDP loopback; `inline` turns both latency settings on.
-fn pair(frame: usize, inline: bool) -> (Router, Router) {
+/// Which latency settings a pair of routers has.
+#[derive(Clone, Copy, PartialEq)]
+enum Settings {
+    /// None.
+    Defaults,
+    /// `send_on_raise` and `dispatch_on_driver`.
+    Inline,
+    /// Those two and `busy_poll`.
+    Busy,
+}
+
+impl Settings {
+    fn id(self) -> &'static str {
+        match self {
+            Self::Defaults => "herald",
+            Self::Inline => "herald_inline",
+            Self::Busy => "herald_busy",
+        }
+    }
+}
+
+/// Two routers on UDP loopback with the given latency settings.
+fn pair(frame: usize, settings: Settings) -> (Router, Router) {
+    let inline = settings != Settings::Defaults;
+    let busy_poll = if settings == Settings::Busy {
+        Duration::from_millis(1)
+    } else {
+        Duration::ZERO
+    };
     let socks: Vec<_> = (0..2)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
@@ -45,6 +74,7 @@ fn pair(frame: usize, inline: bool) -> (Router, Router) {
             .udp_peer(addrs[1 - i])
             .send_on_raise(inline)
             .dispatch_on_driver(inline)
+            .busy_poll(busy_poll)
             .build()
             .expect("router")
     };
@@ -57,7 +87,7 @@ fn throughput(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     let event = EventId::from_name("bench.e2e");
     for frame in [1472usize, 8192] {
-        let (a, b) = pair(frame, false);
+        let (a, b) = pair(frame, Settings::Defaults);
         let delivered = Arc::new(AtomicU64::new(0));
         let d = Arc::clone(&delivered);
         let _sub = b.event(event).subscribe(move |_| {
@@ -115,8 +145,9 @@ fn throughput(c: &mut Criterion) {
 fn latency(c: &mut Criterion) {
     for pacing in [Pacing::Spin, Pacing::Sleep] {
         let mut group = c.benchmark_group(pacing.group());
-        herald_latency(&mut group, pacing, false);
-        herald_latency(&mut group, pacing, true);
+        for settings in [Settings::Defaults, Settings::Inline, Settings::Busy] {
+            herald_latency(&mut group, pacing, settings);
+        }
         bare_udp_latency(&mut group, pacing);
         group.finish();
     }
@@ -199,11 +230,11 @@ fn print_latency(group: &str, id: &str, mut v: Vec<u64>) {
 
 type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
-/// Raise on one router, a subscriber on the other; `inline` turns both latency settings on.
-fn herald_latency(group: &mut Group<'_>, pacing: Pacing, inline: bool) {
-    let id = if inline { "herald_inline" } else { "herald" };
+/// Raise on one router, a subscriber on the other.
+fn herald_latency(group: &mut Group<'_>, pacing: Pacing, settings: Settings) {
+    let id = settings.id();
     let event = EventId::from_name("bench.latency");
-    let (a, b) = pair(1472, inline);
+    let (a, b) = pair(1472, settings);
     let base = Instant::now();
     let samples = Arc::new(parking_lot::Mutex::new(Vec::<u64>::with_capacity(1 << 20)));
     let s = Arc::clone(&samples);
