@@ -3,15 +3,17 @@
 //! - `end_to_end/throughput/{1472,8192}`: events/s raised on node A and delivered to a
 //!   subscriber on node B, with frames of that size (no silent loss: the run fails if an
 //!   event is missing or a Missed is raised).
-//! - `end_to_end/latency_10k/{herald,herald_inline,herald_busy,bare_udp}`: one event every
-//!   100 µs (10,000/s), the sender spinning between events; criterion reports the mean time
-//!   per event and the bench prints p50/p99/p99.9 one-way latency from raise to delivery.
-//!   `herald` is two routers with the defaults, `herald_inline` the same with
-//!   `send_on_raise` and `dispatch_on_driver` on, `herald_busy` with `busy_poll` (1 ms) as
-//!   well, and `bare_udp` the floor: a bare 64-byte datagram from a plain socket to a thread
-//!   waiting in `mio::Poll`. With a spinning sender and two spinning drivers, `herald_busy`
-//!   has three busy threads on a 2-core machine: expect it to suffer there.
-//! - `end_to_end/latency_10k_sleeping/…`: the same four with a sender that sleeps between
+//! - `end_to_end/latency_10k/{herald,herald_inline,herald_busy,bare_udp,bare_udp_busy}`: one
+//!   event every 100 µs (10,000/s), the sender spinning between events; criterion reports
+//!   the mean time per event and the bench prints p50/p99/p99.9 one-way latency from raise
+//!   to delivery. `herald` is two routers with the defaults; `herald_inline` the same with
+//!   `send_on_raise` and `dispatch_on_driver` on; `herald_busy` with `busy_poll` (1 ms) on
+//!   the receiving router as well. Only the receiver busy-polls, as if it had a core to
+//!   spare: on a 2-core machine two spinning drivers and the sender leave none
+//!   (`herald bench --busy-poll-on both` shows what that costs). `bare_udp` is the floor: a
+//!   bare 64-byte datagram from a plain socket to a thread waiting in `mio::Poll`;
+//!   `bare_udp_busy` the floor for `herald_busy`, its receiver reading in a loop instead.
+//! - `end_to_end/latency_10k_sleeping/…`: the same five with a sender that sleeps between
 //!   events, as an application thread between requests does (and as `herald bench --rate`).
 //!
 //! `cargo bench --bench end_to_end`
@@ -47,13 +49,16 @@ impl Settings {
     }
 }
 
-/// Two routers on UDP loopback with the given latency settings.
+/// Two routers on UDP loopback with the given latency settings (with `Busy`, the second
+/// one, the receiver in these benches, busy-polls).
 fn pair(frame: usize, settings: Settings) -> (Router, Router) {
     let inline = settings != Settings::Defaults;
-    let busy_poll = if settings == Settings::Busy {
-        Duration::from_millis(1)
-    } else {
-        Duration::ZERO
+    let busy_poll = |i: usize| {
+        if settings == Settings::Busy && i == 1 {
+            Duration::from_millis(1)
+        } else {
+            Duration::ZERO
+        }
     };
     let socks: Vec<_> = (0..2)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
@@ -74,7 +79,7 @@ fn pair(frame: usize, settings: Settings) -> (Router, Router) {
             .udp_peer(addrs[1 - i])
             .send_on_raise(inline)
             .dispatch_on_driver(inline)
-            .busy_poll(busy_poll)
+            .busy_poll(busy_poll(i))
             .build()
             .expect("router")
     };
@@ -148,7 +153,8 @@ fn latency(c: &mut Criterion) {
         for settings in [Settings::Defaults, Settings::Inline, Settings::Busy] {
             herald_latency(&mut group, pacing, settings);
         }
-        bare_udp_latency(&mut group, pacing);
+        bare_udp_latency(&mut group, pacing, false);
+        bare_udp_latency(&mut group, pacing, true);
         group.finish();
     }
 }
@@ -250,7 +256,10 @@ fn herald_latency(group: &mut Group<'_>, pacing: Pacing, settings: Settings) {
 }
 
 /// The floor: a bare datagram from a plain socket to a thread waiting in `mio::Poll`.
-fn bare_udp_latency(group: &mut Group<'_>, pacing: Pacing) {
+/// With `busy`, the receiving thread never sleeps: it reads the socket in a loop (the floor
+/// for `herald_busy`).
+fn bare_udp_latency(group: &mut Group<'_>, pacing: Pacing, busy: bool) {
+    let id = if busy { "bare_udp_busy" } else { "bare_udp" };
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
     tx.connect(rx.local_addr().expect("addr")).expect("connect");
@@ -269,7 +278,9 @@ fn bare_udp_latency(group: &mut Group<'_>, pacing: Pacing) {
             let mut v = Vec::with_capacity(1 << 20);
             let mut buf = [0u8; 64];
             while !stop.load(Ordering::Relaxed) {
-                let _ = poll.poll(&mut events, Some(Duration::from_millis(50)));
+                if !busy {
+                    let _ = poll.poll(&mut events, Some(Duration::from_millis(50)));
+                }
                 while let Ok(8..) = rx.recv(&mut buf) {
                     v.push(since_stamp(base, &buf));
                 }
@@ -277,15 +288,11 @@ fn bare_udp_latency(group: &mut Group<'_>, pacing: Pacing) {
             v
         })
     };
-    pacing.run(group, "bare_udp", base, |payload| {
+    pacing.run(group, id, base, |payload| {
         let _ = tx.send(payload);
     });
     stop.store(true, Ordering::Relaxed);
-    print_latency(
-        pacing.group(),
-        "bare_udp",
-        receiver.join().expect("receiver"),
-    );
+    print_latency(pacing.group(), id, receiver.join().expect("receiver"));
 }
 
 // criterion_group! makes an undocumented function.

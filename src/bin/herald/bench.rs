@@ -55,10 +55,32 @@ pub(crate) struct BenchArgs {
     /// (the `[latency] dispatch_on_driver` setting).
     #[arg(long)]
     dispatch_on_driver: bool,
-    /// Both nodes' drivers poll for this many microseconds after the bus goes idle before
-    /// they sleep (the `[latency] busy_poll_us` setting; a core per node).
+    /// The driver polls for this many microseconds after the bus goes idle before it sleeps
+    /// (the `[latency] busy_poll_us` setting; a core per node), on the nodes --busy-poll-on
+    /// names.
     #[arg(long, default_value_t = 0, value_name = "US")]
     busy_poll_us: u64,
+    /// Which nodes busy-poll: the receiver only (as if each node had a core to spare: on a
+    /// 2-core machine, two spinning nodes and the producer compete for the cores), or both.
+    #[arg(long, value_enum, default_value = "receiver")]
+    busy_poll_on: BusyPollOn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BusyPollOn {
+    Receiver,
+    Both,
+}
+
+impl BenchArgs {
+    /// The busy-poll window of the receiving node (`receiver`) or the sending one.
+    fn busy_poll(&self, receiver: bool) -> Duration {
+        if receiver || self.busy_poll_on == BusyPollOn::Both {
+            Duration::from_micros(self.busy_poll_us)
+        } else {
+            Duration::ZERO
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +96,9 @@ enum Transport {
 }
 
 const RING: usize = 16 << 20;
+/// Node ids.
+const SENDER: u64 = 1;
+const RECEIVER: u64 = 2;
 
 fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
     Router::builder()
@@ -85,12 +110,12 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         .dispatch_queue(1 << 16)
         .send_on_raise(args.send_on_raise)
         .dispatch_on_driver(args.dispatch_on_driver)
-        .busy_poll(Duration::from_micros(args.busy_poll_us))
+        .busy_poll(args.busy_poll(id == RECEIVER))
 }
 
 /// The receiving node, listening on `at`.
 fn receiver(args: &BenchArgs, keyring: Keyring, at: SocketAddr) -> Result<Router, CliError> {
-    let b = base(args, 2, keyring);
+    let b = base(args, RECEIVER, keyring);
     let b = match args.transport {
         Transport::Tcp => b.tcp_listen(at),
         Transport::Udp => b.udp_bind(at),
@@ -162,7 +187,7 @@ fn in_process(args: &BenchArgs, load: &Load, stop: &AtomicBool) -> Result<(), Ha
     let tcp = args.transport == Transport::Tcp;
     let (a, b) = (free_port(tcp)?, free_port(tcp)?);
     let receiver = receiver(args, keyring.clone(), b)?;
-    let sender = base(args, 1, keyring);
+    let sender = base(args, SENDER, keyring);
     let sender = match args.transport {
         Transport::Tcp => sender.tcp_peer(b),
         Transport::Udp => sender.udp_bind(a).udp_peer(b),
@@ -207,9 +232,11 @@ fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<
         format!("[udp]\nbind = \"{a}\"\npeers = [\"{b}\"]\n")
     };
     let sender = children.spawn(&format!(
-        "cluster = \"herald-bench\"\nnode_id = 1\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n\
+        "cluster = \"herald-bench\"\nnode_id = {SENDER}\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n\
          [latency]\nsend_on_raise = {}\nbusy_poll_us = {}\n{transport}",
-        args.frame, args.send_on_raise, args.busy_poll_us
+        args.frame,
+        args.send_on_raise,
+        args.busy_poll(false).as_micros()
     ))?;
     std::thread::sleep(Duration::from_millis(200)); // TCP connects; heartbeats meet
     children.send(sender, &load.to_line())?;
@@ -273,9 +300,14 @@ fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Rout
         Mode::InProcess => "in-process",
         Mode::TwoProcess => "two-process",
     };
+    let (inline_send, inline_dispatch) = (args.send_on_raise, args.dispatch_on_driver);
+    let (busy_rx, busy_tx) = (
+        args.busy_poll(true).as_micros(),
+        args.busy_poll(false).as_micros(),
+    );
     if args.json {
         say!(
-            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped}}}",
+            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"send_on_raise\":{inline_send},\"dispatch_on_driver\":{inline_dispatch},\"busy_poll_us_receiver\":{busy_rx},\"busy_poll_us_sender\":{busy_tx},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped}}}",
             args.transport,
             args.payload,
             args.producers,
@@ -290,6 +322,12 @@ fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Rout
             args.producers,
             args.frame
         );
+        if inline_send || inline_dispatch || busy_rx > 0 {
+            say!(
+                "  latency settings: send_on_raise {inline_send}, dispatch_on_driver \
+                 {inline_dispatch}, busy_poll_us {busy_rx} (receiver) / {busy_tx} (sender)"
+            );
+        }
         say!("  events/s     {eps:>12.0}");
         say!("  MB/s         {mbps:>12.2}");
         say!("  latency p50  {p50:>9} µs");
