@@ -547,6 +547,8 @@ fn bench_rejects_bad_flags_with_one_line_and_exit_2() {
             "--seconds",
         ),
         (&["bench", "--producers", "0"][..], "--producers"),
+        (&["bench", "--busy-poll-on", "sender"][..], "--busy-poll-on"),
+        (&["bench", "--busy-poll-us", "soon"][..], "--busy-poll-us"),
         (
             &["bench", "--mode", "two-process", "--payload", "2000"][..],
             "--payload 2000",
