@@ -469,10 +469,12 @@ pub(crate) fn dispatch(received: Received, registry: &Registry, metrics: &Shared
             let h = frame.header_fields();
             let origin = (h.node, h.incarnation, h.sequence);
             let mut n = 0;
-            for record in frame.records() {
-                let delivery = Delivery::remote(record.event, origin, &record.payload);
-                registry.dispatch_isolated(&delivery, &mut |panic| {
-                    subscriber_panicked(metrics, &*panic, Some(record.event));
+            let mut subscribers = registry.snapshot();
+            for record in frame.borrowed_records() {
+                let payload = (record.payload_offset(), record.payload());
+                let delivery = Delivery::remote(record.event(), origin, frame.as_bytes(), payload);
+                subscribers.dispatch_isolated(&delivery, &mut |panic| {
+                    subscriber_panicked(metrics, &*panic, Some(record.event()));
                 });
                 n += 1;
             }

@@ -273,7 +273,7 @@ impl RouterBuilder {
     /// turn after turn, and sleeps only once nothing has come or gone for that long. This
     /// removes the kernel's wake-up from the path of every event that arrives within `spin`
     /// of the previous one, which is most of what is left of herald's latency once the other
-    /// two settings are on (about 18 µs p50 down to 8 µs here; docs/architecture.md,
+    /// two settings are on (about 21 µs p50 down to 7–8 µs here; docs/architecture.md,
     /// "Latency").
     ///
     /// The price is a whole CPU core for each node while traffic flows: with `spin` longer

@@ -23,7 +23,8 @@ pub struct Delivery<'a> {
     sequence: u64,
     local: bool,
     payload: &'a [u8],
-    shared: Option<&'a Bytes>,
+    /// For a remote event: the frame it came in and where in it the payload starts.
+    shared: Option<(&'a Bytes, usize)>,
 }
 
 impl<'a> Delivery<'a> {
@@ -39,10 +40,12 @@ impl<'a> Delivery<'a> {
         }
     }
 
+    /// A remote event whose payload is `frame[offset..offset + payload.len()]`.
     pub(crate) fn remote(
         event: EventId,
         (node, incarnation, sequence): (u64, u64, u64),
-        payload: &'a Bytes,
+        frame: &'a Bytes,
+        (offset, payload): (usize, &'a [u8]),
     ) -> Self {
         Self {
             event,
@@ -51,7 +54,7 @@ impl<'a> Delivery<'a> {
             sequence,
             local: false,
             payload,
-            shared: Some(payload),
+            shared: Some((frame, offset)),
         }
     }
 
@@ -85,7 +88,7 @@ impl<'a> Delivery<'a> {
     /// one (whose payload belongs to the caller of `raise`).
     pub fn to_bytes(&self) -> Bytes {
         match self.shared {
-            Some(b) => b.clone(),
+            Some((frame, offset)) => frame.slice(offset..offset + self.payload.len()),
             None => Bytes::copy_from_slice(self.payload),
         }
     }
@@ -213,6 +216,8 @@ pub(crate) struct Registry {
     tables: ArcSwap<Tables>,
     write: Mutex<()>,
     next_id: AtomicU64,
+    /// Bumped after each change, so a [`Snapshot`] held across a frame's records notices it.
+    changes: AtomicU64,
 }
 
 impl fmt::Debug for Registry {
@@ -250,6 +255,7 @@ impl Registry {
         let mut t = Tables::clone(&self.tables.load());
         let result = change(&mut t);
         self.tables.store(Arc::new(t));
+        self.changes.fetch_add(1, Ordering::Release);
         result
     }
 
@@ -305,49 +311,20 @@ impl Registry {
         self.dispatch_calling(delivery, |f| f(delivery))
     }
 
-    /// As [`dispatch`](Self::dispatch), for herald's own threads: a callback that panics is
-    /// reported to `panicked` and the others still run.
-    pub(crate) fn dispatch_isolated(
-        &self,
-        delivery: &Delivery<'_>,
-        panicked: &mut dyn FnMut(Box<dyn std::any::Any + Send>),
-    ) -> usize {
-        self.dispatch_calling(delivery, |f| {
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(delivery))) {
-                panicked(panic);
-            }
-        })
+    /// The subscribers, for dispatching a run of deliveries (a frame's records) without
+    /// loading them for each one. A change (subscribe, unsubscribe) still takes effect from
+    /// the next delivery on, as with [`dispatch`](Self::dispatch).
+    pub(crate) fn snapshot(&self) -> Snapshot<'_> {
+        let changes = self.changes.load(Ordering::Acquire);
+        Snapshot {
+            registry: self,
+            tables: self.tables.load(),
+            changes,
+        }
     }
 
-    fn dispatch_calling(&self, delivery: &Delivery<'_>, mut call: impl FnMut(&Callback)) -> usize {
-        let t = self.tables.load();
-        let mut n = 0;
-        let specific = t.by_event.get(&delivery.event).map(Vec::as_slice);
-        for (_, sink) in specific.unwrap_or_default().iter().chain(t.all.iter()) {
-            n += 1;
-            match sink {
-                Sink::Callback(f) => call(&**f),
-                Sink::Channel(tx, capacity, lost) => {
-                    if tx.len() >= *capacity {
-                        lost.fetch_add(1, Ordering::AcqRel);
-                        continue;
-                    }
-                    let mut message = delivery.to_message();
-                    // Taken with a swap, so that two threads delivering at once never both
-                    // report the same losses; put back (with this one) if the send fails.
-                    message.lost_before = lost.swap(0, Ordering::AcqRel);
-                    match tx.try_send(message) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(m)) => {
-                            lost.fetch_add(m.lost_before + 1, Ordering::AcqRel);
-                        }
-                        // The receiver is gone; its Subscription's drop removes the sink.
-                        Err(TrySendError::Disconnected(_)) => {}
-                    }
-                }
-            }
-        }
-        n
+    fn dispatch_calling(&self, delivery: &Delivery<'_>, call: impl FnMut(&Callback)) -> usize {
+        dispatch_in(&self.tables.load(), delivery, call)
     }
 
     /// Hands `missed` to every Missed subscriber; one that panics is reported to `panicked`
@@ -372,6 +349,69 @@ impl Registry {
         }
         t.missed.len()
     }
+}
+
+/// A [`Registry`]'s subscribers, loaded once for many deliveries ([`Registry::snapshot`]).
+pub(crate) struct Snapshot<'r> {
+    registry: &'r Registry,
+    tables: arc_swap::Guard<Arc<Tables>>,
+    /// The registry's change count when `tables` was loaded (read before it).
+    changes: u64,
+}
+
+impl Snapshot<'_> {
+    /// As [`Registry::dispatch`], for herald's own threads: a callback that panics is reported
+    /// to `panicked` and the others still run. Reloads the subscribers first if they changed
+    /// (a subscriber that unsubscribed itself, or was unsubscribed from another thread, is
+    /// not called for the rest of the frame).
+    pub(crate) fn dispatch_isolated(
+        &mut self,
+        delivery: &Delivery<'_>,
+        panicked: &mut dyn FnMut(Box<dyn std::any::Any + Send>),
+    ) -> usize {
+        let changes = self.registry.changes.load(Ordering::Acquire);
+        if changes != self.changes {
+            self.changes = changes;
+            self.tables = self.registry.tables.load();
+        }
+        dispatch_in(&self.tables, delivery, |f| {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(delivery))) {
+                panicked(panic);
+            }
+        })
+    }
+}
+
+/// Hands `delivery` to `t`'s subscribers of its event and of all events, callbacks through
+/// `call`; returns how many there were.
+fn dispatch_in(t: &Tables, delivery: &Delivery<'_>, mut call: impl FnMut(&Callback)) -> usize {
+    let mut n = 0;
+    let specific = t.by_event.get(&delivery.event).map(Vec::as_slice);
+    for (_, sink) in specific.unwrap_or_default().iter().chain(t.all.iter()) {
+        n += 1;
+        match sink {
+            Sink::Callback(f) => call(&**f),
+            Sink::Channel(tx, capacity, lost) => {
+                if tx.len() >= *capacity {
+                    lost.fetch_add(1, Ordering::AcqRel);
+                    continue;
+                }
+                let mut message = delivery.to_message();
+                // Taken with a swap, so that two threads delivering at once never both
+                // report the same losses; put back (with this one) if the send fails.
+                message.lost_before = lost.swap(0, Ordering::AcqRel);
+                match tx.try_send(message) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(m)) => {
+                        lost.fetch_add(m.lost_before + 1, Ordering::AcqRel);
+                    }
+                    // The receiver is gone; its Subscription's drop removes the sink.
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+        }
+    }
+    n
 }
 
 /// A live subscription. Dropping it unsubscribes (calls in progress on other threads finish).
@@ -438,5 +478,69 @@ mod tests {
             hasher.finish()
         };
         assert_ne!(hash(&a), hash(&b));
+    }
+
+    /// A remote delivery borrows its payload; an owned one (for a channel, or a subscriber
+    /// that keeps it) is a slice of the received frame, not a copy.
+    #[test]
+    fn a_remote_payload_becomes_bytes_by_slicing_its_frame() {
+        let frame = Bytes::from_static(b"head:PAYLOAD:tail");
+        let event = EventId::from_name("e");
+        let d = Delivery::remote(event, (7, 8, 9), &frame, (5, &frame[5..12]));
+        assert_eq!(d.payload(), b"PAYLOAD");
+        assert_eq!((d.node(), d.frame(), d.is_local()), (7, (8, 9), false));
+        let owned = d.to_bytes();
+        assert_eq!(&owned[..], b"PAYLOAD");
+        assert_eq!(owned.as_ptr(), frame[5..].as_ptr(), "a slice of the frame");
+        let message = d.to_message();
+        assert_eq!(&message.payload[..], b"PAYLOAD");
+        assert_eq!(message.payload.as_ptr(), frame[5..].as_ptr());
+    }
+
+    /// A frame's records share one snapshot of the subscribers, yet a subscriber removed
+    /// while the frame is being dispatched (here, by itself, on its first call) is not called
+    /// for the records after that; one added meanwhile is called for them.
+    #[test]
+    fn a_snapshot_notices_changes_between_deliveries() {
+        let registry = Arc::new(Registry::default());
+        let event = EventId::from_name("e");
+        let once = Arc::new(AtomicU64::new(0));
+        let late = Arc::new(AtomicU64::new(0));
+        let me = Arc::new(Mutex::new(None));
+        let (r, o, l, m) = (
+            Arc::clone(&registry),
+            Arc::clone(&once),
+            Arc::clone(&late),
+            Arc::clone(&me),
+        );
+        let added = Mutex::new(false);
+        let key = registry.add_callback(
+            Some(event),
+            Arc::new(move |_: &Delivery<'_>| {
+                o.fetch_add(1, Ordering::Relaxed);
+                if let Some((topic, id)) = m.lock().take() {
+                    r.remove(topic, id);
+                }
+                let mut added = added.lock();
+                if !*added {
+                    *added = true;
+                    let l = Arc::clone(&l);
+                    let _ = r.add_callback(
+                        Some(event),
+                        Arc::new(move |_: &Delivery<'_>| {
+                            l.fetch_add(1, Ordering::Relaxed);
+                        }),
+                    );
+                }
+            }),
+        );
+        *me.lock() = Some(key);
+        let delivery = Delivery::local(event, 1, b"x");
+        let mut snapshot = registry.snapshot();
+        for _ in 0..5 {
+            snapshot.dispatch_isolated(&delivery, &mut |_| panic!("no panic expected"));
+        }
+        assert_eq!(once.load(Ordering::Relaxed), 1, "removed after its first call");
+        assert_eq!(late.load(Ordering::Relaxed), 4, "added during the first call");
     }
 }

@@ -235,6 +235,11 @@ impl<'a> Record<'a> {
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
+
+    /// Where the payload starts, in bytes from the start of the frame.
+    pub fn payload_offset(&self) -> usize {
+        self.payload_offset
+    }
 }
 
 /// Iterator over the records of a [`Frame`].
@@ -350,15 +355,22 @@ impl SharedFrame {
 
     /// The records, in order, each payload a [`Bytes`] slice of the frame.
     pub fn records(&self) -> SharedRecords<'_> {
-        let end = self.bytes.len().saturating_sub(TAG_LEN);
-        let body = self.bytes.get(HEADER_LEN..end).unwrap_or_default();
         SharedRecords {
             bytes: &self.bytes,
-            inner: Records {
-                rest: body,
-                remaining: self.record_count,
-                offset: HEADER_LEN,
-            },
+            inner: self.borrowed_records(),
+        }
+    }
+
+    /// The records, in order, borrowing their payloads from the frame: no reference count
+    /// changes hands per record. [`Record::payload_offset`] and [`as_bytes`](Self::as_bytes)
+    /// make a [`Bytes`] of one when it is wanted.
+    pub fn borrowed_records(&self) -> Records<'_> {
+        let end = self.bytes.len().saturating_sub(TAG_LEN);
+        let body = self.bytes.get(HEADER_LEN..end).unwrap_or_default();
+        Records {
+            rest: body,
+            remaining: self.record_count,
+            offset: HEADER_LEN,
         }
     }
 }
