@@ -85,7 +85,10 @@ impl<'a> Delivery<'a> {
     }
 
     /// The payload as [`Bytes`]: a shared reference for a remote event, a copy for a local
-    /// one (whose payload belongs to the caller of `raise`).
+    /// one (whose payload belongs to the caller of `raise`). A remote payload shares the
+    /// block it was received into (64 KiB or more, with other frames in it) and keeps all of
+    /// it alive, so a subscriber that stores payloads for long should copy them
+    /// (`Bytes::copy_from_slice(d.payload())`).
     pub fn to_bytes(&self) -> Bytes {
         match self.shared {
             Some((frame, offset)) => frame.slice(offset..offset + self.payload.len()),
@@ -540,7 +543,15 @@ mod tests {
         for _ in 0..5 {
             snapshot.dispatch_isolated(&delivery, &mut |_| panic!("no panic expected"));
         }
-        assert_eq!(once.load(Ordering::Relaxed), 1, "removed after its first call");
-        assert_eq!(late.load(Ordering::Relaxed), 4, "added during the first call");
+        assert_eq!(
+            once.load(Ordering::Relaxed),
+            1,
+            "removed after its first call"
+        );
+        assert_eq!(
+            late.load(Ordering::Relaxed),
+            4,
+            "added during the first call"
+        );
     }
 }

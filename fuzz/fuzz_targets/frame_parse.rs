@@ -1,5 +1,6 @@
 //! Arbitrary bytes: `Frame::parse` never panics and never allocates; what parses re-encodes to
-//! the same signed bytes; `SharedFrame::parse` agrees with it.
+//! the same signed bytes; `SharedFrame::parse` agrees with it, and so do its borrowed records
+//! and their offsets.
 #![no_main]
 
 use herald::auth::{Key, Keyring};
@@ -35,6 +36,13 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .map(|(e, p)| (*e, &p[..])))
     );
+    // The borrowed records (what dispatch walks) point at the same bytes, by offset too.
+    let whole = shared.as_bytes();
+    assert!(shared.borrowed_records().eq(frame.records()));
+    for r in shared.borrowed_records() {
+        let at = r.payload_offset();
+        assert_eq!(whole.get(at..at + r.payload().len()), Some(r.payload()));
+    }
 
     // Re-encode: same header, same records, a key with the frame's id.
     let mut buf = vec![0u8; data.len()];
