@@ -307,6 +307,23 @@ pub struct UdpTransport {
     faults: Option<Faults>,
 }
 
+/// The receive buffer a UDP socket asks the kernel for.
+const RECV_BUFFER: usize = 4 << 20;
+
+/// Asks for a receive buffer of `wanted` bytes; returns what the kernel granted if that is
+/// less (Linux caps it at `net.core.rmem_max` without an error).
+fn recv_buffer_short(socket: &Socket, wanted: usize) -> Option<usize> {
+    let _ = socket.set_recv_buffer_size(wanted);
+    let reported = socket.recv_buffer_size().ok()?;
+    // Linux reports twice what it grants: the other half is its own bookkeeping.
+    let granted = if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
+    };
+    (granted < wanted).then_some(granted)
+}
+
 /// Bytes of returned receive blocks a transport keeps for reuse (at least a few blocks).
 const RECV_POOL_BYTES: usize = 8 << 20;
 /// The most bytes one GSO send may carry (a UDP datagram's largest payload over IPv4).
@@ -332,7 +349,15 @@ impl UdpTransport {
             socket.set_reuse_address(true)?;
         }
         // Room for bursts: a few hundred full frames.
-        let _ = socket.set_recv_buffer_size(4 << 20);
+        if let Some(granted) = recv_buffer_short(&socket, RECV_BUFFER) {
+            tracing::warn!(
+                granted,
+                asked = RECV_BUFFER,
+                "udp receive buffer smaller than asked: bursts the driver cannot read at once \
+                 are dropped by the kernel (and reported as Missed); raise the sysctl \
+                 net.core.rmem_max to at least {RECV_BUFFER}"
+            );
+        }
         let _ = socket.set_send_buffer_size(4 << 20);
         socket.set_nonblocking(true)?;
         socket.bind(&config.bind.into())?;
@@ -540,6 +565,23 @@ fn gso_group(lens: &[usize], max_segments: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asking for more than the kernel allows is noticed (and so warned about at bind); what
+    /// it allows is not. `net.core.rmem_max` is global and not ours to change, so the test
+    /// asks for a size no kernel grants by default, and for one every kernel does.
+    #[test]
+    fn a_receive_buffer_smaller_than_asked_is_noticed() {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        let granted = recv_buffer_short(&socket, 1 << 30).expect("1 GiB is over rmem_max");
+        assert!(granted > 0 && granted < 1 << 30, "{granted}");
+        assert_eq!(recv_buffer_short(&socket, 64 << 10), None);
+        // Linux reports twice what it grants; between the cap and twice the cap is where
+        // taking the report at its word would miss the shortfall.
+        if let Ok(max) = std::fs::read_to_string("/proc/sys/net/core/rmem_max") {
+            let max: usize = max.trim().parse().unwrap();
+            assert_eq!(recv_buffer_short(&socket, max + max / 2), Some(max));
+        }
+    }
 
     /// A flood on the socket is read in budgeted turns, each saying whether more is waiting,
     /// and nothing that arrived is lost between them.
