@@ -396,11 +396,20 @@ fn write_framed(stream: &mut impl Write, frames: &[&[u8]]) -> io::Result<usize> 
     }
 }
 
-/// Queues what remains of `frames` (each after its length prefix) past the first `written`
-/// bytes of that framed stream.
-fn enqueue_from(queue: &mut BytesMut, frames: &[&[u8]], mut written: usize) {
-    for frame in frames {
+/// After a write that took the first `written` bytes of `frames` (each after its length
+/// prefix): queues the rest of the frame the write ended inside, if any, since the stream is
+/// now mid-frame and it must follow whatever the queue's limit. Returns how many frames are
+/// dealt with (written whole, or finished in the queue), and whether that is all of them.
+fn queue_partial(queue: &mut BytesMut, frames: &[&[u8]], mut written: usize) -> (usize, bool) {
+    for (i, frame) in frames.iter().enumerate() {
         let prefix = u32::try_from(frame.len()).unwrap_or(u32::MAX).to_le_bytes();
+        if written >= prefix.len() + frame.len() {
+            written -= prefix.len() + frame.len();
+            continue;
+        }
+        if written == 0 {
+            return (i, false);
+        }
         for part in [&prefix[..], frame] {
             if written >= part.len() {
                 written -= part.len();
@@ -409,7 +418,9 @@ fn enqueue_from(queue: &mut BytesMut, frames: &[&[u8]], mut written: usize) {
                 written = 0;
             }
         }
+        return (i + 1, i + 1 == frames.len());
     }
+    (frames.len(), true)
 }
 
 impl Transport for TcpTransport {
@@ -438,23 +449,27 @@ impl Transport for TcpTransport {
     fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
         let mut failed = 0;
         let max_queued = self.config.max_queued;
+        let frames: Vec<&[u8]> = batch.iter().collect();
         for i in 0..self.outbound.len() {
             let peer = &mut self.outbound[i];
-            let mut frames = batch.iter().peekable();
             // While nothing waits before them, frames go straight from the batch to the
-            // socket, not through the queue (a copy of every byte sent).
+            // socket, not through the queue (a copy of every byte sent). `next` is the first
+            // frame neither written nor queued.
+            let mut next = 0;
             let mut error = None;
-            while peer.queue.is_empty() && frames.peek().is_some() {
+            while peer.queue.is_empty() && next < frames.len() {
                 let Some(stream) = peer.stream.as_mut() else {
                     break;
                 };
-                let chunk: Vec<&[u8]> = frames.by_ref().take(WRITE_FRAMES).collect();
-                match write_framed(stream, &chunk) {
+                let chunk = &frames[next..frames.len().min(next + WRITE_FRAMES)];
+                match write_framed(stream, chunk) {
                     Ok(written) => {
                         peer.backoff = BACKOFF_MIN;
-                        // A frame the socket took only part of must follow at once, whatever
-                        // the queue's limit: the stream is mid-frame.
-                        enqueue_from(&mut peer.queue, &chunk, written);
+                        let (done, all) = queue_partial(&mut peer.queue, chunk, written);
+                        next += done;
+                        if !all {
+                            break; // the socket is full
+                        }
                     }
                     Err(e) => {
                         error = Some(e);
@@ -469,7 +484,7 @@ impl Transport for TcpTransport {
                 self.outbound[i].dropped += 1;
                 continue;
             }
-            for frame in frames {
+            for frame in &frames[next..] {
                 // Frames wait in the queue while the peer connects (the first connection, or
                 // a reconnection under way) or while its socket is full; a full queue drops
                 // the frame for this peer only.
@@ -757,10 +772,11 @@ mod tests {
         }
     }
 
-    /// Whatever part of a vectored write the socket takes, what it took followed by what was
-    /// queued is exactly the framed stream: no byte lost, doubled or out of order.
+    /// Whatever part of a vectored write the socket takes, what it took, then the rest of
+    /// the frame it ended inside (queued), then the frames not dealt with (left for the
+    /// queue's limit) is exactly the framed stream; and only a partial frame is queued.
     #[test]
-    fn a_partial_direct_write_queues_exactly_the_rest() {
+    fn a_partial_direct_write_queues_only_the_frame_it_cut() {
         let frames: [&[u8]; 3] = [b"first", b"", b"third frame"];
         let whole = framed(&frames);
         for room in 0..=whole.len() + 1 {
@@ -773,8 +789,14 @@ mod tests {
                 let written = write_framed(&mut socket, &frames).unwrap();
                 assert_eq!(written, socket.took.len());
                 let mut queue = BytesMut::new();
-                enqueue_from(&mut queue, &frames, written);
+                let (done, all) = queue_partial(&mut queue, &frames, written);
+                assert_eq!(all, done == frames.len());
+                assert!(
+                    queue.len() < 4 + 11,
+                    "at most the rest of one frame: {queue:?}"
+                );
                 socket.took.extend_from_slice(&queue);
+                socket.took.extend_from_slice(&framed(&frames[done..]));
                 assert_eq!(socket.took, whole, "room {room}, {per_write} per write");
             }
         }
