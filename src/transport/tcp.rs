@@ -330,14 +330,22 @@ fn read_frames(
     }
 }
 
+/// The 4-byte little-endian length that goes before `frame` on the stream.
+fn length_prefix(frame: &[u8]) -> [u8; 4] {
+    u32::try_from(frame.len()).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+/// The length in the prefix at `at` in `data`, if a whole prefix is there.
+fn prefixed_len(data: &[u8], at: usize) -> Option<usize> {
+    let prefix: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(prefix)).ok()
+}
+
 /// The length of the whole length-prefixed frames at the front of `data`, and false if the
 /// next length prefix is over `max` (the stream cannot be trusted past it).
 fn whole_frames(data: &[u8], max: usize) -> (usize, bool) {
     let mut at = 0;
-    while let Some(prefix) = data.get(at..at + 4) {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(prefix);
-        let len = u32::from_le_bytes(len) as usize;
+    while let Some(len) = prefixed_len(data, at) {
         if len > max {
             return (at, false);
         }
@@ -353,10 +361,8 @@ fn whole_frames(data: &[u8], max: usize) -> (usize, bool) {
 /// them, as a slice of it.
 fn deframe(frames: &Bytes, deliver: &mut dyn FnMut(Bytes)) {
     let mut at = 0;
-    while let Some(prefix) = frames.get(at..at + 4) {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(prefix);
-        let end = (at + 4 + u32::from_le_bytes(len) as usize).min(frames.len());
+    while let Some(len) = prefixed_len(frames, at) {
+        let end = (at + 4 + len).min(frames.len());
         deliver(frames.slice(at + 4..end));
         at = end;
     }
@@ -369,17 +375,20 @@ const WRITE_FRAMES: usize = 32;
 /// that framed stream the socket took (0 when it is full or still connecting). Only an error
 /// that ends the connection is an error.
 fn write_framed(stream: &mut impl Write, frames: &[&[u8]]) -> io::Result<usize> {
-    let prefixes: Vec<[u8; 4]> = frames
-        .iter()
-        .map(|f| u32::try_from(f.len()).unwrap_or(u32::MAX).to_le_bytes())
-        .collect();
-    let slices: Vec<io::IoSlice<'_>> = frames
-        .iter()
-        .zip(&prefixes)
-        .flat_map(|(f, p)| [io::IoSlice::new(p), io::IoSlice::new(f)])
-        .collect();
+    // At most WRITE_FRAMES (the caller's chunk); more would simply stay unwritten.
+    let frames = &frames[..frames.len().min(WRITE_FRAMES)];
+    let mut prefixes = [[0u8; 4]; WRITE_FRAMES];
+    for (p, f) in prefixes.iter_mut().zip(frames) {
+        *p = length_prefix(f);
+    }
+    let mut slices = [io::IoSlice::new(&[]); 2 * WRITE_FRAMES];
+    for (pair, (p, f)) in slices.chunks_exact_mut(2).zip(prefixes.iter().zip(frames)) {
+        pair[0] = io::IoSlice::new(p);
+        pair[1] = io::IoSlice::new(f);
+    }
+    let slices = &slices[..2 * frames.len()];
     loop {
-        return match stream.write_vectored(&slices) {
+        return match stream.write_vectored(slices) {
             Ok(0) if !slices.is_empty() => Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => Ok(n),
             Err(e)
@@ -402,7 +411,7 @@ fn write_framed(stream: &mut impl Write, frames: &[&[u8]]) -> io::Result<usize> 
 /// dealt with (written whole, or finished in the queue), and whether that is all of them.
 fn queue_partial(queue: &mut BytesMut, frames: &[&[u8]], mut written: usize) -> (usize, bool) {
     for (i, frame) in frames.iter().enumerate() {
-        let prefix = u32::try_from(frame.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let prefix = length_prefix(frame);
         if written >= prefix.len() + frame.len() {
             written -= prefix.len() + frame.len();
             continue;
@@ -449,25 +458,33 @@ impl Transport for TcpTransport {
     fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
         let mut failed = 0;
         let max_queued = self.config.max_queued;
-        let frames: Vec<&[u8]> = batch.iter().collect();
         for i in 0..self.outbound.len() {
             let peer = &mut self.outbound[i];
+            let mut frames = batch.iter();
             // While nothing waits before them, frames go straight from the batch to the
-            // socket, not through the queue (a copy of every byte sent). `next` is the first
-            // frame neither written nor queued.
-            let mut next = 0;
+            // socket, not through the queue (a copy of every byte sent), a chunk at a time.
+            // `chunk[left]` are frames of the last chunk neither written nor queued.
+            let mut chunk: [&[u8]; WRITE_FRAMES] = [&[]; WRITE_FRAMES];
+            let mut left = 0..0;
             let mut error = None;
-            while peer.queue.is_empty() && next < frames.len() {
+            while peer.queue.is_empty() {
                 let Some(stream) = peer.stream.as_mut() else {
                     break;
                 };
-                let chunk = &frames[next..frames.len().min(next + WRITE_FRAMES)];
-                match write_framed(stream, chunk) {
+                let n = chunk
+                    .iter_mut()
+                    .zip(frames.by_ref())
+                    .map(|(c, f)| *c = f)
+                    .count();
+                if n == 0 {
+                    break;
+                }
+                match write_framed(stream, &chunk[..n]) {
                     Ok(written) => {
                         peer.backoff = BACKOFF_MIN;
-                        let (done, all) = queue_partial(&mut peer.queue, chunk, written);
-                        next += done;
+                        let (done, all) = queue_partial(&mut peer.queue, &chunk[..n], written);
                         if !all {
+                            left = done..n;
                             break; // the socket is full
                         }
                     }
@@ -484,7 +501,7 @@ impl Transport for TcpTransport {
                 self.outbound[i].dropped += 1;
                 continue;
             }
-            for frame in &frames[next..] {
+            for frame in chunk[left].iter().copied().chain(frames) {
                 // Frames wait in the queue while the peer connects (the first connection, or
                 // a reconnection under way) or while its socket is full; a full queue drops
                 // the frame for this peer only.
@@ -493,8 +510,7 @@ impl Transport for TcpTransport {
                     failed += 1;
                     continue;
                 }
-                let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-                peer.queue.extend_from_slice(&len.to_le_bytes());
+                peer.queue.extend_from_slice(&length_prefix(frame));
                 peer.queue.extend_from_slice(frame);
             }
             self.flush(i);
