@@ -15,18 +15,13 @@ use bytes::Bytes;
 use herald::transport::{
     DriverWaker, FaultInjection, RecvStatus, Registry, SendError, Token, Transport,
 };
-use herald::{EventId, Router, RouterBuilder};
+use herald::{Event, EventId, Router, RouterBuilder};
 use parking_lot::Mutex;
 
 /// A node's builder with both settings as given, heartbeats so rare that no timer wakes a
 /// driver during a test (an event left in a ring stays there), and room for every event.
 fn builder(id: u64, send_on_raise: bool, dispatch_on_driver: bool) -> RouterBuilder {
-    Router::builder()
-        .cluster("latency-test")
-        .node_id(id)
-        .keyring(util::test_keyring())
-        .ring_capacity(8 << 20)
-        .dispatch_queue(1 << 16)
+    util::counting_node("latency-test", id)
         .heartbeat_interval(Duration::from_secs(3600))
         .dead_peer_timeout(Duration::from_secs(7200))
         .send_on_raise(send_on_raise)
@@ -155,8 +150,10 @@ fn send_on_raise_leaves_nothing_in_the_ring_when_raises_race() {
 #[derive(Debug)]
 struct Recording {
     senders: Arc<Mutex<Vec<String>>>,
-    marker: &'static [u8],
 }
+
+/// The payload the recorded events carry, which marks their frames.
+const MARKER: &[u8] = b"which-thread-sends-this";
 
 impl Transport for Recording {
     fn name(&self) -> &str {
@@ -168,7 +165,7 @@ impl Transport for Recording {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        if frame.windows(self.marker.len()).any(|w| w == self.marker) {
+        if frame.windows(MARKER.len()).any(|w| w == MARKER) {
             let thread = std::thread::current();
             self.senders
                 .lock()
@@ -182,48 +179,63 @@ impl Transport for Recording {
     }
 }
 
-/// Raises `count` marked events on a router with a recording transport, one at a time, each
-/// once the previous one was sent; returns the names of the threads that sent them.
-fn senders_of(send_on_raise: bool, count: usize) -> Vec<String> {
-    const MARKER: &[u8] = b"which-thread-sends-this";
-    let senders = Arc::new(Mutex::new(Vec::new()));
-    let router = builder(1, send_on_raise, false)
-        .transport(Recording {
-            senders: Arc::clone(&senders),
-            marker: MARKER,
-        })
-        .build()
-        .expect("router builds");
-    let event = router.event(EventId::from_name("latency.which"));
-    let wait_for = |n: usize| {
+/// A router whose only transport is a [`Recording`].
+struct Recorded {
+    router: Router,
+    event: Event,
+    senders: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorded {
+    fn new(builder: RouterBuilder) -> Self {
+        let senders = Arc::new(Mutex::new(Vec::new()));
+        let router = builder
+            .transport(Recording {
+                senders: Arc::clone(&senders),
+            })
+            .build()
+            .expect("router builds");
+        let event = router.event(EventId::from_name("latency.which"));
+        Self {
+            router,
+            event,
+            senders,
+        }
+    }
+
+    /// Raises one marked event and waits until its frame was sent; returns the thread that
+    /// sent it.
+    fn raise_and_wait(&self) -> String {
+        let n = self.senders.lock().len() + 1;
+        self.event.raise(MARKER).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while senders.lock().len() < n {
+        while self.senders.lock().len() < n {
             assert!(Instant::now() < deadline, "marked frame {n} was never sent");
             std::thread::sleep(Duration::from_millis(1));
         }
-    };
+        self.senders.lock()[n - 1].clone()
+    }
+}
+
+/// Raises `count` marked events on a router with a recording transport, one at a time, each
+/// once the previous one was sent; returns the names of the threads that sent them.
+fn senders_of(send_on_raise: bool, count: usize) -> Vec<String> {
+    let recorded = Recorded::new(builder(1, send_on_raise, false));
     // The driver sleeps once its first turns are done; until then it may send a raise's frame
     // itself. Raise until one frame went out from this thread, or give up after 50 raises.
-    let mut raised = 0;
     if send_on_raise {
-        while raised < 50 && !senders.lock().iter().any(|s| s != "herald-driver") {
-            event.raise(MARKER).unwrap();
-            raised += 1;
-            wait_for(raised);
+        for _ in 0..50 {
+            if recorded.raise_and_wait() != "herald-driver" {
+                break;
+            }
         }
-        senders.lock().clear();
-        raised = 0;
     }
-    let before = router.metrics().frames_sent;
-    for _ in 0..count {
-        event.raise(MARKER).unwrap();
-        raised += 1;
-        wait_for(raised);
-    }
+    let before = recorded.router.metrics().frames_sent;
+    let senders: Vec<String> = (0..count).map(|_| recorded.raise_and_wait()).collect();
     // The counters include frames a raise sent, with no driver turn since.
-    assert_eq!(router.metrics().frames_sent, before + count as u64);
-    router.shutdown();
-    senders.lock().clone()
+    assert_eq!(recorded.router.metrics().frames_sent, before + count as u64);
+    recorded.router.shutdown();
+    senders
 }
 
 #[test]
@@ -247,45 +259,27 @@ fn send_on_raise_sends_from_the_raising_thread_while_the_driver_sleeps() {
 /// window after the last event, then lets it sleep.
 #[test]
 fn busy_poll_keeps_the_driver_awake_for_its_window_then_lets_it_sleep() {
-    const MARKER: &[u8] = b"is-the-driver-awake";
-    let senders = Arc::new(Mutex::new(Vec::new()));
     let window = Duration::from_secs(1);
-    let router = builder(1, true, false)
-        .busy_poll(window)
-        .transport(Recording {
-            senders: Arc::clone(&senders),
-            marker: MARKER,
-        })
-        .build()
-        .expect("router builds");
-    let event = router.event(EventId::from_name("latency.awake"));
-    let raise_and_wait = |n: usize| {
-        event.raise(MARKER).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while senders.lock().len() < n {
-            assert!(Instant::now() < deadline, "marked frame {n} was never sent");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
+    let recorded = Recorded::new(builder(1, true, false).busy_poll(window));
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("app-thread".into())
             .spawn_scoped(scope, || {
                 // Each raise comes well within the window of the one before: the driver
                 // never sleeps, so it sends them all.
-                for n in 1..=5 {
-                    raise_and_wait(n);
+                let mut senders = Vec::new();
+                for _ in 0..5 {
+                    senders.push(recorded.raise_and_wait());
                     std::thread::sleep(window / 10);
                 }
-                assert_eq!(*senders.lock(), vec!["herald-driver"; 5]);
+                assert_eq!(senders, vec!["herald-driver"; 5]);
                 // Idle for longer than the window, the driver sleeps and the raise sends.
                 std::thread::sleep(window + window / 2);
-                raise_and_wait(6);
-                assert_eq!(senders.lock()[5], "app-thread");
+                assert_eq!(recorded.raise_and_wait(), "app-thread");
             })
             .unwrap();
     });
-    router.shutdown();
+    recorded.router.shutdown();
 }
 
 /// Names of the threads that called a remote event's subscriber and a Missed subscriber.

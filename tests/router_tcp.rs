@@ -10,13 +10,7 @@ use herald::{EventId, Router, RouterBuilder};
 fn tcp_cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
     let addrs = util::free_tcp_addrs(n);
     let node = |i: usize, addr| {
-        Router::builder()
-            .cluster("tcp-test")
-            .node_id(i as u64 + 1)
-            .keyring(util::test_keyring())
-            .ring_capacity(8 << 20)
-            // These tests count every event: let subscribers queue far behind.
-            .dispatch_queue(1 << 16)
+        util::counting_node("tcp-test", i as u64 + 1)
             .max_frame_len(8192)
             .tcp_listen(addr)
     };

@@ -12,18 +12,7 @@ use herald::{EventId, RaiseError, Router, RouterBuilder};
 
 fn cluster(n: usize) -> (Vec<Router>, Vec<std::net::SocketAddr>) {
     let addrs = util::free_udp_addrs(n);
-    let node = |i: usize, addr| {
-        Router::builder()
-            .cluster("udp-test")
-            .node_id(i as u64 + 1)
-            .keyring(util::test_keyring())
-            // Room for every event of the test: a full ring refuses raises, which peers
-            // must hear about (SenderOverflowed), and this test wants no Missed at all.
-            .ring_capacity(8 << 20)
-            // These tests count every event: let subscribers queue far behind.
-            .dispatch_queue(1 << 16)
-            .udp_bind(addr)
-    };
+    let node = |i: usize, addr| util::counting_node("udp-test", i as u64 + 1).udp_bind(addr);
     let routers = util::mesh(&addrs, node, RouterBuilder::udp_peer);
     (routers, addrs)
 }

@@ -30,6 +30,18 @@ pub(crate) fn test_keyring() -> Keyring {
     Keyring::new(1, Key::from_bytes([0x5e; 32])).expect("key id 1")
 }
 
+/// A node of a test cluster that counts every event: its cluster's keyring, room in the ring
+/// for every event of a test (a full ring refuses raises, which peers hear about as
+/// SenderOverflowed), and a dispatcher queue that lets subscribers fall far behind.
+pub(crate) fn counting_node(cluster: &str, id: u64) -> RouterBuilder {
+    Router::builder()
+        .cluster(cluster)
+        .node_id(id)
+        .keyring(test_keyring())
+        .ring_capacity(8 << 20)
+        .dispatch_queue(1 << 16)
+}
+
 /// Per sender: the next counter expected, and whether anything came out of order.
 #[derive(Default)]
 pub(crate) struct Seen {
