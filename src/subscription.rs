@@ -311,7 +311,7 @@ impl Registry {
     /// there were. Channel subscribers whose receiver is gone are skipped (and removed by
     /// their `Subscription`'s drop, or at the next subscribe).
     pub(crate) fn dispatch(&self, delivery: &Delivery<'_>) -> usize {
-        self.dispatch_calling(delivery, |f| f(delivery))
+        dispatch_in(&self.tables.load(), delivery, |f| f(delivery))
     }
 
     /// The subscribers, for dispatching a run of deliveries (a frame's records) without
@@ -324,10 +324,6 @@ impl Registry {
             tables: self.tables.load(),
             changes,
         }
-    }
-
-    fn dispatch_calling(&self, delivery: &Delivery<'_>, call: impl FnMut(&Callback)) -> usize {
-        dispatch_in(&self.tables.load(), delivery, call)
     }
 
     /// Hands `missed` to every Missed subscriber; one that panics is reported to `panicked`
