@@ -68,7 +68,7 @@ impl Signals {
             return;
         }
         if let Some(mut core) = core.try_lock() {
-            let sent_all = core.send_ring().all;
+            let sent_all = core.send_ring(Hold::WhileBehind).all;
             // As when the driver parks: no ring space stays held while nobody is sending.
             core.ring.hand_back();
             // The driver may sleep for a while yet: the counters should not wait for it.
@@ -145,7 +145,7 @@ impl Driver {
         loop {
             let mut core = self.core.lock();
             let shutting_down = self.signals.shutdown.load(Ordering::Acquire);
-            let sent = core.send_ring();
+            let sent = core.send_ring(Hold::WhileBehind);
             // The timers run on a clock read before the sockets are: a gap is given up at
             // `now` only once everything that had arrived by `now` was looked at (each frame
             // is stamped when it is looked at, never before it arrived), so a late frame
@@ -186,7 +186,7 @@ impl Driver {
         }
         let mut guard = self.core.lock();
         let core = &mut *guard;
-        core.send_ring();
+        core.send_ring(Hold::Never);
         let now = Now::system();
         if let Some(len) = core.endpoint.encode_closing(now, &mut core.frame_buf) {
             core.send_frame(len);
@@ -200,8 +200,17 @@ impl Driver {
 struct Sent {
     /// Frames sent.
     frames: usize,
-    /// Whether the ring is empty (false: the budget ran out first).
+    /// Whether the ring is empty, or held (false: the budget ran out first).
     all: bool,
+}
+
+/// Whether [`Core::send_ring`] leaves records in the ring while the transports push back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// While every transport says it is behind ([`Transport::backpressure`]).
+    WhileBehind,
+    /// Never: shutdown's last flush.
+    Never,
 }
 
 impl Core {
@@ -214,15 +223,28 @@ impl Core {
         self.output = Output::Closed;
     }
 
+    /// Whether every transport pushes back: then records wait in the ring, and raises fail
+    /// once it is full, rather than frames being signed only to be dropped.
+    fn held(&self) -> bool {
+        !self.transports.is_empty() && self.transports.iter().all(|t| t.backpressure())
+    }
+
     /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget,
-    /// and sends them in batches.
-    fn send_ring(&mut self) -> Sent {
+    /// and sends them in batches; with [`Hold::WhileBehind`], stops while the transports
+    /// push back.
+    fn send_ring(&mut self, hold: Hold) -> Sent {
         if self.signals.overflowed.swap(false, Ordering::AcqRel) {
             self.endpoint.note_overflow(Instant::now());
         }
         let max_frame = self.frame_buf.len();
         let mut sent = 0;
         while sent < SEND_BUDGET {
+            if hold == Hold::WhileBehind && self.held() {
+                return Sent {
+                    frames: sent,
+                    all: true,
+                };
+            }
             let now = Now::system();
             let mut used = 0;
             self.batch_lens.clear();
@@ -335,10 +357,15 @@ impl Core {
     fn before_park(&mut self) -> Option<Duration> {
         // No ring space stays held while the driver sleeps.
         self.ring.hand_back();
-        self.signals.parked.store(true, Ordering::Relaxed);
+        // While the transports push back, raises need not wake the driver: a transport
+        // catching up does.
+        let held = self.held();
+        if !held {
+            self.signals.parked.store(true, Ordering::Relaxed);
+        }
         // Pairs with the fence in `Signals::wake` (see there).
         fence(Ordering::SeqCst);
-        let work_waiting = self.ring.read(usize::MAX).is_some()
+        let work_waiting = (!held && self.ring.read(usize::MAX).is_some())
             || self.output.has_backlog()
             || self.signals.shutdown.load(Ordering::Acquire)
             || self.signals.overflowed.load(Ordering::Acquire);

@@ -93,6 +93,22 @@ pub trait Transport: Send + fmt::Debug + 'static {
         false
     }
 
+    /// Whether every destination is behind but still taking frames, so that more frames now
+    /// would only be queued or dropped (default: never).
+    ///
+    /// While every transport of a router says so, the driver leaves events in the ring
+    /// instead of signing frames that would be thrown away: once the ring fills, raises fail
+    /// with [`RaiseError::Full`](crate::RaiseError::Full), the application learns of the
+    /// overload where it can act on it, and receivers are told by the `OVERFLOWED` flag.
+    /// A transport that says so must see to it that the driver wakes when it stops saying
+    /// so (a registered socket becoming writable does, or [`next_timeout`](Self::next_timeout)).
+    /// Shutdown's last flush ignores it. herald's TCP transport says so while every
+    /// connected peer has half its queue full and has taken bytes in the last 100 ms: a slow
+    /// peer slows the sender, a frozen one does not hold it for longer than that.
+    fn backpressure(&self) -> bool {
+        false
+    }
+
     /// When the transport next needs [`recv`](Self::recv) called even if nothing woke the
     /// driver, such as a reconnection attempt (default: never).
     fn next_timeout(&self) -> Option<Instant> {

@@ -105,3 +105,129 @@ fn a_peer_that_stops_reading_delays_no_one() {
         "frames to the frozen peer were dropped and counted: {m:?}"
     );
 }
+
+/// Reads length-prefixed frames from `conn` at about `bytes_per_ms`, until `records` event
+/// records have arrived or no data frame came for 3 s (heartbeats go on); returns the data
+/// frames' sequence numbers and the records counted.
+fn read_slowly(
+    mut conn: std::net::TcpStream,
+    bytes_per_ms: usize,
+    records: u64,
+) -> (Vec<u64>, u64) {
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut stream = Vec::new();
+    let mut at = 0;
+    let mut chunk = vec![0u8; bytes_per_ms];
+    let (mut sequences, mut got) = (Vec::new(), 0u64);
+    let mut last_data = Instant::now();
+    while got < records && last_data.elapsed() < Duration::from_secs(3) {
+        let n = match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        stream.extend_from_slice(&chunk[..n]);
+        while let Some(prefix) = stream.get(at..at + 4) {
+            let len = u32::from_le_bytes(prefix.try_into().unwrap()) as usize;
+            let Some(bytes) = stream.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            let frame = herald::wire::Frame::parse(bytes).expect("a well-formed frame");
+            if frame.kind() == herald::wire::FrameKind::Data {
+                sequences.push(frame.sequence());
+                got += u64::from(frame.record_count());
+                last_data = Instant::now();
+            }
+            at += 4 + len;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (sequences, got)
+}
+
+#[test]
+fn a_slow_lone_peer_slows_the_sender_instead_of_losing_frames() {
+    // A peer that reads, but slower than the sender raises: after the socket buffers and half
+    // the 4 MiB queue fill, the driver leaves events in the ring, raises fail with `Full`,
+    // and not one frame is dropped.
+    const N: u64 = 400_000;
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (conn, _) = slow.accept().unwrap();
+        read_slowly(conn, 64 << 10, N)
+    });
+    let a = Router::builder()
+        .cluster("tcp-slow")
+        .node_id(1)
+        .keyring(util::test_keyring())
+        .max_frame_len(8192)
+        .tcp_peer(slow_addr)
+        .build()
+        .unwrap();
+    let e = a.event(EventId::from_name("test.slow"));
+    let mut refused = 0u64;
+    let started = Instant::now();
+    for i in 0..N {
+        while e.raise(&[i as u8; 64]).is_err() {
+            refused += 1;
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the sender is stuck"
+            );
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let (sequences, records) = reader.join().unwrap();
+    let m = a.metrics();
+    eprintln!(
+        "{records} records in {} frames; {refused} raises refused while the peer caught up; {m:?}",
+        sequences.len()
+    );
+    assert!(refused > 0, "the slow peer pushed back on the raises");
+    assert_eq!(m.send_errors, 0, "no frame was dropped for the slow peer");
+    assert!(
+        sequences.iter().zip(1..).all(|(&s, i)| s == i),
+        "every frame arrived, in order"
+    );
+    assert_eq!(records, N, "every raised event reached the peer");
+}
+
+#[test]
+fn a_frozen_lone_peer_does_not_hold_the_sender() {
+    // A peer that accepts and never reads takes nothing: it holds back the sender for at most
+    // 100 ms at a time, then frames for it are dropped and counted, and raising goes on.
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let frozen_addr = frozen.local_addr().unwrap();
+    let _held = std::thread::spawn(move || {
+        let conn = frozen.accept();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(conn);
+    });
+    let a = Router::builder()
+        .cluster("tcp-frozen-lone")
+        .node_id(1)
+        .keyring(util::test_keyring())
+        .max_frame_len(8192)
+        .tcp_peer(frozen_addr)
+        .build()
+        .unwrap();
+    let e = a.event(EventId::from_name("test.frozen"));
+    let started = Instant::now();
+    // Several times what the socket buffers and the queue hold.
+    for i in 0..1_000_000u64 {
+        while e.raise(&i.to_le_bytes()).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(50),
+                "the frozen peer holds the sender"
+            );
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let m = a.metrics();
+    eprintln!("raised 1,000,000 in {:?}; {m:?}", started.elapsed());
+    assert!(
+        m.send_errors > 0,
+        "frames for the frozen peer were dropped and counted"
+    );
+}

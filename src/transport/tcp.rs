@@ -31,7 +31,8 @@ pub struct TcpConfig {
     /// (`TCP_USER_TIMEOUT`). Default 2 s.
     pub user_timeout: Duration,
     /// The most bytes queued for one peer; frames beyond are dropped for that peer. Default
-    /// 4 MiB.
+    /// 4 MiB. While every connected peer has half of this queued and still takes bytes, the
+    /// transport pushes back ([`Transport::backpressure`]).
     pub max_queued: usize,
 }
 
@@ -54,6 +55,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Reads one connection gets per [`Transport::recv`], so that a peer writing faster than this
 /// node reads cannot keep the driver from sending and from its timers (1 MiB a turn).
 const READS_PER_RECV: usize = 16;
+/// A peer that took no bytes for this long no longer holds back the sender
+/// ([`Transport::backpressure`]): it is frozen or dead, not slow, and frames for it are
+/// dropped until `TCP_USER_TIMEOUT` gives it up.
+const HOLD_WITHOUT_PROGRESS: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Outbound {
@@ -65,6 +70,8 @@ struct Outbound {
     backoff: Duration,
     /// Frames dropped because the queue was full or the peer was down.
     dropped: u64,
+    /// When the socket last took bytes (or connected).
+    progress: Instant,
 }
 
 #[derive(Debug)]
@@ -143,6 +150,7 @@ impl TcpTransport {
                 retry_at: now,
                 backoff: BACKOFF_MIN,
                 dropped: 0,
+                progress: now,
             })
             .collect();
         let len = block_len(config.max_frame_len);
@@ -185,6 +193,7 @@ impl TcpTransport {
                         self.tune(&stream);
                         self.register_stream(&mut stream, Interest::WRITABLE | Interest::READABLE);
                         self.outbound[i].stream = Some(stream);
+                        self.outbound[i].progress = now;
                     }
                     Err(e) => self.fail(i, &e),
                 }
@@ -209,6 +218,7 @@ impl TcpTransport {
                 Ok(n) => {
                     peer.queue.advance(n);
                     peer.backoff = BACKOFF_MIN;
+                    peer.progress = Instant::now();
                 }
                 // Full, or still connecting: the rest waits for the socket to be writable.
                 Err(e)
@@ -482,6 +492,9 @@ impl Transport for TcpTransport {
                 match write_framed(stream, &chunk[..n]) {
                     Ok(written) => {
                         peer.backoff = BACKOFF_MIN;
+                        if written > 0 {
+                            peer.progress = Instant::now();
+                        }
                         let (done, all) = queue_partial(&mut peer.queue, &chunk[..n], written);
                         if !all {
                             left = done..n;
@@ -567,6 +580,26 @@ impl Transport for TcpTransport {
             }
         }
         Ok(status)
+    }
+
+    fn backpressure(&self) -> bool {
+        let half = self.config.max_queued / 2;
+        let mut connected = self
+            .outbound
+            .iter()
+            .filter(|p| p.stream.is_some())
+            .peekable();
+        if connected.peek().is_none() {
+            return false;
+        }
+        let mut now = None;
+        connected.all(|p| {
+            p.queue.len() >= half
+                && now
+                    .get_or_insert_with(Instant::now)
+                    .saturating_duration_since(p.progress)
+                    < HOLD_WITHOUT_PROGRESS
+        })
     }
 
     fn next_timeout(&self) -> Option<Instant> {
@@ -831,5 +864,31 @@ mod tests {
         }
         let err = write_framed(&mut Broken, &[b"x"]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    /// A connected peer pushes back while half its queue is full and it took bytes in the
+    /// last 100 ms; one that took nothing for longer, or is not connected, does not.
+    #[test]
+    fn backpressure_lasts_while_every_connected_peer_is_behind_but_alive() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = TcpConfig::new(1024);
+        config.peers = vec![listener.local_addr().unwrap()];
+        config.max_queued = 1000;
+        let mut t = TcpTransport::bind(config).unwrap();
+        assert!(!t.backpressure(), "not connected: nothing to wait for");
+        t.service_outbound();
+        let _accepted = listener.accept().unwrap();
+        assert!(t.outbound[0].stream.is_some());
+        assert!(!t.backpressure(), "an empty queue");
+        t.outbound[0].queue.extend_from_slice(&[0; 499]);
+        assert!(!t.backpressure(), "under half the queue");
+        t.outbound[0].queue.extend_from_slice(&[0; 1]);
+        t.outbound[0].progress = Instant::now();
+        assert!(t.backpressure(), "half the queue, and taking bytes");
+        t.outbound[0].progress = Instant::now() - HOLD_WITHOUT_PROGRESS;
+        assert!(
+            !t.backpressure(),
+            "took nothing for too long: frozen, not slow"
+        );
     }
 }
