@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::event::{EventId, Missed};
-use crate::sync::plain::{Arc, AtomicU64, Ordering, Weak};
+use crate::sync::plain::{Arc, AtomicBool, AtomicU64, Ordering, Weak};
 
 /// One event handed to a callback subscriber. Local events (raised on this node) borrow the
 /// caller's payload; remote ones share the received datagram's buffer. Neither is a copy.
@@ -221,6 +221,9 @@ pub(crate) struct Registry {
     next_id: AtomicU64,
     /// Bumped after each change, so a [`Snapshot`] held across a frame's records notices it.
     changes: AtomicU64,
+    /// Whether any event subscriber exists: a raise with none (a node that only sends) skips
+    /// loading the tables.
+    has_event_sinks: AtomicBool,
 }
 
 impl fmt::Debug for Registry {
@@ -257,7 +260,10 @@ impl Registry {
         let _writer = self.write.lock();
         let mut t = Tables::clone(&self.tables.load());
         let result = change(&mut t);
+        let has_event_sinks = !t.by_event.is_empty() || !t.all.is_empty();
         self.tables.store(Arc::new(t));
+        self.has_event_sinks
+            .store(has_event_sinks, Ordering::Release);
         self.changes.fetch_add(1, Ordering::Release);
         result
     }
@@ -311,6 +317,9 @@ impl Registry {
     /// there were. Channel subscribers whose receiver is gone are skipped (and removed by
     /// their `Subscription`'s drop, or at the next subscribe).
     pub(crate) fn dispatch(&self, delivery: &Delivery<'_>) -> usize {
+        if !self.has_event_sinks.load(Ordering::Acquire) {
+            return 0;
+        }
         dispatch_in(&self.tables.load(), delivery, |f| f(delivery))
     }
 
@@ -494,6 +503,35 @@ mod tests {
         let message = d.to_message();
         assert_eq!(&message.payload[..], b"PAYLOAD");
         assert_eq!(message.payload.as_ptr(), frame[5..].as_ptr());
+    }
+
+    /// The shortcut for a registry with no event subscriber follows every change: one for
+    /// this event, one for every event, and their removal.
+    #[test]
+    fn dispatch_finds_subscribers_as_they_come_and_go() {
+        let registry = Registry::default();
+        let event = EventId::from_name("e");
+        let d = Delivery::local(event, 1, b"x");
+        let missed = registry.add_missed_callback(Arc::new(|_: &Missed| {}));
+        assert_eq!(
+            registry.dispatch(&d),
+            0,
+            "a Missed subscriber takes no events"
+        );
+        let (topic, id) = registry.add_callback(Some(event), Arc::new(|_: &Delivery<'_>| {}));
+        assert_eq!(registry.dispatch(&d), 1);
+        let (all, all_id) = registry.add_callback(None, Arc::new(|_: &Delivery<'_>| {}));
+        assert_eq!(registry.dispatch(&d), 2);
+        registry.remove(topic, id);
+        assert_eq!(
+            registry.dispatch(&d),
+            1,
+            "the every-event subscriber remains"
+        );
+        registry.remove(all, all_id);
+        assert_eq!(registry.dispatch(&d), 0);
+        registry.remove(missed.0, missed.1);
+        assert_eq!(registry.dispatch(&d), 0);
     }
 
     /// A frame's records share one snapshot of the subscribers, yet a subscriber removed
