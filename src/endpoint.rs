@@ -7,7 +7,8 @@
 //! 1. [`handle_datagram`](Endpoint::handle_datagram) for each received frame, then
 //!    [`poll_output`](Endpoint::poll_output) until it returns `None` (frames to deliver and
 //!    [`Missed`] notices, in the order subscribers must see them);
-//! 2. [`encode_data`](Endpoint::encode_data) for each batch of records to send, and
+//! 2. [`encode_from_ring`](Endpoint::encode_from_ring) (or [`encode_data`](Endpoint::encode_data))
+//!    until it returns `None`, for the frames to send, and
 //!    [`poll_heartbeat`](Endpoint::poll_heartbeat) to learn whether a heartbeat is due;
 //! 3. [`handle_timeout`](Endpoint::handle_timeout) once [`poll_timeout`](Endpoint::poll_timeout)
 //!    has passed (reorder windows, silent peers), then `poll_output` again.
@@ -28,12 +29,11 @@ use bytes::Bytes;
 
 use crate::auth::Keyring;
 use crate::error::Reject;
-use crate::event::Missed;
+use crate::event::{EventId, Missed};
 use crate::ringbuf::Consumer;
 use crate::session::{Output, Session};
 use crate::wire::{
-    ClusterId, EncodeError, FRAME_OVERHEAD, Flags, FrameKind, FrameWriter, HeaderFields,
-    RECORD_ALIGN, SharedFrame,
+    ClusterId, EncodeError, Flags, FrameKind, FrameWriter, HeaderFields, RECORD_ALIGN, SharedFrame,
 };
 
 /// How many retired incarnations of a node are remembered, to refuse their replays at once.
@@ -479,36 +479,41 @@ impl Endpoint {
         }
     }
 
-    /// Encodes and signs a data frame into `buf` holding `count` wire records (a run read from
-    /// the ring) and returns its length. The frame takes the next sequence number only if it
-    /// is encoded.
+    /// Encodes and signs a data frame into `buf` holding `events` (event id and payload each)
+    /// and returns its length. The frame takes the next sequence number only if it is
+    /// encoded.
     ///
     /// # Errors
     ///
-    /// [`EncodeError`] if `buf` cannot hold the records (nothing is consumed), or `count` is 0.
-    pub fn encode_data(
+    /// [`EncodeError`] if `buf` cannot hold the events, or there are none.
+    pub fn encode_data<'p>(
         &mut self,
         now: Now,
         buf: &mut [u8],
-        records: &[u8],
-        count: usize,
+        events: impl IntoIterator<Item = (EventId, &'p [u8])>,
     ) -> Result<usize, EncodeError> {
-        if count == 0 {
-            return Err(EncodeError::Empty);
-        }
         let fields = self.fields(now, FrameKind::Data, self.last_seq + 1, Flags::EMPTY);
         let mut writer = FrameWriter::new(buf, &fields)?;
-        writer.push_encoded(records, count)?;
+        for (event, payload) in events {
+            writer.push(&event, payload)?;
+        }
+        if writer.is_empty() {
+            return Err(EncodeError::Empty);
+        }
+        Ok(self.finish_data(now, writer))
+    }
+
+    fn finish_data(&mut self, now: Now, writer: FrameWriter<'_>) -> usize {
         let len = writer.finish(&self.keyring).len();
         self.last_seq += 1;
         self.last_sent = Some(now.instant);
         self.stats.frames_sent += 1;
-        Ok(len)
+        len
     }
 
-    /// Reads the next run of records from `ring` (at most what a frame of `buf.len()` bytes
-    /// holds), encodes and signs it into `buf` as one data frame, frees the run, and returns
-    /// the frame's length; `None` when the ring holds no committed record.
+    /// Reads runs of records from `ring` as long as the next one fits a frame of `buf.len()`
+    /// bytes, encodes and signs them into `buf` as one data frame, frees the runs, and
+    /// returns the frame's length; `None` when the ring holds no committed record.
     ///
     /// The driver calls it until it returns `None`: that is the smart batching, frames as full
     /// as the ring allows and no waiting for more.
@@ -519,19 +524,24 @@ impl Endpoint {
         ring: &mut Consumer,
         buf: &mut [u8],
     ) -> Option<usize> {
-        let max_body = buf.len().saturating_sub(FRAME_OVERHEAD) & !(RECORD_ALIGN - 1);
-        let run = ring.read(max_body)?;
-        let len = self.encode_data(now, buf, run.bytes(), run.record_count());
-        // The run fits the frame by construction; a failure would be a bug, and the records
-        // must not be freed if they were not encoded.
-        debug_assert!(
-            len.is_ok(),
-            "run of {} bytes did not fit: {len:?}",
-            run.bytes().len()
-        );
-        let len = len.ok()?;
-        run.release();
-        Some(len)
+        let fields = self.fields(now, FrameKind::Data, self.last_seq + 1, Flags::EMPTY);
+        let mut writer = FrameWriter::new(buf, &fields).ok()?;
+        // A run of ring records is never longer in a frame (its headers shrink by the 16 id
+        // bytes, and each id is added to the table at most once per record), so a run of at
+        // most `remaining` ring bytes always fits what is left of the frame.
+        while let Some(run) = ring.read(writer.remaining() & !(RECORD_ALIGN - 1)) {
+            for (event, payload) in run.records() {
+                let pushed = writer.push(&event, payload);
+                // Fits by construction; a failure would be a bug. The run is released
+                // anyway, since the records before it are in the frame already.
+                debug_assert!(pushed.is_ok(), "record did not fit: {pushed:?}");
+            }
+            run.release();
+        }
+        if writer.is_empty() {
+            return None;
+        }
+        Some(self.finish_data(now, writer))
     }
 
     /// Encodes a heartbeat into `buf` if one is due (nothing sent for a heartbeat interval),

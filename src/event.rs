@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// The identity of an event kind: 16 bytes, carried in every wire record.
+/// The identity of an event kind: 16 bytes, carried once per frame in the frame's event table.
 ///
 /// Applications usually name events (`"product.changed"`) and let [`EventId::from_name`] hash
 /// the name, so every node derives the same id without coordination. An id can also be given

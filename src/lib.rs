@@ -24,7 +24,7 @@
 //! - [`auth`]: the cluster keyring. HMAC-SHA256 tags, constant-time verification, and the
 //!   [`auth::Verified`] type that only a successful verification can make.
 //! - [`ringbuf`]: the lock-free many-producer, one-consumer byte ring that `raise()` will write
-//!   into, laid out so that its records are already wire records.
+//!   into.
 //!
 //! - [`endpoint`]: the node without sockets or clocks: frames in, deliveries and [`Missed`]
 //!   out, sequence windows per sender incarnation.

@@ -341,7 +341,7 @@ impl RouterBuilder {
                 ),
             ));
         }
-        let max_record = max_payload(self.max_frame_len) + crate::wire::RECORD_HEADER_LEN;
+        let max_record = max_payload(self.max_frame_len) + crate::ringbuf::RECORD_HEADER_LEN;
         if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 2 * max_record {
             return Err(Self::invalid(
                 "ring_capacity",
@@ -476,7 +476,7 @@ impl RouterBuilder {
                 skip
             })
             .collect();
-        let max_record = max_payload(self.max_frame_len) + crate::wire::RECORD_HEADER_LEN;
+        let max_record = max_payload(self.max_frame_len) + crate::ringbuf::RECORD_HEADER_LEN;
         let (producer, consumer) = ring(self.ring_capacity, max_record)
             .map_err(|e| Self::invalid("ring_capacity", e.to_string()))?;
         let now = Now::system();

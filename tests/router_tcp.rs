@@ -67,8 +67,11 @@ fn a_peer_that_stops_reading_delays_no_one() {
     const N: u64 = 400_000;
     let started = Instant::now();
     let e = a.event(event);
+    // 32-byte payloads (40 bytes of frame each): 16 MB in all.
+    let mut payload = [0u8; 32];
     for i in 0..N {
-        while e.raise(&i.to_le_bytes()).is_err() {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        while e.raise(&payload).is_err() {
             std::thread::sleep(Duration::from_micros(50));
         }
         if i % 2000 == 1999 {

@@ -4,9 +4,9 @@ use std::fmt;
 
 use zerocopy::FromBytes;
 
+use super::layout::{RECORD_HEADER_LEN, RecordHeader, record_len};
 use super::raw::{Cursor, RawRun};
 use crate::EventId;
-use crate::wire::{RECORD_HEADER_LEN, RecordHeader, record_len};
 
 /// The one reader of the ring. `Send`, not `Clone`: there is exactly one per ring.
 pub struct Consumer {
@@ -170,7 +170,8 @@ impl Stall {
     }
 }
 
-/// Committed records lent to the consumer: whole wire records, contiguous, in claim order.
+/// Committed records lent to the consumer: whole ring records (24-byte header with the event
+/// id, payload, zero padding to 8 bytes), contiguous, in claim order.
 ///
 /// [`Run::release`] frees their space; dropping the run without releasing leaves them to be
 /// read again by the next [`Consumer::read`].
@@ -180,7 +181,7 @@ pub struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    /// The records, exactly as they go in a frame body.
+    /// The records, in the ring's layout (see [`Run`]).
     #[inline]
     pub fn bytes(&self) -> &[u8] {
         self.raw.bytes()

@@ -1,7 +1,59 @@
 //! Sizes and encodings of the ring: no atomics, no `unsafe`, only arithmetic.
 
+use zerocopy::byteorder::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
 use super::RingError;
-use crate::wire::{RECORD_ALIGN, RECORD_HEADER_LEN};
+use crate::wire::RECORD_ALIGN;
+
+/// A record header in the ring: 24 bytes.
+///
+/// Length and kind come first, in the record's first 8-byte word, which is also the
+/// record's commit flag ([`HeaderWord`]), nonzero once the record is complete, so no separate
+/// state has to travel between cores with each record. The event id follows whole: the
+/// driver turns it into an index in the frame's event table as it encodes the frame.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RecordHeader {
+    pub(super) payload_len: U32,
+    pub(super) kind: u8,
+    pub(super) flags: u8,
+    pub(super) reserved: U16,
+    pub(super) event: [u8; 16],
+}
+
+impl RecordHeader {
+    /// The payload length the header states.
+    #[inline]
+    pub(super) fn payload_len(&self) -> usize {
+        self.payload_len.get() as usize
+    }
+
+    /// The event id.
+    #[inline]
+    pub(super) fn event(&self) -> crate::EventId {
+        crate::EventId::from_bytes(self.event)
+    }
+}
+
+/// Length of a record header in the ring.
+pub const RECORD_HEADER_LEN: usize = 24;
+/// Where the event id starts in a ring record: after the header word.
+pub(super) const EVENT_OFFSET: usize = core::mem::offset_of!(RecordHeader, event);
+const _: () = assert!(size_of::<RecordHeader>() == RECORD_HEADER_LEN && EVENT_OFFSET == 8);
+
+/// Length of the ring record that carries a payload of `payload_len` bytes: header, payload
+/// and padding to [`RECORD_ALIGN`]. `None` if that overflows `usize`.
+#[inline]
+pub(super) const fn record_len(payload_len: usize) -> Option<usize> {
+    match RECORD_HEADER_LEN.checked_add(payload_len) {
+        Some(n) => match n.checked_add(RECORD_ALIGN - 1) {
+            Some(n) => Some(n & !(RECORD_ALIGN - 1)),
+            None => None,
+        },
+        None => None,
+    }
+}
 
 /// The smallest capacity [`super::ring`] accepts: two of the shortest records, rounded up to
 /// a power of two.
@@ -59,7 +111,7 @@ impl HeaderWord {
             return None;
         }
         debug_assert_eq!(self.kind(), crate::wire::RECORD_KIND_EVENT);
-        crate::wire::record_len(self.low())
+        record_len(self.low())
     }
 
     /// The length of the padding record this word starts; `None` if it is not padding.
@@ -110,7 +162,7 @@ impl Geometry {
     /// The length of the record carrying `payload_len` bytes, if the ring accepts it.
     #[inline]
     pub(super) fn record_len(&self, payload_len: usize) -> Option<usize> {
-        crate::wire::record_len(payload_len).filter(|&len| len <= self.max_record_len)
+        record_len(payload_len).filter(|&len| len <= self.max_record_len)
     }
 
     /// The number of 8-byte slots (under loom, the number of separate header words).
@@ -148,7 +200,7 @@ mod tests {
         assert_eq!(word.get().to_le_bytes(), [4, 3, 2, 1, 1, 0, 0, 0]);
         let mut record = [0u8; RECORD_HEADER_LEN];
         record[..8].copy_from_slice(&word.get().to_le_bytes());
-        let (header, _) = crate::wire::RecordHeader::ref_from_prefix(&record[..]).unwrap();
+        let (header, _) = RecordHeader::ref_from_prefix(&record[..]).unwrap();
         assert_eq!(header.payload_len(), 0x0102_0304);
         assert_eq!(HeaderWord::event(5).record_len(), Some(32));
         assert_eq!(HeaderWord::event(0).record_len(), Some(24));

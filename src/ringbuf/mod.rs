@@ -8,13 +8,14 @@
 //! straddle the end of the storage is preceded by a padding record that fills the lap, and an
 //! aborted claim becomes padding too.
 //!
-//! What differs from Agrona comes from the ring's bytes being the wire format:
+//! What differs from Agrona:
 //!
-//! - The records are wire records (a 24-byte header, the payload, zero padding to 8 bytes, see
-//!   `docs/wire-format.md`), so a [`Run`] of them is copied into a frame body as it is, and a
-//!   payload is copied once between the caller and the socket. Padding records are never
-//!   handed out: a run stops before one, and the next read releases it.
-//! - There is no ring header: the commit flag is the wire header's first 8 bytes (payload
+//! - The records are event records: a 24-byte header (payload length and kind, laid out as in
+//!   a wire record, then the 16-byte event id), the payload, zero padding to 8 bytes. The
+//!   driver turns each into a wire record (`docs/wire-format.md`) as it encodes a frame.
+//!   Padding records are never handed out: a run stops before one, and the next read
+//!   releases it.
+//! - There is no separate ring header: the commit flag is the record's first 8 bytes (payload
 //!   length and kind), stored last and atomically. Padding records use a kind no wire version
 //!   defines. The consumer zeroes all the space it hands back, so a claimed record starts out
 //!   zero and its padding needs no writing.
@@ -63,6 +64,7 @@ mod loom_tests;
 mod tests;
 
 pub use consumer::{Consumer, Records, Run, Stall};
+pub use layout::RECORD_HEADER_LEN;
 pub use producer::{Claim, Producer};
 
 /// Makes a ring of `capacity` bytes for records of up to `max_record_len` bytes.

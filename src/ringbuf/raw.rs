@@ -4,7 +4,7 @@
 //!
 //! # The header word
 //!
-//! A record's first 8 bytes, its payload length and kind (see [`crate::wire::RecordHeader`]),
+//! A record's first 8 bytes, its payload length and kind (see `layout::RecordHeader`),
 //! are its **header word**. Only atomic 8-byte accesses touch it while the record is live: the
 //! producer stores it last, with `Release`, and that store commits the record; the consumer
 //! loads it with `Acquire`, and a nonzero word means the record is complete. The commit flag
@@ -45,10 +45,11 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use super::ClaimError;
+use super::layout::{EVENT_OFFSET, RECORD_HEADER_LEN};
 use super::layout::{Geometry, HeaderWord};
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::wire::{RECORD_ALIGN, RECORD_EVENT_OFFSET as EVENT_OFFSET, RECORD_HEADER_LEN};
+use crate::wire::RECORD_ALIGN;
 
 /// The storage and the positions shared by all producers and the consumer.
 pub(super) struct Shared {

@@ -20,7 +20,7 @@ pub struct FrameHeader {
     pub(super) flags: U16,
     pub(super) key_id: U32,
     pub(super) record_count: U16,
-    pub(super) reserved0: U16,
+    pub(super) event_count: U16,
     pub(super) cluster: U64,
     pub(super) node: U64,
     pub(super) incarnation: U64,
@@ -30,39 +30,27 @@ pub struct FrameHeader {
     pub(super) reserved1: U32,
 }
 
-/// The record header: the first 24 bytes of every record.
+/// The record header: the first 8 bytes of every record.
 ///
-/// Length and kind come first, in the record's first 8-byte word: in the multi-producer ring
-/// (`crate::ringbuf`) that word is also the record's commit flag, nonzero once the record is
-/// complete, so no separate state has to travel between cores with each record.
+/// The event is an index into the frame's event table (the 16-byte ids at the end of the
+/// body), so a frame of many events of a few kinds carries each id once.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct RecordHeader {
     pub(super) payload_len: U32,
     pub(super) kind: u8,
     pub(super) flags: u8,
-    pub(super) reserved: U16,
-    pub(super) event: [u8; 16],
+    pub(super) event: U16,
 }
 
 impl RecordHeader {
-    /// The payload length the header states (not checked against anything).
+    /// The index of the record's event in the frame's event table (not checked).
     #[inline]
-    pub(crate) fn payload_len(&self) -> usize {
-        self.payload_len.get() as usize
-    }
-
-    /// The event id.
-    #[inline]
-    pub(crate) fn event(&self) -> crate::EventId {
-        crate::EventId::from_bytes(self.event)
+    pub(crate) fn event_index(&self) -> usize {
+        usize::from(self.event.get())
     }
 }
 
-/// Where the event id starts in a record: after the first 8 bytes (payload length, kind,
-/// flags, reserved), which the ring stores last as the record's commit flag.
-pub(crate) const RECORD_EVENT_OFFSET: usize = core::mem::offset_of!(RecordHeader, event);
-
 const _: () = assert!(size_of::<FrameHeader>() == 64);
-const _: () = assert!(size_of::<RecordHeader>() == 24);
+const _: () = assert!(size_of::<RecordHeader>() == 8);
 const _: () = assert!(align_of::<FrameHeader>() == 1 && align_of::<RecordHeader>() == 1);

@@ -1,17 +1,20 @@
 //! The wire format: frames of records, signed with HMAC-SHA256.
 //!
-//! A frame is a 64-byte [`FrameHeader`], zero or more records, and a 32-byte tag:
+//! A frame is a 64-byte [`FrameHeader`], a body of records followed by the event table, and a
+//! 32-byte tag:
 //!
 //! ```text
-//! +----------------------+-----------------------------+----------------+
-//! | header (64 bytes)    | records (body_len bytes)    | tag (32 bytes) |
-//! +----------------------+-----------------------------+----------------+
-//!  <------------ signed: HMAC-SHA256(key[key_id], …) ---------->
+//! +-------------------+---------------------------------------+----------------+
+//! | header (64 bytes) | records | event table (body_len bytes) | tag (32 bytes) |
+//! +-------------------+---------------------------------------+----------------+
+//!  <---------------- signed: HMAC-SHA256(key[key_id], …) ------->
 //! ```
 //!
-//! A record is a 24-byte [`RecordHeader`] (payload length, kind, event id), the payload, and
-//! zero bytes up to the next multiple of 8. All integers are little-endian. The byte-exact
-//! tables, the versioning rule and an example frame are in `docs/wire-format.md`.
+//! A record is an 8-byte [`RecordHeader`] (payload length, kind, index of its event in the
+//! table), the payload, and zero bytes up to the next multiple of 8. The event table lists
+//! the 16-byte ids of the frame's events, so each id travels once per frame, not once per
+//! record. All integers are little-endian. The byte-exact tables, the versioning rule and an
+//! example frame are in `docs/wire-format.md`.
 //!
 //! # The panic contract
 //!
@@ -29,13 +32,12 @@ mod writer;
 
 use std::fmt;
 
-pub(crate) use layout::RECORD_EVENT_OFFSET;
 pub use layout::{FrameHeader, MAGIC, RecordHeader};
 pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords};
 pub use writer::FrameWriter;
 
 /// The wire format version this build speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 64;
 /// Length of the HMAC-SHA256 tag that ends every frame.
@@ -43,7 +45,11 @@ pub const TAG_LEN: usize = 32;
 /// Header plus tag: the length of a frame with no records, and the shortest valid frame.
 pub const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of a record header.
-pub const RECORD_HEADER_LEN: usize = 24;
+pub const RECORD_HEADER_LEN: usize = 8;
+/// Length of an event id in the event table.
+pub const EVENT_ID_LEN: usize = 16;
+/// The most event ids one frame's table holds (the record's index is 16 bits).
+pub const MAX_EVENTS: usize = u16::MAX as usize + 1;
 /// Records start and end on multiples of this many bytes (counted from the frame start).
 pub const RECORD_ALIGN: usize = 8;
 /// The largest frame this format allows, on any transport. Transports set lower limits
@@ -51,7 +57,7 @@ pub const RECORD_ALIGN: usize = 8;
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// The default maximum frame length for UDP: a 1500-byte MTU less IPv4 and UDP headers.
 pub const DEFAULT_UDP_FRAME_LEN: usize = 1472;
-/// Record kind of an event record, the only kind version 2 defines.
+/// Record kind of an event record, the only kind version 3 defines.
 pub const RECORD_KIND_EVENT: u8 = 1;
 
 /// Length of the record that carries a payload of `payload_len` bytes: header, payload and
@@ -67,10 +73,12 @@ pub const fn record_len(payload_len: usize) -> Option<usize> {
     }
 }
 
-/// The largest payload one record can carry in a frame of `max_frame_len` bytes.
+/// The largest payload one record can carry in a frame of `max_frame_len` bytes: the body
+/// holds the record and its event's id in the table.
 ///
-/// A frame shorter than 120 bytes (overhead and one record header) carries no record at all:
-/// this returns 0 for it, and [`FrameWriter::push`] refuses even an empty payload.
+/// A frame shorter than 120 bytes (overhead, one record header and one event id) carries no
+/// record at all: this returns 0 for it, and [`FrameWriter::push`] refuses even an empty
+/// payload.
 ///
 /// ```
 /// assert_eq!(herald::wire::max_payload(1472), 1472 - 96 - 24);
@@ -78,7 +86,7 @@ pub const fn record_len(payload_len: usize) -> Option<usize> {
 pub const fn max_payload(max_frame_len: usize) -> usize {
     let body = max_frame_len.saturating_sub(FRAME_OVERHEAD);
     // The record must end on a multiple of 8, so round the body down first.
-    (body & !(RECORD_ALIGN - 1)).saturating_sub(RECORD_HEADER_LEN)
+    (body & !(RECORD_ALIGN - 1)).saturating_sub(RECORD_HEADER_LEN + EVENT_ID_LEN)
 }
 
 /// What a frame carries. Values not listed here are refused by [`Frame::parse`]; values 3 and 4
@@ -266,6 +274,9 @@ pub enum ParseError {
     /// The body is not a multiple of [`RECORD_ALIGN`] bytes.
     #[error("body length is not a multiple of {RECORD_ALIGN}")]
     Misaligned,
+    /// The header claims a longer event table than the body holds.
+    #[error("an event table of {0} ids cannot fit the body")]
+    TooManyEvents(u16),
     /// The header claims more records than the body can hold.
     #[error("{0} records cannot fit the body")]
     TooManyRecords(u16),
@@ -275,6 +286,14 @@ pub enum ParseError {
     /// A record kind this version does not define.
     #[error("unknown record kind {0}")]
     UnknownRecordKind(u8),
+    /// A record names an event past the end of the frame's event table.
+    #[error("record names event {index} of a table of {count}")]
+    BadEventIndex {
+        /// The index the record names.
+        index: u16,
+        /// The number of ids in the table.
+        count: u16,
+    },
     /// Padding after a payload is not zero.
     #[error("record padding is not zero")]
     BadPadding,
@@ -298,9 +317,11 @@ impl ParseError {
         "reserved_set",
         "length_mismatch",
         "misaligned",
+        "too_many_events",
         "too_many_records",
         "record_truncated",
         "unknown_record_kind",
+        "bad_event_index",
         "bad_padding",
         "trailing_bytes",
         "heartbeat_with_records",
@@ -318,9 +339,11 @@ impl ParseError {
             Self::ReservedSet => "reserved_set",
             Self::LengthMismatch { .. } => "length_mismatch",
             Self::Misaligned => "misaligned",
+            Self::TooManyEvents(_) => "too_many_events",
             Self::TooManyRecords(_) => "too_many_records",
             Self::RecordTruncated => "record_truncated",
             Self::UnknownRecordKind(_) => "unknown_record_kind",
+            Self::BadEventIndex { .. } => "bad_event_index",
             Self::BadPadding => "bad_padding",
             Self::TrailingBytes => "trailing_bytes",
             Self::HeartbeatWithRecords => "heartbeat_with_records",

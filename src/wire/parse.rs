@@ -4,9 +4,9 @@ use bytes::Bytes;
 use zerocopy::FromBytes;
 
 use super::{
-    ClusterId, FRAME_OVERHEAD, Flags, FrameHeader, FrameKind, HEADER_LEN, HeaderFields, MAGIC,
-    MAX_FRAME_LEN, ParseError, RECORD_ALIGN, RECORD_HEADER_LEN, RECORD_KIND_EVENT, RecordHeader,
-    TAG_LEN, VERSION,
+    ClusterId, EVENT_ID_LEN, FRAME_OVERHEAD, Flags, FrameHeader, FrameKind, HEADER_LEN,
+    HeaderFields, MAGIC, MAX_FRAME_LEN, ParseError, RECORD_ALIGN, RECORD_HEADER_LEN,
+    RECORD_KIND_EVENT, RecordHeader, TAG_LEN, VERSION,
 };
 use crate::EventId;
 
@@ -21,6 +21,10 @@ use crate::EventId;
 pub struct Frame<'a> {
     header: &'a FrameHeader,
     body: &'a [u8],
+    /// The body's records, without the event table.
+    records: &'a [u8],
+    /// The event table: `event_count` ids of 16 bytes.
+    events: &'a [u8],
     signed: &'a [u8],
     tag: &'a [u8; TAG_LEN],
     kind: FrameKind,
@@ -33,8 +37,8 @@ impl<'a> Frame<'a> {
     /// # Errors
     ///
     /// A [`ParseError`] naming the first check that failed: length, magic, version, kind, flag
-    /// and reserved bits, body length, record count, each record's length, kind and padding,
-    /// and trailing bytes. The tag is not checked here.
+    /// and reserved bits, body length, event table and record counts, each record's length,
+    /// kind, event index and padding, and trailing bytes. The tag is not checked here.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let len = bytes.len();
         if len > MAX_FRAME_LEN {
@@ -57,7 +61,7 @@ impl<'a> Frame<'a> {
         let kind = FrameKind::from_byte(header.kind).ok_or(ParseError::UnknownKind(header.kind))?;
         let flags = Flags::from_bits(header.flags.get())
             .ok_or(ParseError::UnknownFlags(header.flags.get()))?;
-        if header.reserved0.get() != 0 || header.reserved1.get() != 0 {
+        if header.reserved1.get() != 0 {
             return Err(ParseError::ReservedSet);
         }
         let claimed = header.body_len.get();
@@ -71,19 +75,27 @@ impl<'a> Frame<'a> {
             return Err(ParseError::Misaligned);
         }
         let count = header.record_count.get();
-        if kind == FrameKind::Heartbeat && (count != 0 || !body.is_empty()) {
+        let event_count = header.event_count.get();
+        if kind == FrameKind::Heartbeat && (count != 0 || event_count != 0 || !body.is_empty()) {
             return Err(ParseError::HeartbeatWithRecords);
         }
-        // Checked before walking, so a huge count costs nothing. `count` is a u16, so the
-        // product cannot overflow.
-        if usize::from(count) * RECORD_HEADER_LEN > body.len() {
+        // Both checked before walking, so huge counts cost nothing. They are u16s, so the
+        // products cannot overflow.
+        let (records, events) = body
+            .len()
+            .checked_sub(usize::from(event_count) * EVENT_ID_LEN)
+            .map(|at| body.split_at(at))
+            .ok_or(ParseError::TooManyEvents(event_count))?;
+        if usize::from(count) * RECORD_HEADER_LEN > records.len() {
             return Err(ParseError::TooManyRecords(count));
         }
-        validate_records(body, count)?;
+        validate_records(records, count, event_count)?;
 
         Ok(Self {
             header,
             body,
+            records,
+            events,
             signed,
             tag,
             kind,
@@ -136,6 +148,16 @@ impl<'a> Frame<'a> {
         self.header.record_count.get()
     }
 
+    /// The number of ids in the event table.
+    pub fn event_count(&self) -> u16 {
+        self.header.event_count.get()
+    }
+
+    /// The event table: the ids the records name, in index order.
+    pub fn events(&self) -> impl ExactSizeIterator<Item = EventId> + 'a {
+        self.events.chunks_exact(EVENT_ID_LEN).map(event_id)
+    }
+
     /// All header values.
     pub fn header_fields(&self) -> HeaderFields {
         HeaderFields {
@@ -153,7 +175,8 @@ impl<'a> Frame<'a> {
     /// The records, in order, borrowing their payloads from the frame.
     pub fn records(&self) -> Records<'a> {
         Records {
-            rest: self.body,
+            rest: self.records,
+            events: self.events,
             remaining: self.record_count(),
             offset: HEADER_LEN,
         }
@@ -169,24 +192,37 @@ impl<'a> Frame<'a> {
         self.tag
     }
 
-    /// The encoded records, without header or tag.
+    /// The body: the encoded records, then the event table; without header or tag.
     pub fn body(&self) -> &'a [u8] {
         self.body
     }
 }
 
+/// An event id from 16 bytes of the table (`chunks_exact` and the checked parse make every
+/// chunk 16 bytes; anything else would read as the zero id rather than panic).
+#[inline]
+fn event_id(bytes: &[u8]) -> EventId {
+    EventId::from_bytes(<[u8; EVENT_ID_LEN]>::try_from(bytes).unwrap_or_default())
+}
+
 /// Walks every record the header counts. Runs once, in [`Frame::parse`]; the iterators rely on
 /// it and only repeat cheap, non-panicking bounds checks.
-fn validate_records(body: &[u8], count: u16) -> Result<(), ParseError> {
-    let mut rest = body;
+fn validate_records(records: &[u8], count: u16, event_count: u16) -> Result<(), ParseError> {
+    let mut rest = records;
     for _ in 0..count {
         let (header, after) =
             RecordHeader::ref_from_prefix(rest).map_err(|_| ParseError::RecordTruncated)?;
         if header.kind != RECORD_KIND_EVENT {
             return Err(ParseError::UnknownRecordKind(header.kind));
         }
-        if header.flags != 0 || header.reserved.get() != 0 {
+        if header.flags != 0 {
             return Err(ParseError::ReservedSet);
+        }
+        if header.event.get() >= event_count {
+            return Err(ParseError::BadEventIndex {
+                index: header.event.get(),
+                count: event_count,
+            });
         }
         let (payload_len, padded_len) =
             lengths(&header.payload_len).ok_or(ParseError::RecordTruncated)?;
@@ -246,6 +282,8 @@ impl<'a> Record<'a> {
 #[derive(Clone, Debug)]
 pub struct Records<'a> {
     rest: &'a [u8],
+    /// The frame's event table.
+    events: &'a [u8],
     remaining: u16,
     /// Offset of `rest` from the start of the frame.
     offset: usize,
@@ -262,8 +300,9 @@ impl<'a> Iterator for Records<'a> {
         let (len, padded) = lengths(&header.payload_len)?;
         let (padded_bytes, next) = after.split_at_checked(padded)?;
         let payload = padded_bytes.get(..len)?;
+        let at = header.event_index() * EVENT_ID_LEN;
         let record = Record {
-            event: EventId::from_bytes(header.event),
+            event: event_id(self.events.get(at..at + EVENT_ID_LEN)?),
             payload,
             payload_offset: self.offset + RECORD_HEADER_LEN,
         };
@@ -307,6 +346,7 @@ pub struct SharedFrame {
     bytes: Bytes,
     fields: HeaderFields,
     record_count: u16,
+    event_count: u16,
 }
 
 impl SharedFrame {
@@ -319,10 +359,12 @@ impl SharedFrame {
         let frame = Frame::parse(&bytes)?;
         let fields = frame.header_fields();
         let record_count = frame.record_count();
+        let event_count = frame.event_count();
         Ok(Self {
             bytes,
             fields,
             record_count,
+            event_count,
         })
     }
 
@@ -367,8 +409,11 @@ impl SharedFrame {
     pub fn borrowed_records(&self) -> Records<'_> {
         let end = self.bytes.len().saturating_sub(TAG_LEN);
         let body = self.bytes.get(HEADER_LEN..end).unwrap_or_default();
+        let table = usize::from(self.event_count) * EVENT_ID_LEN;
+        let (rest, events) = body.split_at(body.len().saturating_sub(table));
         Records {
-            rest: body,
+            rest,
+            events,
             remaining: self.record_count,
             offset: HEADER_LEN,
         }

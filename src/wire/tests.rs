@@ -148,8 +148,10 @@ fn refuses_unsupported_version() {
     let mut f = sample();
     edit_header(&mut f, |h| h.version = 1);
     assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(1));
-    edit_header(&mut f, |h| h.version = 3);
-    assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(3));
+    edit_header(&mut f, |h| h.version = 2);
+    assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(2));
+    edit_header(&mut f, |h| h.version = 4);
+    assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(4));
     edit_header(&mut f, |h| h.version = 0);
     assert_eq!(parse_err(&f), ParseError::UnsupportedVersion(0));
 }
@@ -180,8 +182,8 @@ fn refuses_unknown_flags() {
 #[test]
 fn refuses_reserved_bits() {
     for edit in [
-        (|h: &mut FrameHeader| h.reserved0 = U16::new(1)) as fn(&mut FrameHeader),
-        |h| h.reserved1 = U32::new(1 << 31),
+        (|h: &mut FrameHeader| h.reserved1 = U32::new(1 << 31)) as fn(&mut FrameHeader),
+        |h| h.reserved1 = U32::new(1),
     ] {
         let mut f = sample();
         edit_header(&mut f, edit);
@@ -189,7 +191,7 @@ fn refuses_reserved_bits() {
     }
     for edit in [
         (|r: &mut RecordHeader| r.flags = 1) as fn(&mut RecordHeader),
-        |r| r.reserved = U16::new(0x100),
+        |r| r.flags = 0x80,
     ] {
         let mut f = sample();
         edit_record(&mut f, edit);
@@ -230,7 +232,8 @@ fn refuses_too_many_records() {
     // u16::MAX records would claim 1.5 MiB: refused before any walk or allocation.
     edit_header(&mut f, |h| h.record_count = U16::new(u16::MAX));
     assert_eq!(parse_err(&f), ParseError::TooManyRecords(u16::MAX));
-    // A count the body could hold by size (3 x 24 <= 88) but that the records do not fill.
+    // A count the record area could hold by size (3 x 8 <= 72) but that the records do not
+    // fill.
     let mut f = encode(&[(EventId::from_name("a"), &[7; 64])]);
     edit_header(&mut f, |h| h.record_count = U16::new(3));
     assert_eq!(parse_err(&f), ParseError::RecordTruncated);
@@ -288,9 +291,10 @@ fn zero_length_and_max_length_payloads() {
     w.push(&EventId::from_name("big"), &payload).unwrap();
     assert_eq!(
         w.remaining(),
-        1472 - FRAME_OVERHEAD - record_len(max).unwrap()
+        1472 - FRAME_OVERHEAD - record_len(max).unwrap() - EVENT_ID_LEN
     );
-    // Only a payload that fits the 0-7 bytes left (none: a record needs 24) is refused.
+    // Only a payload that fits the 0-7 bytes left (none: a new event's record needs 24) is
+    // refused.
     assert!(matches!(
         w.push(&EventId::from_name("x"), b""),
         Err(EncodeError::FrameFull { .. })
@@ -321,7 +325,10 @@ fn writer_refusals() {
 
     // Under 120 bytes no record fits, not even an empty one: refused as too large (a
     // FrameFull here would make a "start a new frame" loop spin for ever).
-    for len in [FRAME_OVERHEAD, FRAME_OVERHEAD + RECORD_HEADER_LEN - 1] {
+    for len in [
+        FRAME_OVERHEAD,
+        FRAME_OVERHEAD + RECORD_HEADER_LEN + EVENT_ID_LEN - 1,
+    ] {
         let mut tiny = vec![0u8; len];
         let mut w = FrameWriter::new(&mut tiny, &fields(FrameKind::Data)).unwrap();
         assert!(matches!(
@@ -329,7 +336,7 @@ fn writer_refusals() {
             Err(EncodeError::PayloadTooLarge { .. })
         ));
     }
-    let mut exact = [0u8; FRAME_OVERHEAD + RECORD_HEADER_LEN];
+    let mut exact = [0u8; FRAME_OVERHEAD + RECORD_HEADER_LEN + EVENT_ID_LEN];
     let mut w = FrameWriter::new(&mut exact, &fields(FrameKind::Data)).unwrap();
     w.push(&EventId::default(), b"").unwrap();
 
@@ -351,14 +358,109 @@ fn stale_buffer_contents_do_not_leak_into_padding() {
 }
 
 #[test]
-fn push_encoded_copies_runs() {
-    let src = sample();
-    let parsed = Frame::parse(&src).unwrap();
-    let mut buf = [0u8; 1472];
+fn each_event_id_travels_once_per_frame() {
+    let (a, b) = (EventId::from_name("a"), EventId::from_name("b"));
+    let f = encode(&[(a, b"1"), (b, b"22"), (a, b"333"), (a, b""), (b, b"4")]);
+    let frame = Frame::parse(&f).unwrap();
+    assert_eq!(frame.event_count(), 2);
+    assert_eq!(frame.events().collect::<Vec<_>>(), [a, b]);
+    // Five 8-byte headers with payloads padded to 8 (one is empty), then two ids.
+    assert_eq!(frame.body().len(), 4 * 16 + 8 + 2 * 16);
+    let got: Vec<_> = frame
+        .records()
+        .map(|r| (r.event(), r.payload().to_vec()))
+        .collect();
+    let want: Vec<(EventId, Vec<u8>)> = vec![
+        (a, b"1".to_vec()),
+        (b, b"22".to_vec()),
+        (a, b"333".to_vec()),
+        (a, vec![]),
+        (b, b"4".to_vec()),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn many_events_in_one_frame_come_back_in_order() {
+    // More distinct ids than the writer's cache has slots, some colliding in it (a collision
+    // may list an id twice; records still name the right one).
+    let ids: Vec<EventId> = (0..200u8).map(|i| EventId::from_bytes([i; 16])).collect();
+    let mut buf = vec![0u8; 32 << 10];
     let mut w = FrameWriter::new(&mut buf, &fields(FrameKind::Data)).unwrap();
-    w.push_encoded(parsed.body(), 2).unwrap();
-    let out = w.finish(&keyring());
-    assert_eq!(out, &src[..]);
+    let mut sent = Vec::new();
+    for round in 0..3u8 {
+        for (i, id) in ids.iter().enumerate() {
+            let payload = [round, i as u8];
+            w.push(id, &payload).unwrap();
+            sent.push((*id, payload.to_vec()));
+        }
+    }
+    let len = w.finish(&keyring()).len();
+    let frame = Frame::parse(&buf[..len]).unwrap();
+    assert!(frame.event_count() >= 200);
+    let got: Vec<_> = frame
+        .records()
+        .map(|r| (r.event(), r.payload().to_vec()))
+        .collect();
+    assert_eq!(got, sent);
+}
+
+#[test]
+fn a_new_event_needs_room_for_its_id() {
+    let (a, b) = (EventId::from_name("a"), EventId::from_name("b"));
+    // 96 overhead + 16-byte record + 16-byte id for `a`, leaving 16 bytes.
+    let mut buf = [0u8; 96 + 48];
+    let mut w = FrameWriter::new(&mut buf, &fields(FrameKind::Data)).unwrap();
+    w.push(&a, b"x").unwrap();
+    assert_eq!(w.remaining(), 16);
+    assert_eq!(
+        w.push(&b, b"y"),
+        Err(EncodeError::FrameFull {
+            needed: 32,
+            left: 16
+        })
+    );
+    w.push(&a, b"z").unwrap();
+    assert_eq!(w.remaining(), 0);
+    let len = w.finish(&keyring()).len();
+    assert_eq!(len, buf.len());
+    assert_eq!(Frame::parse(&buf).unwrap().record_count(), 2);
+}
+
+#[test]
+fn refuses_an_event_table_longer_than_the_body() {
+    let mut f = sample();
+    edit_header(&mut f, |h| h.event_count = U16::new(u16::MAX));
+    assert_eq!(parse_err(&f), ParseError::TooManyEvents(u16::MAX));
+}
+
+#[test]
+fn refuses_a_record_naming_an_event_past_the_table() {
+    let mut f = sample();
+    edit_record(&mut f, |r| r.event = U16::new(2));
+    assert_eq!(
+        parse_err(&f),
+        ParseError::BadEventIndex { index: 2, count: 2 }
+    );
+    // Shrinking the table (its bytes then read as a trailing record area) is caught too.
+    let mut f = sample();
+    edit_header(&mut f, |h| h.event_count = U16::new(0));
+    assert!(matches!(
+        parse_err(&f),
+        ParseError::BadEventIndex { .. } | ParseError::TrailingBytes
+    ));
+}
+
+#[test]
+fn refuses_a_heartbeat_with_an_event_table() {
+    let mut buf = [0u8; 256];
+    let len = FrameWriter::new(&mut buf, &fields(FrameKind::Heartbeat))
+        .unwrap()
+        .finish(&keyring())
+        .len();
+    let mut f = buf[..len].to_vec();
+    edit_header(&mut f, |h| h.event_count = U16::new(1));
+    assert_eq!(parse_err(&f), ParseError::HeartbeatWithRecords);
 }
 
 #[test]
@@ -388,9 +490,11 @@ fn error_names_are_unique_and_listed() {
             actual: 0,
         },
         ParseError::Misaligned,
+        ParseError::TooManyEvents(0),
         ParseError::TooManyRecords(0),
         ParseError::RecordTruncated,
         ParseError::UnknownRecordKind(0),
+        ParseError::BadEventIndex { index: 0, count: 0 },
         ParseError::BadPadding,
         ParseError::TrailingBytes,
         ParseError::HeartbeatWithRecords,

@@ -4,19 +4,24 @@ use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
 use super::{
-    EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind, HEADER_LEN, HeaderFields, MAGIC,
-    MAX_FRAME_LEN, RECORD_ALIGN, RECORD_HEADER_LEN, RECORD_KIND_EVENT, RecordHeader, TAG_LEN,
-    VERSION, max_payload, record_len,
+    EVENT_ID_LEN, EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind, HEADER_LEN, HeaderFields,
+    MAGIC, MAX_FRAME_LEN, RECORD_HEADER_LEN, RECORD_KIND_EVENT, RecordHeader, TAG_LEN, VERSION,
+    max_payload, record_len,
 };
 use crate::EventId;
 use crate::auth::Keyring;
 
+/// Slots of the writer's index from event id to table position (a direct-mapped cache: a
+/// collision only costs a second copy of an id in the table).
+const SLOTS: usize = 64;
+
 /// Writes one frame into a caller-owned buffer, whose length is the maximum frame length.
 /// Never allocates.
 ///
-/// Push records with [`push`](Self::push) (or pre-encoded ones with
-/// [`push_encoded`](Self::push_encoded)) until one returns [`EncodeError::FrameFull`], then
-/// [`finish`](Self::finish) signs the frame and returns its bytes.
+/// Push records with [`push`](Self::push) until one returns [`EncodeError::FrameFull`], then
+/// [`finish`](Self::finish) appends the event table, signs the frame and returns its bytes.
+/// Each event's id goes in the table the first time a record names it; later records of the
+/// same event cost only their 8-byte header and payload.
 ///
 /// ```
 /// use herald::auth::{Key, Keyring};
@@ -34,18 +39,28 @@ use crate::auth::Keyring;
 /// let id = EventId::from_name("price.changed");
 /// writer.push(&id, b"sku-1").unwrap();
 /// writer.push(&id, b"sku-2").unwrap();
-/// // 256 - 96 bytes of overhead - 2 x 32-byte records leaves room for no 100-byte payload.
-/// assert!(matches!(writer.push(&id, &[0; 100]), Err(EncodeError::FrameFull { .. })));
+/// // 256 - 96 bytes of overhead - 2 x 16-byte records - one 16-byte id leaves 112 bytes:
+/// // no room for a 100-byte payload of a new event (8 + 104 + 16 bytes).
+/// let other = EventId::from_name("stock.changed");
+/// assert!(matches!(writer.push(&other, &[0; 100]), Err(EncodeError::FrameFull { .. })));
+/// writer.push(&id, &[0; 100]).unwrap(); // 8 + 104 bytes: the id is in the table already
 /// let frame = writer.finish(&keyring);
-/// assert_eq!(Frame::parse(frame).unwrap().record_count(), 2);
+/// let frame = Frame::parse(frame).unwrap();
+/// assert_eq!((frame.record_count(), frame.event_count()), (3, 1));
 /// ```
 #[derive(Debug)]
 pub struct FrameWriter<'b> {
     /// The whole buffer; `buf.len()` is the maximum frame length.
     buf: &'b mut [u8],
-    /// Bytes written so far, header included. Invariant: `HEADER_LEN <= len <= buf.len() - TAG_LEN`.
+    /// Bytes of header and records so far. Invariant:
+    /// `HEADER_LEN <= len <= buf.len() - TAG_LEN - EVENT_ID_LEN * events`.
     len: usize,
     count: u16,
+    /// Ids in the table. While the frame is written, id `i` lies at `table_slot(i)`, counting
+    /// down from the tag; `finish` moves the table behind the records.
+    events: usize,
+    /// `slots[hash(id)]` is 1 + the table index of the last id with that hash, or 0.
+    slots: [u16; SLOTS],
     header: FrameHeader,
 }
 
@@ -68,7 +83,7 @@ impl<'b> FrameWriter<'b> {
             flags: U16::new(fields.flags.bits()),
             key_id: U32::new(fields.key_id),
             record_count: U16::ZERO,
-            reserved0: U16::ZERO,
+            event_count: U16::ZERO,
             cluster: U64::new(fields.cluster.raw()),
             node: U64::new(fields.node),
             incarnation: U64::new(fields.incarnation),
@@ -81,13 +96,15 @@ impl<'b> FrameWriter<'b> {
             buf,
             len: HEADER_LEN,
             count: 0,
+            events: 0,
+            slots: [0; SLOTS],
             header,
         })
     }
 
-    /// Bytes left for records.
+    /// Bytes left for records (and for the ids of events new to this frame).
     pub fn remaining(&self) -> usize {
-        self.buf.len() - TAG_LEN - self.len
+        self.buf.len() - TAG_LEN - EVENT_ID_LEN * self.events - self.len
     }
 
     /// The largest payload a single record can carry in a frame of this size.
@@ -105,23 +122,35 @@ impl<'b> FrameWriter<'b> {
         self.count == 0
     }
 
-    /// Length of the frame as it would be finished now, tag included.
+    /// Length of the frame as it would be finished now, event table and tag included.
     pub fn frame_len(&self) -> usize {
-        self.len + TAG_LEN
+        self.len + EVENT_ID_LEN * self.events + TAG_LEN
     }
 
-    fn check_room(&self, needed: usize, records: usize) -> Result<(), EncodeError> {
-        if self.header.kind == FrameKind::Heartbeat.to_byte() {
-            return Err(EncodeError::HeartbeatWithRecords);
-        }
-        if usize::from(self.count) + records > usize::from(u16::MAX) {
-            return Err(EncodeError::TooManyRecords);
-        }
-        let left = self.remaining();
-        if needed > left {
-            return Err(EncodeError::FrameFull { needed, left });
-        }
-        Ok(())
+    /// Where table entry `i` waits until `finish`.
+    #[inline]
+    fn table_slot(&self, i: usize) -> usize {
+        self.buf.len() - TAG_LEN - EVENT_ID_LEN * (i + 1)
+    }
+
+    /// The cache slot of an id: a multiplicative hash of its first 8 bytes (ids made by
+    /// [`EventId::from_name`] are uniform already; this also spreads hand-made ones such as
+    /// `[n; 16]`).
+    #[inline]
+    fn slot_of(event: &EventId) -> usize {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&event.as_bytes()[..8]);
+        let h = u64::from_le_bytes(first).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The top bits of the product depend on every bit of the input.
+        (h >> (64 - SLOTS.trailing_zeros())) as usize
+    }
+
+    /// The table index of `event`, if this frame lists it (as far as the cache remembers).
+    #[inline]
+    fn find(&self, event: &EventId) -> Option<u16> {
+        let index = self.slots[Self::slot_of(event)].checked_sub(1)?;
+        let at = self.table_slot(usize::from(index));
+        (self.buf[at..at + EVENT_ID_LEN] == event.as_bytes()[..]).then_some(index)
     }
 
     /// Appends one event record.
@@ -132,71 +161,88 @@ impl<'b> FrameWriter<'b> {
     /// [`EncodeError::FrameFull`] if this one has no room left for it;
     /// [`EncodeError::HeartbeatWithRecords`] on a heartbeat frame;
     /// [`EncodeError::TooManyRecords`] past `u16::MAX` records.
+    #[inline]
     pub fn push(&mut self, event: &EventId, payload: &[u8]) -> Result<(), EncodeError> {
         let max = self.max_payload();
-        let needed = record_len(payload.len()).unwrap_or(usize::MAX);
+        let record = record_len(payload.len()).unwrap_or(usize::MAX);
         // The second test catches frames under 120 bytes, where no record fits at all (and
         // `max` is 0 although an empty payload does not fit either).
-        if payload.len() > max || needed > self.buf.len() - FRAME_OVERHEAD {
+        if payload.len() > max
+            || record.saturating_add(EVENT_ID_LEN) > self.buf.len() - FRAME_OVERHEAD
+        {
             return Err(EncodeError::PayloadTooLarge {
                 len: payload.len(),
                 max,
             });
         }
-        self.check_room(needed, 1)?;
+        if self.header.kind == FrameKind::Heartbeat.to_byte() {
+            return Err(EncodeError::HeartbeatWithRecords);
+        }
+        if self.count == u16::MAX {
+            return Err(EncodeError::TooManyRecords);
+        }
+        let found = self.find(event);
+        let needed = record + if found.is_some() { 0 } else { EVENT_ID_LEN };
+        let left = self.remaining();
+        if needed > left {
+            return Err(EncodeError::FrameFull { needed, left });
+        }
+        let index = match found {
+            Some(index) => index,
+            None => {
+                // At most one id per record, and records are at most u16::MAX.
+                let index = u16::try_from(self.events).unwrap_or(u16::MAX);
+                let at = self.table_slot(self.events);
+                self.buf[at..at + EVENT_ID_LEN].copy_from_slice(event.as_bytes());
+                self.slots[Self::slot_of(event)] = index + 1;
+                self.events += 1;
+                index
+            }
+        };
         let header = RecordHeader {
-            event: *event.as_bytes(),
             payload_len: U32::new(u32::try_from(payload.len()).unwrap_or(u32::MAX)),
             kind: RECORD_KIND_EVENT,
             flags: 0,
-            reserved: U16::ZERO,
+            event: U16::new(index),
         };
-        let record = &mut self.buf[self.len..self.len + needed];
-        let (head, rest) = record.split_at_mut(RECORD_HEADER_LEN);
+        let bytes = &mut self.buf[self.len..self.len + record];
+        let (head, rest) = bytes.split_at_mut(RECORD_HEADER_LEN);
         head.copy_from_slice(header.as_bytes());
         let (body, padding) = rest.split_at_mut(payload.len());
         body.copy_from_slice(payload);
         // The buffer may hold an earlier frame: padding must be written, not assumed zero.
         padding.fill(0);
-        self.len += needed;
+        self.len += record;
         self.count += 1;
         Ok(())
     }
 
-    /// Appends `count` records that are already encoded, such as a run read from
-    /// [`crate::ringbuf`]. The bytes are copied as they are: they must be well-formed records
-    /// (a frame with malformed ones is refused by every receiver).
-    ///
-    /// # Errors
-    ///
-    /// [`EncodeError::FrameFull`] if they do not fit; [`EncodeError::HeartbeatWithRecords`]
-    /// on a heartbeat; [`EncodeError::TooManyRecords`] past `u16::MAX` records.
-    pub fn push_encoded(&mut self, records: &[u8], count: usize) -> Result<(), EncodeError> {
-        debug_assert_eq!(
-            records.len() % RECORD_ALIGN,
-            0,
-            "encoded records end on 8 bytes"
-        );
-        self.check_room(records.len(), count)?;
-        self.buf[self.len..self.len + records.len()].copy_from_slice(records);
-        self.len += records.len();
-        // `check_room` bounded the sum by u16::MAX.
-        self.count = u16::try_from(usize::from(self.count) + count).unwrap_or(u16::MAX);
-        Ok(())
-    }
-
-    /// Completes the frame: sets the record count and body length, sets the key id to
-    /// `keyring`'s signing key, appends the HMAC-SHA256 tag, and returns the frame's bytes.
+    /// Completes the frame: appends the event table behind the records, sets the counts and
+    /// body length, sets the key id to `keyring`'s signing key, appends the HMAC-SHA256 tag,
+    /// and returns the frame's bytes.
     pub fn finish(mut self, keyring: &Keyring) -> &'b [u8] {
+        let events = self.events;
+        let table = EVENT_ID_LEN * events;
+        let waiting = self.buf.len() - TAG_LEN - table;
+        // The ids wait last-first below the tag; the frame lists them first-first.
+        self.buf.copy_within(waiting..waiting + table, self.len);
+        let listed = &mut self.buf[self.len..self.len + table];
+        for i in 0..events / 2 {
+            let (front, back) = listed.split_at_mut(EVENT_ID_LEN * (events - 1 - i));
+            front[EVENT_ID_LEN * i..EVENT_ID_LEN * (i + 1)]
+                .swap_with_slice(&mut back[..EVENT_ID_LEN]);
+        }
+        let end = self.len + table;
         self.header.record_count = U16::new(self.count);
-        // `len <= MAX_FRAME_LEN`, which fits a u32.
-        self.header.body_len = U32::new(u32::try_from(self.len - HEADER_LEN).unwrap_or(u32::MAX));
+        self.header.event_count = U16::new(u16::try_from(events).unwrap_or(u16::MAX));
+        // `end <= MAX_FRAME_LEN`, which fits a u32.
+        self.header.body_len = U32::new(u32::try_from(end - HEADER_LEN).unwrap_or(u32::MAX));
         self.header.key_id = U32::new(keyring.signing_key_id());
         let buf = self.buf;
         buf[..HEADER_LEN].copy_from_slice(self.header.as_bytes());
-        let (signed, rest) = buf.split_at_mut(self.len);
+        let (signed, rest) = buf.split_at_mut(end);
         let tag = keyring.sign(signed);
         rest[..TAG_LEN].copy_from_slice(&tag);
-        &buf[..self.len + TAG_LEN]
+        &buf[..end + TAG_LEN]
     }
 }
