@@ -33,7 +33,7 @@ use crate::event::{EventId, Missed};
 use crate::ringbuf::Consumer;
 use crate::session::{Output, Session};
 use crate::wire::{
-    ClusterId, EncodeError, Flags, FrameKind, FrameWriter, HeaderFields, RECORD_ALIGN, SharedFrame,
+    ClusterId, EncodeError, Flags, FrameKind, FrameWriter, HeaderFields, SharedFrame,
 };
 
 /// How many retired incarnations of a node are remembered, to refuse their replays at once.
@@ -526,10 +526,10 @@ impl Endpoint {
     ) -> Option<usize> {
         let fields = self.fields(now, FrameKind::Data, self.last_seq + 1, Flags::EMPTY);
         let mut writer = FrameWriter::new(buf, &fields).ok()?;
-        // A run of ring records is never longer in a frame (its headers shrink by the 16 id
-        // bytes, and each id is added to the table at most once per record), so a run of at
-        // most `remaining` ring bytes always fits what is left of the frame.
-        while let Some(run) = ring.read(writer.remaining() & !(RECORD_ALIGN - 1)) {
+        // A run of ring records is never longer in a frame (a 24-byte ring header becomes a
+        // 4-byte record header plus at most one 16-byte id in the table), so a run of at most
+        // `remaining` ring bytes always fits what is left of the frame.
+        while let Some(run) = ring.read(writer.remaining()) {
             for (event, payload) in run.records() {
                 let pushed = writer.push(&event, payload);
                 // Fits by construction; a failure would be a bug. The run is released

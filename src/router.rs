@@ -341,7 +341,7 @@ impl RouterBuilder {
                 ),
             ));
         }
-        let max_record = max_payload(self.max_frame_len) + crate::ringbuf::RECORD_HEADER_LEN;
+        let max_record = ring_record_len(self.max_frame_len);
         if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 2 * max_record {
             return Err(Self::invalid(
                 "ring_capacity",
@@ -476,7 +476,7 @@ impl RouterBuilder {
                 skip
             })
             .collect();
-        let max_record = max_payload(self.max_frame_len) + crate::ringbuf::RECORD_HEADER_LEN;
+        let max_record = ring_record_len(self.max_frame_len);
         let (producer, consumer) = ring(self.ring_capacity, max_record)
             .map_err(|e| Self::invalid("ring_capacity", e.to_string()))?;
         let now = Now::system();
@@ -852,6 +852,12 @@ impl Router {
             .dispatch(&Delivery::local(*id, inner.node, payload));
         Ok(())
     }
+}
+
+/// The longest ring record a router needs: one that carries the largest payload a frame of
+/// `max_frame_len` bytes does (a 24-byte ring header, the payload, padding to 8 bytes).
+fn ring_record_len(max_frame_len: usize) -> usize {
+    (max_payload(max_frame_len) + crate::ringbuf::RECORD_HEADER_LEN).next_multiple_of(8)
 }
 
 /// One event of a [`Router`]: raise it, subscribe to it.

@@ -56,7 +56,15 @@ fn main() {
             1472,
         ),
     ));
-    seeds.push(("max-payload-1472", one(&[event(3, 1352)], header, 1472)));
+    seeds.push(("max-payload-1472", one(&[event(3, 1356)], header, 1472)));
+    seeds.push((
+        "few-events-many-records",
+        one(
+            &(0..40).map(|i| event(i % 3, 16)).collect::<Vec<_>>(),
+            header,
+            1472,
+        ),
+    ));
     seeds.push(("big-frame", one(&[event(4, 8000)], header, MAX_FRAME_LEN)));
     let overflowed = ArbHeader {
         overflowed: true,
@@ -64,9 +72,10 @@ fn main() {
     };
     seeds.push(("overflowed", one(&[event(5, 17)], overflowed, 1472)));
     let valid = one(&[event(6, 5), event(7, 0)], header, 1472);
-    let mut bad_padding = valid.clone();
-    bad_padding[64 + 24 + 6] = 1;
-    seeds.push(("broken-padding", bad_padding));
+    // The first record's event index (bytes 2-3 of its header) past the 2-id table.
+    let mut bad_index = valid.clone();
+    bad_index[64 + 2] = 7;
+    seeds.push(("broken-event-index", bad_index));
     seeds.push(("broken-truncated", valid[..valid.len() - 7].to_vec()));
     let mut bad_count = valid.clone();
     bad_count[12] = 0xff;

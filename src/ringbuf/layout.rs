@@ -4,7 +4,12 @@ use zerocopy::byteorder::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::RingError;
-use crate::wire::RECORD_ALIGN;
+
+/// Ring records start and end on multiples of this many bytes, so that each header word is
+/// an aligned 8-byte atomic.
+pub(super) const RECORD_ALIGN: usize = 8;
+/// Record kind of an event record in the ring.
+pub(super) const KIND_EVENT: u8 = 1;
 
 /// A record header in the ring: 24 bytes.
 ///
@@ -78,7 +83,7 @@ impl HeaderWord {
     /// The word of an event record carrying `payload_len` bytes.
     #[inline]
     pub(super) const fn event(payload_len: u32) -> Self {
-        Self(payload_len as u64 | (crate::wire::RECORD_KIND_EVENT as u64) << 32)
+        Self(payload_len as u64 | (KIND_EVENT as u64) << 32)
     }
 
     /// The word of a padding record `len` bytes long.
@@ -110,7 +115,7 @@ impl HeaderWord {
         if self.0 == 0 || self.kind() == PAD_KIND {
             return None;
         }
-        debug_assert_eq!(self.kind(), crate::wire::RECORD_KIND_EVENT);
+        debug_assert_eq!(self.kind(), KIND_EVENT);
         record_len(self.low())
     }
 

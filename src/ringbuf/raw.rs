@@ -45,11 +45,10 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use super::ClaimError;
-use super::layout::{EVENT_OFFSET, RECORD_HEADER_LEN};
+use super::layout::{EVENT_OFFSET, RECORD_ALIGN, RECORD_HEADER_LEN};
 use super::layout::{Geometry, HeaderWord};
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::wire::RECORD_ALIGN;
 
 /// The storage and the positions shared by all producers and the consumer.
 pub(super) struct Shared {

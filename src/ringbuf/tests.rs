@@ -68,11 +68,14 @@ fn a_run_encodes_into_a_frame_of_the_same_records() {
     }
     let keyring = crate::auth::Keyring::new(1, crate::auth::Key::from_bytes([0; 32])).unwrap();
     let frame_len = writer.finish(&keyring).len();
-    // The frame is shorter than the run: each of the 3 ids travels once, not 10 times.
+    // The frame is shorter than the run: 4-byte headers instead of 24-byte ones, no padding,
+    // and each of the 3 ids once, not 10 times.
+    let payloads: usize = (0..10).map(|n| n * 3).sum();
     assert_eq!(
         frame_len - crate::wire::FRAME_OVERHEAD,
-        run.bytes().len() - 10 * 16 + 3 * 16
+        10 * 4 + payloads + 3 * 16
     );
+    assert!(frame_len - crate::wire::FRAME_OVERHEAD < run.bytes().len());
     let frame = crate::wire::Frame::parse(&buf[..frame_len]).unwrap();
     let sent: Vec<_> = run.records().map(|(e, p)| (e, p.to_vec())).collect();
     let got: Vec<_> = frame

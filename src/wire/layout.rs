@@ -30,16 +30,14 @@ pub struct FrameHeader {
     pub(super) reserved1: U32,
 }
 
-/// The record header: the first 8 bytes of every record.
+/// The record header: the first 4 bytes of every record.
 ///
 /// The event is an index into the frame's event table (the 16-byte ids at the end of the
 /// body), so a frame of many events of a few kinds carries each id once.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct RecordHeader {
-    pub(super) payload_len: U32,
-    pub(super) kind: u8,
-    pub(super) flags: u8,
+    pub(super) payload_len: U16,
     pub(super) event: U16,
 }
 
@@ -52,5 +50,5 @@ impl RecordHeader {
 }
 
 const _: () = assert!(size_of::<FrameHeader>() == 64);
-const _: () = assert!(size_of::<RecordHeader>() == 8);
+const _: () = assert!(size_of::<RecordHeader>() == 4);
 const _: () = assert!(align_of::<FrameHeader>() == 1 && align_of::<RecordHeader>() == 1);

@@ -10,8 +10,8 @@
 //!  <---------------- signed: HMAC-SHA256(key[key_id], …) ------->
 //! ```
 //!
-//! A record is an 8-byte [`RecordHeader`] (payload length, kind, index of its event in the
-//! table), the payload, and zero bytes up to the next multiple of 8. The event table lists
+//! A record is a 4-byte [`RecordHeader`] (payload length, index of its event in the table)
+//! and the payload, with nothing between records. The event table lists
 //! the 16-byte ids of the frame's events, so each id travels once per frame, not once per
 //! record. All integers are little-endian. The byte-exact tables, the versioning rule and an
 //! example frame are in `docs/wire-format.md`.
@@ -45,49 +45,42 @@ pub const TAG_LEN: usize = 32;
 /// Header plus tag: the length of a frame with no records, and the shortest valid frame.
 pub const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of a record header.
-pub const RECORD_HEADER_LEN: usize = 8;
+pub const RECORD_HEADER_LEN: usize = 4;
 /// Length of an event id in the event table.
 pub const EVENT_ID_LEN: usize = 16;
 /// The most event ids one frame's table holds (the record's index is 16 bits).
 pub const MAX_EVENTS: usize = u16::MAX as usize + 1;
-/// Records start and end on multiples of this many bytes (counted from the frame start).
-pub const RECORD_ALIGN: usize = 8;
 /// The largest frame this format allows, on any transport. Transports set lower limits
 /// (1472 bytes keeps a UDP datagram within a 1500-byte Ethernet MTU).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// The default maximum frame length for UDP: a 1500-byte MTU less IPv4 and UDP headers.
 pub const DEFAULT_UDP_FRAME_LEN: usize = 1472;
-/// Record kind of an event record, the only kind version 3 defines.
-pub const RECORD_KIND_EVENT: u8 = 1;
 
-/// Length of the record that carries a payload of `payload_len` bytes: header, payload and
-/// padding to [`RECORD_ALIGN`]. `None` if that overflows `usize`.
+/// Length of the record that carries a payload of `payload_len` bytes: header and payload.
+/// `None` if that overflows `usize`.
 #[inline]
 pub const fn record_len(payload_len: usize) -> Option<usize> {
-    match RECORD_HEADER_LEN.checked_add(payload_len) {
-        Some(n) => match n.checked_add(RECORD_ALIGN - 1) {
-            Some(n) => Some(n & !(RECORD_ALIGN - 1)),
-            None => None,
-        },
-        None => None,
-    }
+    RECORD_HEADER_LEN.checked_add(payload_len)
 }
 
 /// The largest payload one record can carry in a frame of `max_frame_len` bytes: the body
 /// holds the record and its event's id in the table.
 ///
-/// A frame shorter than 120 bytes (overhead, one record header and one event id) carries no
+/// A frame shorter than 116 bytes (overhead, one record header and one event id) carries no
 /// record at all: this returns 0 for it, and [`FrameWriter::push`] refuses even an empty
-/// payload.
+/// payload. Payload lengths are 16 bits, which no frame of at most [`MAX_FRAME_LEN`] bytes
+/// reaches.
 ///
 /// ```
-/// assert_eq!(herald::wire::max_payload(1472), 1472 - 96 - 24);
+/// assert_eq!(herald::wire::max_payload(1472), 1472 - 96 - 4 - 16);
 /// ```
 pub const fn max_payload(max_frame_len: usize) -> usize {
-    let body = max_frame_len.saturating_sub(FRAME_OVERHEAD);
-    // The record must end on a multiple of 8, so round the body down first.
-    (body & !(RECORD_ALIGN - 1)).saturating_sub(RECORD_HEADER_LEN + EVENT_ID_LEN)
+    max_frame_len
+        .saturating_sub(FRAME_OVERHEAD)
+        .saturating_sub(RECORD_HEADER_LEN + EVENT_ID_LEN)
 }
+
+const _: () = assert!(max_payload(MAX_FRAME_LEN) <= u16::MAX as usize);
 
 /// What a frame carries. Values not listed here are refused by [`Frame::parse`]; values 3 and 4
 /// are set aside for negative acknowledgements and retransmissions.
@@ -259,7 +252,7 @@ pub enum ParseError {
     /// Flag bits this version does not define.
     #[error("unknown flag bits {0:#06x}")]
     UnknownFlags(u16),
-    /// A reserved header or record field is not zero.
+    /// A reserved header field is not zero.
     #[error("reserved field is not zero")]
     ReservedSet,
     /// The header's body length disagrees with the frame's length (a truncated frame, trailing
@@ -271,9 +264,6 @@ pub enum ParseError {
         /// Body length the frame has.
         actual: usize,
     },
-    /// The body is not a multiple of [`RECORD_ALIGN`] bytes.
-    #[error("body length is not a multiple of {RECORD_ALIGN}")]
-    Misaligned,
     /// The header claims a longer event table than the body holds.
     #[error("an event table of {0} ids cannot fit the body")]
     TooManyEvents(u16),
@@ -283,9 +273,6 @@ pub enum ParseError {
     /// A record's header or payload runs past the end of the body.
     #[error("record runs past the end of the frame")]
     RecordTruncated,
-    /// A record kind this version does not define.
-    #[error("unknown record kind {0}")]
-    UnknownRecordKind(u8),
     /// A record names an event past the end of the frame's event table.
     #[error("record names event {index} of a table of {count}")]
     BadEventIndex {
@@ -294,9 +281,6 @@ pub enum ParseError {
         /// The number of ids in the table.
         count: u16,
     },
-    /// Padding after a payload is not zero.
-    #[error("record padding is not zero")]
-    BadPadding,
     /// Bytes follow the last record the header counts.
     #[error("bytes after the last record")]
     TrailingBytes,
@@ -316,13 +300,10 @@ impl ParseError {
         "unknown_flags",
         "reserved_set",
         "length_mismatch",
-        "misaligned",
         "too_many_events",
         "too_many_records",
         "record_truncated",
-        "unknown_record_kind",
         "bad_event_index",
-        "bad_padding",
         "trailing_bytes",
         "heartbeat_with_records",
     ];
@@ -338,13 +319,10 @@ impl ParseError {
             Self::UnknownFlags(_) => "unknown_flags",
             Self::ReservedSet => "reserved_set",
             Self::LengthMismatch { .. } => "length_mismatch",
-            Self::Misaligned => "misaligned",
             Self::TooManyEvents(_) => "too_many_events",
             Self::TooManyRecords(_) => "too_many_records",
             Self::RecordTruncated => "record_truncated",
-            Self::UnknownRecordKind(_) => "unknown_record_kind",
             Self::BadEventIndex { .. } => "bad_event_index",
-            Self::BadPadding => "bad_padding",
             Self::TrailingBytes => "trailing_bytes",
             Self::HeartbeatWithRecords => "heartbeat_with_records",
         }

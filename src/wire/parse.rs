@@ -5,8 +5,8 @@ use zerocopy::FromBytes;
 
 use super::{
     ClusterId, EVENT_ID_LEN, FRAME_OVERHEAD, Flags, FrameHeader, FrameKind, HEADER_LEN,
-    HeaderFields, MAGIC, MAX_FRAME_LEN, ParseError, RECORD_ALIGN, RECORD_HEADER_LEN,
-    RECORD_KIND_EVENT, RecordHeader, TAG_LEN, VERSION,
+    HeaderFields, MAGIC, MAX_FRAME_LEN, ParseError, RECORD_HEADER_LEN, RecordHeader, TAG_LEN,
+    VERSION,
 };
 use crate::EventId;
 
@@ -37,8 +37,8 @@ impl<'a> Frame<'a> {
     /// # Errors
     ///
     /// A [`ParseError`] naming the first check that failed: length, magic, version, kind, flag
-    /// and reserved bits, body length, event table and record counts, each record's length,
-    /// kind, event index and padding, and trailing bytes. The tag is not checked here.
+    /// and reserved bits, body length, event table and record counts, each record's length
+    /// and event index, and trailing bytes. The tag is not checked here.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let len = bytes.len();
         if len > MAX_FRAME_LEN {
@@ -70,9 +70,6 @@ impl<'a> Frame<'a> {
                 claimed,
                 actual: body.len(),
             });
-        }
-        if body.len() % RECORD_ALIGN != 0 {
-            return Err(ParseError::Misaligned);
         }
         let count = header.record_count.get();
         let event_count = header.event_count.get();
@@ -212,29 +209,15 @@ fn validate_records(records: &[u8], count: u16, event_count: u16) -> Result<(), 
     for _ in 0..count {
         let (header, after) =
             RecordHeader::ref_from_prefix(rest).map_err(|_| ParseError::RecordTruncated)?;
-        if header.kind != RECORD_KIND_EVENT {
-            return Err(ParseError::UnknownRecordKind(header.kind));
-        }
-        if header.flags != 0 {
-            return Err(ParseError::ReservedSet);
-        }
         if header.event.get() >= event_count {
             return Err(ParseError::BadEventIndex {
                 index: header.event.get(),
                 count: event_count,
             });
         }
-        let (payload_len, padded_len) =
-            lengths(&header.payload_len).ok_or(ParseError::RecordTruncated)?;
-        let (padded, next) = after
-            .split_at_checked(padded_len)
+        let (_, next) = after
+            .split_at_checked(usize::from(header.payload_len.get()))
             .ok_or(ParseError::RecordTruncated)?;
-        let padding = padded
-            .get(payload_len..)
-            .ok_or(ParseError::RecordTruncated)?;
-        if padding.iter().any(|&b| b != 0) {
-            return Err(ParseError::BadPadding);
-        }
         rest = next;
     }
     if rest.is_empty() {
@@ -242,15 +225,6 @@ fn validate_records(records: &[u8], count: u16, event_count: u16) -> Result<(), 
     } else {
         Err(ParseError::TrailingBytes)
     }
-}
-
-/// Payload length and payload-plus-padding length of a record, with the arithmetic checked
-/// (the length comes from the peer).
-#[inline]
-fn lengths(payload_len: &zerocopy::little_endian::U32) -> Option<(usize, usize)> {
-    let len = usize::try_from(payload_len.get()).ok()?;
-    let padded = len.checked_next_multiple_of(RECORD_ALIGN)?;
-    Some((len, padded))
 }
 
 /// One record of a parsed frame.
@@ -297,16 +271,15 @@ impl<'a> Iterator for Records<'a> {
         // iterator panic-free should that ever be wrong, ending it instead.
         self.remaining = self.remaining.checked_sub(1)?;
         let (header, after) = RecordHeader::ref_from_prefix(self.rest).ok()?;
-        let (len, padded) = lengths(&header.payload_len)?;
-        let (padded_bytes, next) = after.split_at_checked(padded)?;
-        let payload = padded_bytes.get(..len)?;
+        let len = usize::from(header.payload_len.get());
+        let (payload, next) = after.split_at_checked(len)?;
         let at = header.event_index() * EVENT_ID_LEN;
         let record = Record {
             event: event_id(self.events.get(at..at + EVENT_ID_LEN)?),
             payload,
             payload_offset: self.offset + RECORD_HEADER_LEN,
         };
-        self.offset += RECORD_HEADER_LEN + padded;
+        self.offset += RECORD_HEADER_LEN + len;
         self.rest = next;
         Some(record)
     }

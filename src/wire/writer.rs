@@ -5,8 +5,8 @@ use zerocopy::little_endian::{U16, U32, U64};
 
 use super::{
     EVENT_ID_LEN, EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind, HEADER_LEN, HeaderFields,
-    MAGIC, MAX_FRAME_LEN, RECORD_HEADER_LEN, RECORD_KIND_EVENT, RecordHeader, TAG_LEN, VERSION,
-    max_payload, record_len,
+    MAGIC, MAX_FRAME_LEN, RECORD_HEADER_LEN, RecordHeader, TAG_LEN, VERSION, max_payload,
+    record_len,
 };
 use crate::EventId;
 use crate::auth::Keyring;
@@ -21,7 +21,7 @@ const SLOTS: usize = 64;
 /// Push records with [`push`](Self::push) until one returns [`EncodeError::FrameFull`], then
 /// [`finish`](Self::finish) appends the event table, signs the frame and returns its bytes.
 /// Each event's id goes in the table the first time a record names it; later records of the
-/// same event cost only their 8-byte header and payload.
+/// same event cost only their 4-byte header and payload.
 ///
 /// ```
 /// use herald::auth::{Key, Keyring};
@@ -39,11 +39,11 @@ const SLOTS: usize = 64;
 /// let id = EventId::from_name("price.changed");
 /// writer.push(&id, b"sku-1").unwrap();
 /// writer.push(&id, b"sku-2").unwrap();
-/// // 256 - 96 bytes of overhead - 2 x 16-byte records - one 16-byte id leaves 112 bytes:
-/// // no room for a 100-byte payload of a new event (8 + 104 + 16 bytes).
+/// // 256 - 96 bytes of overhead - 2 x 9-byte records - one 16-byte id leaves 126 bytes:
+/// // no room for a 110-byte payload of a new event (4 + 110 + 16 bytes).
 /// let other = EventId::from_name("stock.changed");
-/// assert!(matches!(writer.push(&other, &[0; 100]), Err(EncodeError::FrameFull { .. })));
-/// writer.push(&id, &[0; 100]).unwrap(); // 8 + 104 bytes: the id is in the table already
+/// assert!(matches!(writer.push(&other, &[0; 110]), Err(EncodeError::FrameFull { .. })));
+/// writer.push(&id, &[0; 110]).unwrap(); // 4 + 110 bytes: the id is in the table already
 /// let frame = writer.finish(&keyring);
 /// let frame = Frame::parse(frame).unwrap();
 /// assert_eq!((frame.record_count(), frame.event_count()), (3, 1));
@@ -165,7 +165,7 @@ impl<'b> FrameWriter<'b> {
     pub fn push(&mut self, event: &EventId, payload: &[u8]) -> Result<(), EncodeError> {
         let max = self.max_payload();
         let record = record_len(payload.len()).unwrap_or(usize::MAX);
-        // The second test catches frames under 120 bytes, where no record fits at all (and
+        // The second test catches frames under 116 bytes, where no record fits at all (and
         // `max` is 0 although an empty payload does not fit either).
         if payload.len() > max
             || record.saturating_add(EVENT_ID_LEN) > self.buf.len() - FRAME_OVERHEAD
@@ -200,18 +200,14 @@ impl<'b> FrameWriter<'b> {
             }
         };
         let header = RecordHeader {
-            payload_len: U32::new(u32::try_from(payload.len()).unwrap_or(u32::MAX)),
-            kind: RECORD_KIND_EVENT,
-            flags: 0,
+            // At most `max_payload`, which fits 16 bits.
+            payload_len: U16::new(u16::try_from(payload.len()).unwrap_or(u16::MAX)),
             event: U16::new(index),
         };
         let bytes = &mut self.buf[self.len..self.len + record];
-        let (head, rest) = bytes.split_at_mut(RECORD_HEADER_LEN);
+        let (head, body) = bytes.split_at_mut(RECORD_HEADER_LEN);
         head.copy_from_slice(header.as_bytes());
-        let (body, padding) = rest.split_at_mut(payload.len());
         body.copy_from_slice(payload);
-        // The buffer may hold an earlier frame: padding must be written, not assumed zero.
-        padding.fill(0);
         self.len += record;
         self.count += 1;
         Ok(())
