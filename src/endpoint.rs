@@ -145,6 +145,8 @@ pub enum Received {
 pub struct EndpointStats {
     /// Data frames sent.
     pub frames_sent: u64,
+    /// Events sent in data frames (each once, whatever the number of peers).
+    pub events_sent: u64,
     /// Heartbeats sent.
     pub heartbeats_sent: u64,
     /// Datagrams handed to the endpoint.
@@ -504,6 +506,7 @@ impl Endpoint {
     }
 
     fn finish_data(&mut self, now: Now, writer: FrameWriter<'_>) -> usize {
+        self.stats.events_sent += u64::from(writer.record_count());
         let len = writer.finish(&self.keyring).len();
         self.last_seq += 1;
         self.last_sent = Some(now.instant);

@@ -9,7 +9,10 @@ use crate::sync::plain::{AtomicU64, Ordering};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// Events raised on this node and accepted into the ring.
+    /// Events raised on this node and accepted into the ring, counted as the driver takes
+    /// them out of it (a raise adds to no shared counter): a snapshot leaves out what still
+    /// waits in the ring, and after [`Router::shutdown`](crate::Router::shutdown) every
+    /// accepted raise is counted.
     pub raised: u64,
     /// Raises refused because the ring was full.
     pub raise_full: u64,
@@ -183,6 +186,7 @@ impl Shared {
     pub(crate) fn publish(&self, stats: &EndpointStats) {
         let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
         set(&self.frames_sent, stats.frames_sent);
+        set(&self.raised, stats.events_sent);
         set(&self.heartbeats_sent, stats.heartbeats_sent);
         set(&self.frames_received, stats.frames_received);
         set(&self.frames_accepted, stats.frames_accepted);

@@ -845,7 +845,6 @@ impl Router {
             Some(core) => inner.signals.send_or_wake(core),
             None => inner.signals.wake(),
         }
-        inner.metrics.raised.fetch_add(1, Ordering::Relaxed);
         // Building a delivery costs nothing, and with no subscriber this is one table lookup.
         inner
             .registry
