@@ -853,10 +853,11 @@ impl Router {
     }
 }
 
-/// The longest ring record a router needs: one that carries the largest payload a frame of
-/// `max_frame_len` bytes does (a 24-byte ring header, the payload, padding to 8 bytes).
+/// The longest ring record a router needs: the one that carries the largest payload a frame
+/// of `max_frame_len` bytes does.
 fn ring_record_len(max_frame_len: usize) -> usize {
-    (max_payload(max_frame_len) + crate::ringbuf::RECORD_HEADER_LEN).next_multiple_of(8)
+    // That payload is under 64 KiB, so the length is always there.
+    crate::ringbuf::record_len(max_payload(max_frame_len)).unwrap_or(MAX_FRAME_LEN)
 }
 
 /// One event of a [`Router`]: raise it, subscribe to it.

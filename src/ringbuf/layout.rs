@@ -42,15 +42,21 @@ impl RecordHeader {
 }
 
 /// Length of a record header in the ring.
-pub const RECORD_HEADER_LEN: usize = 24;
+pub(super) const RECORD_HEADER_LEN: usize = 24;
 /// Where the event id starts in a ring record: after the header word.
 pub(super) const EVENT_OFFSET: usize = core::mem::offset_of!(RecordHeader, event);
 const _: () = assert!(size_of::<RecordHeader>() == RECORD_HEADER_LEN && EVENT_OFFSET == 8);
 
-/// Length of the ring record that carries a payload of `payload_len` bytes: header, payload
-/// and padding to [`RECORD_ALIGN`]. `None` if that overflows `usize`.
+/// Length of the ring record that carries a payload of `payload_len` bytes: the 24-byte
+/// header, the payload and padding to 8 bytes; what [`ring`](super::ring)'s `max_record_len`
+/// must be for that payload. `None` if that overflows `usize`.
+///
+/// ```
+/// assert_eq!(herald::ringbuf::record_len(64), Some(88));
+/// assert_eq!(herald::ringbuf::record_len(65), Some(96));
+/// ```
 #[inline]
-pub(super) const fn record_len(payload_len: usize) -> Option<usize> {
+pub const fn record_len(payload_len: usize) -> Option<usize> {
     match RECORD_HEADER_LEN.checked_add(payload_len) {
         Some(n) => match n.checked_add(RECORD_ALIGN - 1) {
             Some(n) => Some(n & !(RECORD_ALIGN - 1)),

@@ -64,7 +64,7 @@ mod loom_tests;
 mod tests;
 
 pub use consumer::{Consumer, Records, Run, Stall};
-pub use layout::RECORD_HEADER_LEN;
+pub use layout::record_len;
 pub use producer::{Claim, Producer};
 
 /// Makes a ring of `capacity` bytes for records of up to `max_record_len` bytes.
