@@ -845,7 +845,8 @@ impl Router {
             Some(core) => inner.signals.send_or_wake(core),
             None => inner.signals.wake(),
         }
-        // Building a delivery costs nothing, and with no subscriber this is one table lookup.
+        // Building a delivery costs nothing, and with no event subscriber at all this is one
+        // load of a flag.
         inner
             .registry
             .dispatch(&Delivery::local(*id, inner.node, payload));

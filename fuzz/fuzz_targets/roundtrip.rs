@@ -41,7 +41,7 @@ fuzz_target!(|input: Input| {
         .enumerate()
         .filter(|(i, (_, payload))| {
             let too_big = skipped.contains(i);
-            // A lone record needs its header, padded payload and its event's id.
+            // A lone record needs its header, its payload and its event's id.
             let fits = herald::wire::record_len(payload.len()).is_some_and(|n| {
                 n + herald::wire::EVENT_ID_LEN <= len - herald::wire::FRAME_OVERHEAD
             });

@@ -45,14 +45,13 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use super::ClaimError;
-use super::layout::{EVENT_OFFSET, RECORD_ALIGN, RECORD_HEADER_LEN};
+use super::layout::{EVENT_OFFSET, Geometry, HeaderWord, RECORD_ALIGN, RECORD_HEADER_LEN};
+use crate::sync::Arc;
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How far ahead of the record it reads the consumer asks for lines: 8 cache lines, about six
 /// records of 64-byte events.
 const PREFETCH_AHEAD: u64 = 512;
-use super::layout::{Geometry, HeaderWord};
-use crate::sync::Arc;
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The storage and the positions shared by all producers and the consumer.
 pub(super) struct Shared {

@@ -78,13 +78,13 @@ pub(crate) struct Generated {
     pub(crate) elapsed: Duration,
 }
 
-/// Raises `load` on `router` from `load.producers` threads until the time is up or `stop` is
-/// set; calls `tick` with the count sent so far about every 100 ms. A full ring is waited out
-/// (the raise is retried), so `sent` counts events that are on their way.
 /// How long a producer waits when the ring is full: a sliver of what the bench's ring holds
 /// (16 MiB, milliseconds of events), so the ring never runs dry meanwhile.
 const FULL_BACKOFF: Duration = Duration::from_micros(50);
 
+/// Raises `load` on `router` from `load.producers` threads until the time is up or `stop` is
+/// set; calls `tick` with the count sent so far about every 100 ms. A full ring is waited out
+/// (the raise is retried), so `sent` counts events that are on their way.
 pub(crate) fn generate(
     router: &Router,
     load: &Load,
