@@ -222,12 +222,8 @@ impl<'b> FrameWriter<'b> {
         let waiting = self.buf.len() - TAG_LEN - table;
         // The ids wait last-first below the tag; the frame lists them first-first.
         self.buf.copy_within(waiting..waiting + table, self.len);
-        let listed = &mut self.buf[self.len..self.len + table];
-        for i in 0..events / 2 {
-            let (front, back) = listed.split_at_mut(EVENT_ID_LEN * (events - 1 - i));
-            front[EVENT_ID_LEN * i..EVENT_ID_LEN * (i + 1)]
-                .swap_with_slice(&mut back[..EVENT_ID_LEN]);
-        }
+        let (listed, _) = self.buf[self.len..self.len + table].as_chunks_mut::<EVENT_ID_LEN>();
+        listed.reverse();
         let end = self.len + table;
         self.header.record_count = U16::new(self.count);
         self.header.event_count = U16::new(u16::try_from(events).unwrap_or(u16::MAX));
