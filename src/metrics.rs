@@ -149,12 +149,13 @@ impl Metrics {
 /// the driver after each turn.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) raised: AtomicU64,
     pub(crate) raise_full: AtomicU64,
     pub(crate) events_delivered: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) dispatch_dropped: AtomicU64,
     pub(crate) subscriber_panics: AtomicU64,
+    /// Published from the endpoint's count of events sent, not written by raises.
+    raised: AtomicU64,
     frames_sent: AtomicU64,
     heartbeats_sent: AtomicU64,
     frames_received: AtomicU64,
