@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use herald::auth::{Key, Keyring};
-use herald::transport::{DriverWaker, RecvStatus, Registry, SendError, Token, Transport};
+use herald::transport::{DriverWaker, PeerAddr, RecvStatus, Registry, SendError, Token, Transport};
 use herald::{EventId, Router};
 
 /// One node's end of the bus.
@@ -53,12 +53,14 @@ impl Transport for BusTransport {
         Ok(())
     }
 
-    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<RecvStatus> {
+    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus> {
         // A budget, so that a busy peer cannot keep the driver from sending and from its
         // timers; saying more is waiting brings the driver back before it sleeps.
         for _ in 0..1024 {
             match self.inbox.try_recv() {
-                Ok(frame) => deliver(frame),
+                // One inbox per peer pair: answers to a peer go out through `send` to all,
+                // which the default `send_to` does.
+                Ok(frame) => deliver(frame, PeerAddr::Unknown),
                 Err(_) => return Ok(RecvStatus::Drained),
             }
         }

@@ -6,7 +6,7 @@
 //! with [`send_on_raise`](crate::RouterBuilder::send_on_raise): then a raise that finds the
 //! driver asleep takes it (without waiting) and sends the ring's records itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crate::metrics::Shared;
 use crate::ringbuf::Consumer;
 use crate::subscription::{Delivery, Registry};
 use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
-use crate::transport::{FrameBatch, RecvStatus, Transport};
+use crate::transport::{FrameBatch, PeerAddr, RecvStatus, Transport};
 
 /// The waker's token; transports get 1, 2, …
 pub(crate) const WAKER: Token = Token(0);
@@ -130,10 +130,40 @@ pub(crate) struct Core {
     pub(crate) drop_log: DropLog,
     /// Since when every turn's receive stopped at a transport's budget, if the last one did.
     pub(crate) backlog_since: Option<Instant>,
+    /// Where each sender's frames last came from (transport and address): frames for that
+    /// node go back there.
+    pub(crate) routes: Routes,
+    /// How long a stopping node waits for its live receivers to acknowledge its last frame.
+    pub(crate) linger: Duration,
+}
+
+/// Where frames for each node go: the transport and address its frames last came from.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    map: HashMap<u64, (usize, PeerAddr)>,
+}
+
+impl Routes {
+    /// The most routes kept: as many as the endpoint tracks senders, and a margin.
+    const MAX: usize = 4096;
+
+    fn note(&mut self, node: u64, transport: usize, from: PeerAddr) {
+        if self.map.get(&node) == Some(&(transport, from)) {
+            return;
+        }
+        if self.map.len() >= Self::MAX && !self.map.contains_key(&node) {
+            self.map.clear(); // forgotten routes fall back to sending to every peer
+        }
+        self.map.insert(node, (transport, from));
+    }
 }
 
 /// The most frames one turn sends before it looks at the sockets again.
 const SEND_BUDGET: usize = 256;
+/// The most frames for single peers (statuses, frames sent again) one turn sends.
+const TRANSMIT_BUDGET: usize = 1024;
+/// How often a lingering node repeats its goodbye.
+const GOODBYE_REPEAT: Duration = Duration::from_millis(20);
 /// The most frames handed to the transports at once: 64 KiB of 1472-byte frames and a bit.
 pub(crate) const BATCH_FRAMES: usize = 48;
 
@@ -155,6 +185,7 @@ impl Driver {
             let now = Now::system();
             let received = core.receive(now.instant);
             core.timers(now);
+            core.transmit(now);
             core.metrics.publish(core.endpoint.stats());
             if shutting_down && sent.all {
                 break;
@@ -187,10 +218,7 @@ impl Driver {
         let mut guard = self.core.lock();
         let core = &mut *guard;
         core.send_ring(Hold::Never);
-        let now = Now::system();
-        if let Some(len) = core.endpoint.encode_closing(now, &mut core.frame_buf) {
-            core.send_frame(len);
-        }
+        core.linger(&mut self.poll, &mut events);
         core.metrics.publish(core.endpoint.stats());
         core.close();
     }
@@ -223,10 +251,75 @@ impl Core {
         self.output = Output::Closed;
     }
 
-    /// Whether every transport pushes back: then records wait in the ring, and raises fail
-    /// once it is full, rather than frames being signed only to be dropped.
+    /// Whether every transport pushes back, or the window to the slowest live receiver is
+    /// closed: then records wait in the ring, and raises fail once it is full, rather than
+    /// frames being signed only to be dropped.
     fn held(&self) -> bool {
-        !self.transports.is_empty() && self.transports.iter().all(|t| t.backpressure())
+        !self.endpoint.window_open()
+            || (!self.transports.is_empty() && self.transports.iter().all(|t| t.backpressure()))
+    }
+
+    /// Sends what the endpoint has for single peers (statuses, requests, frames sent again),
+    /// each where that peer's frames came from, or to every peer when that is not known.
+    fn transmit(&mut self, now: Now) {
+        let mut budget = TRANSMIT_BUDGET;
+        while budget > 0 {
+            let Some(t) = self.endpoint.poll_transmit(now, &mut self.frame_buf) else {
+                return;
+            };
+            budget -= 1;
+            let frame = &self.frame_buf[..t.len];
+            let result = match self.routes.map.get(&t.to) {
+                Some(&(i, peer)) => match self.transports.get_mut(i) {
+                    Some(transport) => transport.send_to(&peer, frame),
+                    None => Ok(()),
+                },
+                None => {
+                    let lens = [t.len];
+                    if let Some(batch) = FrameBatch::new(frame, &lens) {
+                        send_to_all(&mut self.transports, &self.metrics, &batch);
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                self.metrics
+                    .send_errors
+                    .fetch_add(e.failed as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A stopping node's last duty: says goodbye (a heartbeat that accounts for every frame),
+    /// then, for at most the linger time, answers its live receivers' requests until each
+    /// has acknowledged the last frame, saying goodbye again now and then in case it was lost.
+    fn linger(&mut self, poll: &mut Poll, events: &mut Events) {
+        let deadline = Instant::now() + self.linger;
+        let mut goodbye_at = Instant::now();
+        loop {
+            let now = Now::system();
+            if now.instant >= goodbye_at {
+                if let Some(len) = self.endpoint.encode_closing(now, &mut self.frame_buf) {
+                    self.send_frame(len);
+                }
+                goodbye_at = now.instant + GOODBYE_REPEAT;
+            }
+            if !self.endpoint.unacknowledged() || now.instant >= deadline {
+                return;
+            }
+            self.receive(now.instant);
+            self.endpoint.handle_timeout(now.instant);
+            self.output.forward(&mut self.endpoint, &self.metrics);
+            self.transmit(now);
+            let wait = goodbye_at
+                .min(deadline)
+                .saturating_duration_since(Instant::now());
+            if let Err(e) = poll.poll(events, Some(wait.min(Duration::from_millis(5))))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "poll failed");
+            }
+        }
     }
 
     /// Drains the ring into frames (as full as the ring allows, no waiting), up to a budget,
@@ -300,12 +393,13 @@ impl Core {
         let endpoint = &mut self.endpoint;
         let drop_log = &mut self.drop_log;
         let output = &mut self.output;
+        let routes = &mut self.routes;
         let metrics = &*self.metrics;
         let mut received = false;
         let mut backlog = false;
-        for (t, &skip_mac) in self.transports.iter_mut().zip(&self.skip_mac) {
+        for (i, (t, &skip_mac)) in self.transports.iter_mut().zip(&self.skip_mac).enumerate() {
             let name = t.name().to_owned();
-            let result = t.recv(&mut |bytes| {
+            let result = t.recv(&mut |bytes, from| {
                 received = true;
                 // Stamped now, after it arrived: its arrival starts reorder windows.
                 let now = Now::system();
@@ -317,8 +411,11 @@ impl Core {
                 match result {
                     // Handed on at once, not after the transport's next read (which would
                     // block): that read costs a system call that need not come first.
-                    Ok(()) => output.forward(endpoint, metrics),
-                    Err(reject) => log_drop(drop_log, now.instant, &name, reject),
+                    Ok(()) => {
+                        routes.note(endpoint.last_accepted_sender(), i, from);
+                        output.forward(endpoint, metrics);
+                    }
+                    Err(reject) => log_drop(drop_log, now.instant, &name, from, reject),
                 }
             });
             match result {
@@ -462,6 +559,7 @@ impl ToDispatcher {
                     incarnation: h.incarnation,
                     reason: MissedReason::LocalOverflow,
                     range: Some((h.sequence, h.sequence)),
+                    events: None,
                 }));
             }
             other => self.overflow.push_back(other),
@@ -552,7 +650,13 @@ fn send_to_all(transports: &mut [Box<dyn Transport>], metrics: &Shared, batch: &
     }
 }
 
-fn log_drop(log: &mut DropLog, now: Instant, transport: &str, reject: crate::Reject) {
+fn log_drop(
+    log: &mut DropLog,
+    now: Instant,
+    transport: &str,
+    from: PeerAddr,
+    reject: crate::Reject,
+) {
     if matches!(reject, crate::Reject::OwnFrame) {
         return; // multicast loopback: expected, counted, not worth a line
     }
@@ -561,14 +665,40 @@ fn log_drop(log: &mut DropLog, now: Instant, transport: &str, reject: crate::Rej
             log.suppressed += 1;
         }
         _ => {
+            let from = match from {
+                PeerAddr::Socket(addr) => addr.to_string(),
+                PeerAddr::Channel(n) => format!("channel {n}"),
+                _ => "unknown".to_owned(),
+            };
             tracing::warn!(
                 transport,
+                from = %from,
                 reason = reject.name(),
+                hint = drop_hint(reject),
                 suppressed = log.suppressed,
                 "dropped a frame"
             );
             log.last = Some(now);
             log.suppressed = 0;
         }
+    }
+}
+
+/// What an operator can do about a dropped frame, where the reason points to a mistake.
+fn drop_hint(reject: crate::Reject) -> &'static str {
+    match reject.name() {
+        "bad_tag" => {
+            "the sender signs with another secret: copy the cluster's secret file to it, and \
+             compare `herald keygen --fingerprint` on both nodes"
+        }
+        "unknown_key" => {
+            "the sender signs with a key id this node does not have: copy the newest secret \
+             file to every node (key rotation)"
+        }
+        "foreign_cluster" => {
+            "the sender belongs to another cluster name: check `cluster` in both configs"
+        }
+        "clock_skew" => "the clocks of the two nodes differ (or this is a replay): check NTP",
+        _ => "",
     }
 }

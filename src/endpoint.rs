@@ -11,7 +11,23 @@
 //!    until it returns `None`, for the frames to send, and
 //!    [`poll_heartbeat`](Endpoint::poll_heartbeat) to learn whether a heartbeat is due;
 //! 3. [`handle_timeout`](Endpoint::handle_timeout) once [`poll_timeout`](Endpoint::poll_timeout)
-//!    has passed (reorder windows, silent peers), then `poll_output` again.
+//!    has passed (gaps given up, silent peers, receivers dropped from the window), then
+//!    `poll_output` again;
+//! 4. [`poll_transmit`](Endpoint::poll_transmit) until it returns `None`: frames for one peer
+//!    each (statuses and requests for lost frames, frames sent again, "no longer held"
+//!    answers), which the driver sends to where that peer's frames came from.
+//!
+//! # Recovery and flow control
+//!
+//! A sender keeps its recent signed frames (up to [`RecoveryConfig::retention_bytes`]) and
+//! the event ids of older ones. A receiver that finds a gap asks for it in a status frame,
+//! after a short random delay, and again every [`RecoveryConfig::nak_interval`]; the sender
+//! sends the frames again as they were signed, or answers that it no longer holds them, and
+//! only then (or after [`RecoveryConfig::give_up`]) does the receiver report [`Missed`],
+//! naming the lost events when the sender still knows them. Statuses also carry how far each
+//! receiver has consumed: a sender runs at most [`RecoveryConfig::window_frames`] frames ahead
+//! of its slowest live receiver ([`window_open`](Endpoint::window_open)); a receiver silent
+//! for [`RecoveryConfig::receiver_timeout`] stops counting.
 //!
 //! # What a received frame goes through
 //!
@@ -31,10 +47,19 @@ use crate::auth::Keyring;
 use crate::error::Reject;
 use crate::event::{EventId, Missed};
 use crate::ringbuf::Consumer;
-use crate::session::{Output, Session};
+use crate::session::{Output, Recovery, Session, StatusTiming};
 use crate::wire::{
-    ClusterId, EncodeError, Flags, FrameKind, FrameWriter, HeaderFields, SharedFrame,
+    ClusterId, ControlFrame, EncodeError, FRAME_OVERHEAD, Flags, FrameKind, FrameWriter,
+    HeaderFields, SharedFrame,
 };
+
+mod outbound;
+
+use outbound::{Outbound, OutboundConfig, Reply};
+
+/// Sequence numbers from here on are refused: no sender reaches them, so a frame that claims
+/// one is hostile, and refusing it keeps every later `+ 1` from overflowing.
+const MAX_SEQUENCE: u64 = 1 << 62;
 
 /// How many retired incarnations of a node are remembered, to refuse their replays at once.
 const RETIRED_PER_NODE: usize = 4;
@@ -90,6 +115,56 @@ pub fn incarnation_start_ms(incarnation: u64) -> u64 {
     incarnation >> INCARNATION_RANDOM_BITS
 }
 
+/// How lost frames are recovered and how far a sender may run ahead of its receivers.
+/// [`RecoveryConfig::default`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct RecoveryConfig {
+    /// Whether gaps are asked for at all (default true). Without it a gap is reported after
+    /// the reorder window, nothing is kept for sending again, and no window applies.
+    pub enabled: bool,
+    /// Bytes of recent signed frames a sender keeps to send again. Default 16 MiB.
+    pub retention_bytes: usize,
+    /// Event ids a sender keeps of frames it no longer holds, so that a receiver that lost
+    /// them learns which events it lost. Default 1,048,576 (16 MiB).
+    pub retained_ids: usize,
+    /// How many data frames a sender may run ahead of its slowest live receiver. Default 1024.
+    pub window_frames: u64,
+    /// The longest random delay before a receiver first asks for a gap. Default 200 µs.
+    pub nak_delay: Duration,
+    /// How often a receiver asks again for a gap still open. Default 5 ms.
+    pub nak_interval: Duration,
+    /// How long a gap may stay open while it is asked for before it is reported as missed.
+    /// Default 500 ms.
+    pub give_up: Duration,
+    /// How often a receiver tells a sender that sends data how far it has consumed. Default
+    /// 10 ms (and at once after each quarter of a window).
+    pub status_interval: Duration,
+    /// How long a receiver may stay silent before it no longer holds a sender back. Default
+    /// 500 ms.
+    pub receiver_timeout: Duration,
+    /// Whether every peer hears what one is sent (multicast): then one resend answers every
+    /// receiver that asked for a frame within a short time, and a receiver that hears another
+    /// ask for its gap holds its own request back. Default false.
+    pub shared_channel: bool,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_bytes: 16 << 20,
+            retained_ids: 1 << 20,
+            window_frames: 1024,
+            nak_delay: Duration::from_micros(200),
+            nak_interval: Duration::from_millis(5),
+            give_up: Duration::from_millis(500),
+            status_interval: Duration::from_millis(10),
+            receiver_timeout: Duration::from_millis(500),
+            shared_channel: false,
+        }
+    }
+}
+
 /// The endpoint's settings. [`EndpointConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
@@ -100,8 +175,9 @@ pub struct EndpointConfig {
     /// This run of the node, different at each start so peers tell a restart from a replay:
     /// [`new_incarnation`] makes one from the start time and random bits.
     pub incarnation: u64,
-    /// How long a gap in a sender's sequence may wait for a late (reordered) frame before it is
-    /// reported as [`Missed`]. Default 20 ms.
+    /// Without recovery: how long a gap in a sender's sequence may wait for a late (reordered)
+    /// frame before it is reported as [`Missed`]. Default 20 ms. With recovery (the default),
+    /// [`RecoveryConfig::give_up`] takes its place.
     pub reorder_window: Duration,
     /// How often a node that sends nothing else sends a heartbeat. Default 100 ms.
     pub heartbeat_interval: Duration,
@@ -112,6 +188,8 @@ pub struct EndpointConfig {
     pub clock_skew: Duration,
     /// The most senders tracked at once. Default 1024.
     pub max_senders: usize,
+    /// Recovery of lost frames and flow control.
+    pub recovery: RecoveryConfig,
 }
 
 impl EndpointConfig {
@@ -126,6 +204,7 @@ impl EndpointConfig {
             dead_timeout: Duration::from_secs(1),
             clock_skew: Duration::from_secs(5),
             max_senders: 1024,
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -161,6 +240,24 @@ pub struct EndpointStats {
     pub missed: [u64; 5],
     /// Times this node's ring overflowed (raises refused with `Full`), as told by the caller.
     pub overflows: u64,
+    /// Status frames sent (each tells a sender how far this node has consumed).
+    pub statuses_sent: u64,
+    /// Requests for lost frames sent (statuses that name missing ranges).
+    pub naks_sent: u64,
+    /// Requests for lost frames received from receivers.
+    pub naks_received: u64,
+    /// Requests held back because another receiver asked for the same gap (multicast).
+    pub naks_suppressed: u64,
+    /// Data frames sent again.
+    pub frames_resent: u64,
+    /// "No longer held" answers sent.
+    pub evicted_sent: u64,
+    /// Times the window to the slowest live receiver closed and data waited in the ring.
+    pub window_stalls: u64,
+    /// Receivers dropped from the window for not acknowledging in time while behind.
+    pub receivers_dropped: u64,
+    /// Receivers counted in the window now.
+    pub live_receivers: u64,
 }
 
 impl EndpointStats {
@@ -184,6 +281,15 @@ struct NodeState {
     retired: VecDeque<u64>,
 }
 
+/// A frame [`Endpoint::poll_transmit`] wrote, for one peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The node it is for: send it where that node's frames come from.
+    pub to: u64,
+    /// Its length at the start of the buffer.
+    pub len: usize,
+}
+
 /// The sans-IO core of a router; see the [module documentation](self).
 #[derive(Debug)]
 pub struct Endpoint {
@@ -199,12 +305,68 @@ pub struct Endpoint {
     /// Set until a frame has carried the OVERFLOWED flag for a full heartbeat interval.
     overflow_until: Option<Instant>,
     stats: EndpointStats,
+    recovery: Recovery,
+    timing: StatusTiming,
+    outbound: Outbound,
+    /// Senders to whom a status is due, found by one scan per round of `poll_transmit`.
+    due: Vec<u64>,
+    scanned: bool,
+    /// The timestamp of this node's last control frame (they must rise strictly).
+    control_ts: u64,
+    /// Whether the window held the last data frame back.
+    stalled: bool,
+    ranges: Vec<(u64, u64)>,
+    ids: Vec<EventId>,
+    /// The time of the last call that had one, for timers that depend on it.
+    last_turn: Instant,
+    /// The sender of the last frame accepted.
+    last_accepted: u64,
 }
 
 impl Endpoint {
     /// An endpoint that starts at `now`.
     pub fn new(config: EndpointConfig, keyring: Keyring, now: Now) -> Self {
+        let r = &config.recovery;
+        let recovery = Recovery {
+            enabled: r.enabled,
+            max_pending: usize::try_from(r.window_frames)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+                .max(256),
+            max_gap: u64::try_from(r.retention_bytes / FRAME_OVERHEAD)
+                .unwrap_or(u64::MAX)
+                .max(r.window_frames.saturating_mul(4))
+                .max(1024),
+            give_up: r.give_up,
+            nak_delay: r.nak_delay,
+            nak_interval: r.nak_interval,
+        };
+        let timing = StatusTiming {
+            min_gap: Duration::from_millis(1).min(r.status_interval),
+            keepalive: r.status_interval,
+            active_for: r.receiver_timeout,
+        };
+        let outbound = Outbound::new(OutboundConfig {
+            retention_bytes: if r.enabled { r.retention_bytes } else { 0 },
+            retained_ids: if r.enabled { r.retained_ids } else { 0 },
+            window_frames: if r.enabled { r.window_frames } else { u64::MAX },
+            receiver_timeout: r.receiver_timeout,
+            resend_holdoff: r.nak_interval / 2,
+            shared_channel: r.shared_channel,
+            max_receivers: config.max_senders,
+        });
         Self {
+            recovery,
+            timing,
+            outbound,
+            due: Vec::new(),
+            scanned: false,
+            control_ts: 0,
+            stalled: false,
+            ranges: Vec::new(),
+            ids: Vec::new(),
+            last_turn: now.instant,
+            last_accepted: 0,
             config,
             keyring,
             started: now.instant,
@@ -241,6 +403,24 @@ impl Endpoint {
         &self.stats
     }
 
+    /// Whether the window lets the next data frame go out: false while this node is a window
+    /// ahead of its slowest live receiver. The driver then leaves events in the ring.
+    pub fn window_open(&self) -> bool {
+        self.outbound.allows(self.last_seq + 1)
+    }
+
+    /// Whether a live receiver still lacks some of the frames this node sent: a node that
+    /// shuts down waits (for a bounded time) until it does not.
+    pub fn unacknowledged(&self) -> bool {
+        self.outbound.unacknowledged(self.last_seq)
+    }
+
+    /// The node id of the sender of the last frame accepted (0 before any): where a frame for
+    /// that node can be sent is where this one came from.
+    pub fn last_accepted_sender(&self) -> u64 {
+        self.last_accepted
+    }
+
     /// The number of senders tracked.
     pub fn sender_count(&self) -> usize {
         self.nodes.len()
@@ -275,6 +455,7 @@ impl Endpoint {
 
     fn handle(&mut self, now: Now, bytes: Bytes, check_tag: bool) -> Result<(), Reject> {
         self.stats.frames_received += 1;
+        self.last_turn = now.instant;
         let result = self.accept(now, bytes, check_tag);
         if let Err(reject) = &result
             && let Some(count) = self.stats.drops.get_mut(reject.index())
@@ -302,22 +483,85 @@ impl Endpoint {
         if fields.timestamp_ns.abs_diff(now.unix_ns) > skew {
             return Err(Reject::ClockSkew);
         }
+        if fields.sequence >= MAX_SEQUENCE {
+            return Err(Reject::ImplausibleSequence);
+        }
         // The session and the output queue are both fields of `self`.
         let mut out = std::mem::take(&mut self.out);
         let result = self
             .session_for(now.instant, &fields, &mut out)
             .and_then(|session| match fields.kind {
                 FrameKind::Heartbeat => session.handle_heartbeat(now.instant, &frame, &mut out),
-                _ => session.handle_data(now.instant, frame, &mut out),
+                FrameKind::Status | FrameKind::Evicted => {
+                    session.accept_control(now.instant, fields.timestamp_ns)
+                }
+                _ => session.handle_data(now.instant, frame.clone(), &mut out),
             });
         self.out = out;
         if result.is_ok() {
+            self.last_accepted = fields.node;
             match fields.kind {
                 FrameKind::Heartbeat => self.stats.heartbeats_accepted += 1,
+                FrameKind::Status | FrameKind::Evicted => {
+                    self.handle_control(now.instant, &fields, frame.frame());
+                }
                 _ => self.stats.frames_accepted += 1,
             }
         }
         result
+    }
+
+    /// Acts on an accepted control frame: a status for this node (flow control, requests to
+    /// answer), a status for another sender (hold back this node's own request for the same
+    /// gap), or an answer that frames this node asked for are gone.
+    fn handle_control(&mut self, now: Instant, fields: &HeaderFields, frame: &SharedFrame) {
+        let Some(control) = frame.control() else {
+            return;
+        };
+        let for_me = control.target_node() == self.config.node;
+        match fields.kind {
+            FrameKind::Status if for_me => {
+                // A status about an earlier incarnation of this node is of no use any more.
+                if control.target_incarnation() != self.config.incarnation {
+                    return;
+                }
+                let before = self.outbound.counts.naks_received;
+                self.outbound.handle_status(
+                    now,
+                    (fields.node, fields.incarnation),
+                    control.consumed(),
+                    control.ranges(),
+                    self.last_seq,
+                );
+                self.stats.naks_received += self.outbound.counts.naks_received - before;
+            }
+            FrameKind::Status => {
+                self.ranges.clear();
+                self.ranges.extend(control.ranges());
+                if let Some(state) = self.nodes.get_mut(&control.target_node())
+                    && state.session.incarnation() == control.target_incarnation()
+                    && state.session.hold_back_nak(now, &self.ranges)
+                {
+                    self.stats.naks_suppressed += 1;
+                }
+            }
+            FrameKind::Evicted if for_me => {
+                if control.target_incarnation() != self.config.incarnation {
+                    return;
+                }
+                let ids = (!fields.flags.contains(Flags::IDS_INCOMPLETE))
+                    .then(|| frame.events().collect::<Vec<_>>());
+                let Some(state) = self.nodes.get_mut(&fields.node) else {
+                    return;
+                };
+                for range in control.ranges() {
+                    state
+                        .session
+                        .handle_evicted(now, range, ids.clone(), &mut self.out);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The session for a verified frame's (node, incarnation): the current one, a new one
@@ -340,8 +584,9 @@ impl Endpoint {
             incarnation_start_ms(fields.incarnation).saturating_add(grace_ms) >= self.started_ms;
         let first_next = |joined_late: bool| match (joined_late, fields.kind) {
             (true, _) => 1,
-            (false, FrameKind::Heartbeat) => fields.sequence.saturating_add(1),
-            (false, _) => fields.sequence,
+            (false, FrameKind::Data) => fields.sequence,
+            // Heartbeats and control frames carry the last sequence sent, not a new one.
+            (false, _) => fields.sequence.saturating_add(1),
         };
         if !self.nodes.contains_key(&fields.node) && self.nodes.len() >= self.config.max_senders {
             self.evict_one(now)?;
@@ -353,6 +598,7 @@ impl Endpoint {
                     fields.incarnation,
                     first_next(joined_late),
                     now,
+                    self.recovery,
                 );
                 Ok(&mut v
                     .insert(NodeState {
@@ -373,7 +619,7 @@ impl Endpoint {
                 {
                     return Err(Reject::StaleIncarnation);
                 }
-                let new = Session::new(fields.node, fields.incarnation, 1, now);
+                let new = Session::new(fields.node, fields.incarnation, 1, now, self.recovery);
                 let old = std::mem::replace(&mut state.session, new);
                 if state.retired.len() == RETIRED_PER_NODE {
                     state.retired.pop_front();
@@ -422,12 +668,174 @@ impl Endpoint {
     /// Reports gaps whose reorder window has passed and senders silent past the dead-peer
     /// timeout; [`poll_output`](Self::poll_output) hands them out.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_turn = now;
         let (reorder, dead) = (self.config.reorder_window, self.config.dead_timeout);
         for state in self.nodes.values_mut() {
             state
                 .session
                 .handle_timeout(now, reorder, dead, &mut self.out);
         }
+        let dropped = self.outbound.counts.receivers_dropped;
+        self.outbound.handle_timeout(now, self.last_seq);
+        self.stats.receivers_dropped += self.outbound.counts.receivers_dropped - dropped;
+        self.stats.live_receivers = self.outbound.live_receivers() as u64;
+    }
+
+    /// Writes the next frame for one peer into `buf` (which must hold a frame of the
+    /// maximum length): an answer to a receiver's request (a frame sent again, byte for byte
+    /// as first signed, or "no longer held" with the lost events' ids), or a status to a
+    /// sender (how far this node has consumed, and the ranges it lacks). Call it until it
+    /// returns `None` after handling what was received and the timers.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Now, buf: &mut [u8]) -> Option<Transmit> {
+        self.last_turn = now.instant;
+        loop {
+            if let Some(reply) = self.outbound.replies.pop_front() {
+                if let Some(t) = self.encode_reply(now, reply, buf) {
+                    return Some(t);
+                }
+                continue;
+            }
+            if let Some(node) = self.due.pop() {
+                if let Some(t) = self.encode_status(now, node, buf) {
+                    return Some(t);
+                }
+                continue;
+            }
+            if self.scanned || !self.recovery.enabled {
+                self.scanned = false;
+                return None;
+            }
+            self.scanned = true;
+            let (at, window, timing) = (now.instant, self.outbound_window(), self.timing);
+            self.due.extend(
+                self.nodes
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.session.nak_due(at) || s.session.status_due(at, window, timing)
+                    })
+                    .map(|(&node, _)| node),
+            );
+            // Popped from the back: ascending node order, the same in every run.
+            self.due.sort_unstable_by(|a, b| b.cmp(a));
+        }
+    }
+
+    fn outbound_window(&self) -> u64 {
+        self.config.recovery.window_frames
+    }
+
+    /// The header of a control frame: strictly rising timestamps (receivers refuse a control
+    /// frame no newer than the last), and the last data sequence, as on a heartbeat.
+    fn control_fields(&mut self, now: Now, kind: FrameKind, flags: Flags) -> HeaderFields {
+        let timestamp_ns = now.unix_ns.max(self.control_ts + 1);
+        self.control_ts = timestamp_ns;
+        HeaderFields {
+            kind,
+            flags,
+            key_id: self.keyring.signing_key_id(),
+            cluster: self.config.cluster,
+            node: self.config.node,
+            incarnation: self.config.incarnation,
+            sequence: self.last_seq,
+            timestamp_ns,
+        }
+    }
+
+    fn encode_reply(&mut self, now: Now, reply: Reply, buf: &mut [u8]) -> Option<Transmit> {
+        match reply {
+            Reply::Resend {
+                to,
+                incarnation,
+                seq,
+            } => match self.outbound.frame(seq) {
+                Some(frame) if frame.len() <= buf.len() => {
+                    buf[..frame.len()].copy_from_slice(frame);
+                    self.stats.frames_resent += 1;
+                    Some(Transmit {
+                        to,
+                        len: frame.len(),
+                    })
+                }
+                // Let go since it was asked for: say so instead.
+                _ => self.encode_evicted(now, (to, incarnation), (seq, seq), buf),
+            },
+            Reply::Evicted {
+                to,
+                incarnation,
+                first,
+                last,
+            } => self.encode_evicted(now, (to, incarnation), (first, last), buf),
+        }
+    }
+
+    fn encode_evicted(
+        &mut self,
+        now: Now,
+        (to, incarnation): (u64, u64),
+        (first, last): (u64, u64),
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let room = buf.len().saturating_sub(
+            FRAME_OVERHEAD + crate::wire::CONTROL_HEADER_LEN + crate::wire::RANGE_LEN,
+        ) / crate::wire::EVENT_ID_LEN;
+        let complete = self.outbound.ids_of(first, last, room, &mut self.ids);
+        let flags = if complete {
+            Flags::EMPTY
+        } else {
+            self.ids.clear();
+            Flags::IDS_INCOMPLETE
+        };
+        let fields = self.control_fields(now, FrameKind::Evicted, flags);
+        let control = ControlFrame {
+            target_node: to,
+            target_incarnation: incarnation,
+            consumed: 0,
+            ranges: &[(first, last)],
+            ids: &self.ids,
+        };
+        let len = crate::wire::write_control(buf, &fields, &control, &self.keyring)
+            .ok()?
+            .len();
+        self.stats.evicted_sent += 1;
+        Some(Transmit { to, len })
+    }
+
+    fn encode_status(&mut self, now: Now, node: u64, buf: &mut [u8]) -> Option<Transmit> {
+        let state = self.nodes.get_mut(&node)?;
+        let session = &mut state.session;
+        if session.nak_due(now.instant) {
+            session.take_nak(now.instant, &mut self.ranges);
+        } else {
+            self.ranges.clear();
+        }
+        session.status_sent(now.instant);
+        let control = ControlFrame {
+            target_node: node,
+            target_incarnation: session.incarnation(),
+            consumed: session.consumed(),
+            ranges: &self.ranges,
+            ids: &[],
+        };
+        let fields = HeaderFields {
+            kind: FrameKind::Status,
+            flags: Flags::EMPTY,
+            key_id: self.keyring.signing_key_id(),
+            cluster: self.config.cluster,
+            node: self.config.node,
+            incarnation: self.config.incarnation,
+            sequence: self.last_seq,
+            timestamp_ns: now.unix_ns.max(self.control_ts + 1),
+        };
+        self.control_ts = fields.timestamp_ns;
+        let len = crate::wire::write_control(buf, &fields, &control, &self.keyring)
+            .ok()?
+            .len();
+        self.stats.statuses_sent += 1;
+        if !self.ranges.is_empty() {
+            self.stats.naks_sent += 1;
+        }
+        Some(Transmit { to: node, len })
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) or
@@ -436,9 +844,18 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let (reorder, dead) = (self.config.reorder_window, self.config.dead_timeout);
         let heartbeat = self.next_heartbeat();
+        let now = self.last_turn;
         self.nodes
             .values()
-            .filter_map(|s| s.session.next_timeout(reorder, dead))
+            .flat_map(|s| {
+                [
+                    s.session.next_timeout(reorder, dead),
+                    s.session.nak_at(),
+                    s.session.status_deadline(now, self.timing),
+                ]
+            })
+            .flatten()
+            .chain(self.outbound.next_timeout())
             .chain(std::iter::once(heartbeat))
             .min()
     }
@@ -507,7 +924,12 @@ impl Endpoint {
 
     fn finish_data(&mut self, now: Now, writer: FrameWriter<'_>) -> usize {
         self.stats.events_sent += u64::from(writer.record_count());
-        let len = writer.finish(&self.keyring).len();
+        let frame = writer.finish(&self.keyring);
+        let len = frame.len();
+        if self.recovery.enabled {
+            self.outbound
+                .keep(self.last_seq + 1, frame, crate::wire::event_table(frame));
+        }
         self.last_seq += 1;
         self.last_sent = Some(now.instant);
         self.stats.frames_sent += 1;
@@ -527,6 +949,14 @@ impl Endpoint {
         ring: &mut Consumer,
         buf: &mut [u8],
     ) -> Option<usize> {
+        if !self.window_open() {
+            if !self.stalled {
+                self.stalled = true;
+                self.stats.window_stalls += 1;
+            }
+            return None;
+        }
+        self.stalled = false;
         let fields = self.fields(now, FrameKind::Data, self.last_seq + 1, Flags::EMPTY);
         let mut writer = FrameWriter::new(buf, &fields).ok()?;
         // A run of ring records is never longer in a frame (a 24-byte ring header becomes a

@@ -40,6 +40,11 @@ pub enum Reject {
     /// The node tracks as many senders as it may and none of them can be let go yet.
     #[error("too many senders")]
     TooManySenders,
+    /// The frame claims a sequence number no sender reaches (2^62 or more): a hostile claim
+    /// by a holder of the secret, refused so that it cannot make a receiver track or report
+    /// an absurd range.
+    #[error("implausible sequence number")]
+    ImplausibleSequence,
 }
 
 impl Reject {
@@ -62,6 +67,7 @@ impl Reject {
             Self::StaleIncarnation => "stale_incarnation",
             Self::OwnFrame => "own_frame",
             Self::TooManySenders => "too_many_senders",
+            Self::ImplausibleSequence => "implausible_sequence",
         }
     }
 
@@ -72,6 +78,7 @@ impl Reject {
         "stale_incarnation",
         "own_frame",
         "too_many_senders",
+        "implausible_sequence",
     ];
 
     /// The position of this reason's name in [`names`](Self::names): an index for counters.

@@ -120,13 +120,20 @@ pub struct Missed {
     /// The data-frame sequence numbers of the sender that were lost, both ends included, when
     /// they are known. A frame holds one or more events.
     pub range: Option<(u64, u64)>,
+    /// The ids of the events the lost frames carried, each once, when the sender still knew
+    /// them (it keeps the event tables of frames it no longer holds for much longer than the
+    /// frames): an application that caches per event needs to drop only those caches.
+    /// `None` when they are not known: then whatever came from the sender is suspect.
+    pub events: Option<Vec<EventId>>,
 }
 
 /// Why a [`Missed`] was raised. Each reason has a stable short [`name`](Self::name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MissedReason {
-    /// Frames of the sender never arrived (lost, or late past the reorder window).
+    /// Frames of the sender never arrived and could not be recovered: the sender no longer
+    /// held them when asked (then [`Missed::events`] usually names their events), or asking
+    /// did not bring them back within the recovery time.
     Gap,
     /// The sender's ring was full: it refused events, which therefore never reached the wire.
     SenderOverflowed,

@@ -98,6 +98,7 @@ pub use config::{
     Config, ConfigError, LatencySection, LogFormat, LogSection, MetricsSection, MulticastSection,
     RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
 };
+pub use endpoint::RecoveryConfig;
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;

@@ -34,6 +34,10 @@ pub struct Metrics {
     /// Calls of remote-event and Missed subscribers that panicked (each is logged; the
     /// subscriber missed that one delivery).
     pub subscriber_panics: u64,
+    /// Recovery and flow control: requests sent, received and held back, frames sent again,
+    /// "no longer held" answers, window stalls, receivers dropped from the window, and the
+    /// receivers the window counts now (a gauge), named as in [`RECOVERY_NAMES`](Self::RECOVERY_NAMES).
+    pub recovery: [u64; 9],
     /// Dropped frames by reason, as (short name, count), every reason listed.
     pub drops: Vec<(&'static str, u64)>,
     /// Missed notices by reason, as (short name, count), every reason listed.
@@ -52,6 +56,27 @@ impl Metrics {
     /// All dropped frames.
     pub fn drops_total(&self) -> u64 {
         self.drops.iter().map(|(_, c)| c).sum()
+    }
+
+    /// The names of [`recovery`](Self::recovery)'s values, in order.
+    pub const RECOVERY_NAMES: [&'static str; 9] = [
+        "naks_sent",
+        "naks_received",
+        "naks_suppressed",
+        "statuses_sent",
+        "frames_resent",
+        "evicted_sent",
+        "window_stalls",
+        "receivers_dropped",
+        "window_receivers",
+    ];
+
+    /// One of the recovery values by name (see [`RECOVERY_NAMES`](Self::RECOVERY_NAMES)).
+    pub fn recovery(&self, name: &str) -> u64 {
+        Self::RECOVERY_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| self.recovery[i])
     }
 
     /// All Missed notices.
@@ -124,6 +149,25 @@ impl Metrics {
             "Subscriber calls for remote events and Missed notices that panicked.",
             self.subscriber_panics,
         );
+        let helps = [
+            "Requests for lost frames sent to senders.",
+            "Requests for lost frames received from receivers.",
+            "Requests held back because another receiver asked for the same frames.",
+            "Status frames (consumed position) sent to senders.",
+            "Data frames sent again on request.",
+            "Answers that requested frames are no longer held.",
+            "Times the flow-control window closed and events waited in the ring.",
+            "Receivers dropped from the window for not acknowledging while behind.",
+        ];
+        for ((name, help), value) in Self::RECOVERY_NAMES.iter().zip(helps).zip(self.recovery) {
+            counter(&format!("herald_{name}_total"), help, value);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP herald_window_receivers Receivers the flow-control window counts now.\n\
+             # TYPE herald_window_receivers gauge\nherald_window_receivers {}",
+            self.recovery[8]
+        );
         let mut labelled = |name: &str, help: &str, values: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -162,6 +206,7 @@ pub(crate) struct Shared {
     frames_accepted: AtomicU64,
     drops: Vec<AtomicU64>,
     missed: Vec<AtomicU64>,
+    recovery: [AtomicU64; 9],
 }
 
 impl Shared {
@@ -180,6 +225,7 @@ impl Shared {
             frames_accepted: AtomicU64::new(0),
             drops: zeros(Reject::names().count()),
             missed: zeros(MissedReason::NAMES.len()),
+            recovery: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -193,6 +239,20 @@ impl Shared {
         set(&self.frames_accepted, stats.frames_accepted);
         for (a, v) in self.drops.iter().zip(&stats.drops) {
             set(a, *v);
+        }
+        let recovery = [
+            stats.naks_sent,
+            stats.naks_received,
+            stats.naks_suppressed,
+            stats.statuses_sent,
+            stats.frames_resent,
+            stats.evicted_sent,
+            stats.window_stalls,
+            stats.receivers_dropped,
+            stats.live_receivers,
+        ];
+        for (a, v) in self.recovery.iter().zip(recovery) {
+            set(a, v);
         }
         for (i, (a, v)) in self.missed.iter().zip(&stats.missed).enumerate() {
             // The driver counts local overflows itself; the endpoint never sees them.
@@ -222,6 +282,7 @@ impl Shared {
             send_errors: get(&self.send_errors),
             dispatch_dropped: get(&self.dispatch_dropped),
             subscriber_panics: get(&self.subscriber_panics),
+            recovery: std::array::from_fn(|i| get(&self.recovery[i])),
             drops: Reject::names()
                 .zip(&self.drops)
                 .map(|(n, a)| (n, get(a)))

@@ -12,8 +12,8 @@ use mio::{Poll, Token};
 use parking_lot::Mutex;
 
 use crate::auth::{Keyring, SecretFile, SecretFileError};
-use crate::driver::{Core, Driver, DropLog, Output, Signals, ToDispatcher, WAKER};
-use crate::endpoint::{Endpoint, EndpointConfig, Now, new_incarnation};
+use crate::driver::{Core, Driver, DropLog, Output, Routes, Signals, ToDispatcher, WAKER};
+use crate::endpoint::{Endpoint, EndpointConfig, Now, RecoveryConfig, new_incarnation};
 use crate::event::{EventId, Missed};
 use crate::metrics::{Metrics, Shared};
 use crate::ringbuf::{ClaimError, Producer, ring};
@@ -97,6 +97,8 @@ pub struct RouterBuilder {
     send_on_raise: bool,
     dispatch_on_driver: bool,
     busy_poll: Duration,
+    recovery: RecoveryConfig,
+    linger: Duration,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -287,6 +289,21 @@ impl RouterBuilder {
         self
     }
 
+    /// How lost frames are recovered and how far this node may run ahead of its receivers
+    /// (see [`RecoveryConfig`] for each setting and its default). The window is capped so
+    /// that the frames it spans fit the retention.
+    pub fn recovery(mut self, recovery: RecoveryConfig) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// How long a stopping node waits for its live receivers to acknowledge its last frames,
+    /// sending again what they lack (default 1 s; zero: not at all).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
     /// Runs the subscription service (outside programs subscribe and raise over the Redis
     /// protocol; see [`crate::service`]) as part of this router: it starts with
     /// [`build`](Self::build) and stops with [`Router::shutdown`] or the last handle's drop.
@@ -369,6 +386,38 @@ impl RouterBuilder {
         }
         if self.dispatch_queue == 0 {
             return Err(Self::invalid("dispatch_queue", "must be at least 1 frame"));
+        }
+        let r = &self.recovery;
+        if r.enabled {
+            for (field, d) in [
+                ("recovery.nak_interval", r.nak_interval),
+                ("recovery.give_up", r.give_up),
+                ("recovery.status_interval", r.status_interval),
+                ("recovery.receiver_timeout", r.receiver_timeout),
+            ] {
+                if d.is_zero() {
+                    return Err(Self::invalid(field, "must be more than zero"));
+                }
+            }
+            if r.give_up < r.nak_interval {
+                return Err(Self::invalid(
+                    "recovery.give_up",
+                    "must be at least one request interval (recovery.nak_interval), or gaps \
+                     are given up before they are asked for",
+                ));
+            }
+            if r.window_frames == 0 {
+                return Err(Self::invalid(
+                    "recovery.window",
+                    "must be at least one frame",
+                ));
+            }
+            if r.receiver_timeout <= r.status_interval {
+                return Err(Self::invalid(
+                    "recovery.receiver_timeout",
+                    "must be longer than recovery.status_interval, or live receivers drop out",
+                ));
+            }
         }
         if self.dead_timeout < self.heartbeat_interval * 2 {
             return Err(Self::invalid(
@@ -490,6 +539,11 @@ impl RouterBuilder {
         config.dead_timeout = self.dead_timeout;
         config.clock_skew = self.clock_skew;
         config.reorder_window = self.reorder_window;
+        config.recovery = self.recovery.clone();
+        // A window no larger than what the sender keeps, so any frame of it can be sent again.
+        let held = u64::try_from(self.recovery.retention_bytes / self.max_frame_len).unwrap_or(1);
+        config.recovery.window_frames = config.recovery.window_frames.min(held).max(1);
+        config.recovery.shared_channel |= self.multicast.is_some();
         let endpoint = Endpoint::new(config, keyring, now);
         let signals = Arc::new(Signals {
             parked: Default::default(),
@@ -518,6 +572,8 @@ impl RouterBuilder {
             batch_lens: Vec::with_capacity(crate::driver::BATCH_FRAMES),
             drop_log: DropLog::default(),
             backlog_since: None,
+            routes: Routes::default(),
+            linger: self.linger,
         }));
         let driver = Driver {
             poll,
@@ -729,6 +785,8 @@ impl Router {
             send_on_raise: false,
             dispatch_on_driver: false,
             busy_poll: Duration::ZERO,
+            recovery: RecoveryConfig::default(),
+            linger: Duration::from_secs(1),
         }
     }
 

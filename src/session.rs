@@ -12,22 +12,60 @@
 //! sequence not yet delivered or given up on; everything below it is done, so a frame below
 //! it is a duplicate (or a replay) and is dropped. A frame above `next` waits in `pending`
 //! (bounded) until the frames before it arrive, so subscribers see each sender's events in
-//! order. A hole before the first pending frame is a *gap*: if it is still open after the
-//! reorder window, counted from when it was first noticed, the session reports it as one
-//! [`Missed`] covering the whole hole and moves on. Heartbeats carry the sender's last data
-//! sequence, so a hole at the tail (the last frames lost, nothing after them) is noticed by
-//! the next heartbeat.
+//! order. A hole before the first pending frame is a *gap*. Heartbeats carry the sender's last
+//! data sequence, so a hole at the tail (the last frames lost, nothing after them) is noticed
+//! by the next heartbeat.
+//!
+//! # Recovery
+//!
+//! When a gap appears the session schedules a request for it (a negative acknowledgement,
+//! carried by a status frame) after a short random delay, so that on a shared channel one
+//! receiver's request can stand for all (a receiver that sees another's request for its gap
+//! holds its own back). The request is repeated every `nak_interval` while the gap stays open.
+//! The gap becomes one [`Missed`] only when the sender answers that it no longer holds those
+//! frames (with the ids of their events, when it still knows them), when the gap stays open
+//! for the give-up time, or when it is larger than any sender holds. Without recovery, the
+//! give-up time is the reorder window and nothing is asked for.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::auth::Verified;
 use crate::error::Reject;
-use crate::event::{Missed, MissedReason};
-use crate::wire::{Flags, SharedFrame};
+use crate::event::{EventId, Missed, MissedReason};
+use crate::wire::{Flags, MAX_RANGES, SharedFrame};
 
-/// How many out-of-order frames a session holds before it gives up on the oldest gap.
-pub(crate) const MAX_PENDING: usize = 256;
+/// How a session recovers gaps; the same for every session of an endpoint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Recovery {
+    /// Whether gaps are asked for at all.
+    pub(crate) enabled: bool,
+    /// How many out-of-order frames a session holds before it gives up on the oldest gap.
+    pub(crate) max_pending: usize,
+    /// A gap longer than this many frames is more than any sender holds: reported at once.
+    pub(crate) max_gap: u64,
+    /// How long a gap may stay open (with recovery: while it is asked for) before it is
+    /// reported.
+    pub(crate) give_up: Duration,
+    /// The longest random delay before a new gap is first asked for.
+    pub(crate) nak_delay: Duration,
+    /// How often an open gap is asked for again.
+    pub(crate) nak_interval: Duration,
+}
+
+/// When a receiver tells a sender how far it has consumed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StatusTiming {
+    /// The least time between two statuses that only report progress.
+    pub(crate) min_gap: Duration,
+    /// How often a status goes out anyway while the sender sends data.
+    pub(crate) keepalive: Duration,
+    /// How long after its last data frame a sender still counts as sending.
+    pub(crate) active_for: Duration,
+}
+
+/// Ranges the sender said it no longer holds, remembered until the gap reaches them.
+const MAX_EVICTED: usize = 16;
 
 /// What a session hands back, in the order subscribers must see it.
 #[derive(Debug, Clone)]
@@ -54,6 +92,8 @@ pub(crate) struct Session {
     tail_noticed: Option<Instant>,
     /// The last time a frame of this session was accepted.
     last_heard: Instant,
+    /// The last time a data frame of this session was accepted.
+    last_data: Option<Instant>,
     /// The newest sender timestamp accepted, for heartbeats, which repeat sequence numbers.
     newest_ts: u64,
     /// Whether the last frame seen carried OVERFLOWED (a Missed is raised on each rising edge).
@@ -62,11 +102,31 @@ pub(crate) struct Session {
     silent: bool,
     /// Whether the sender said it was shutting down, with every frame accounted for.
     closing: bool,
+    recovery: Recovery,
+    /// When the open gaps are next asked for, if there are any.
+    nak_at: Option<Instant>,
+    /// Ranges the sender no longer holds, ahead of `next`, with their events if known.
+    evicted: VecDeque<(u64, u64, Option<Vec<EventId>>)>,
+    /// The consumed position last reported to the sender, and when.
+    reported: u64,
+    reported_at: Option<Instant>,
+    /// The newest timestamp of a control frame accepted from this node (control frames are
+    /// not sequenced: each must be newer than the last).
+    control_ts: u64,
+    /// Spreads the first request for a gap over the request delay (seeded per session, so a
+    /// simulation replays exactly).
+    rng: crate::testing::SimRng,
 }
 
 impl Session {
     /// A session whose first frame to deliver is `next`.
-    pub(crate) fn new(node: u64, incarnation: u64, next: u64, now: Instant) -> Self {
+    pub(crate) fn new(
+        node: u64,
+        incarnation: u64,
+        next: u64,
+        now: Instant,
+        recovery: Recovery,
+    ) -> Self {
         let next = next.max(1);
         Self {
             node,
@@ -76,11 +136,36 @@ impl Session {
             pending: BTreeMap::new(),
             tail_noticed: None,
             last_heard: now,
+            last_data: None,
             newest_ts: 0,
             overflowed: false,
             silent: false,
             closing: false,
+            recovery,
+            nak_at: None,
+            evicted: VecDeque::new(),
+            reported: next - 1,
+            reported_at: None,
+            control_ts: 0,
+            rng: crate::testing::SimRng::new(node ^ incarnation.rotate_left(32)),
         }
+    }
+
+    /// The last sequence delivered in order or given up on: what this node has consumed.
+    pub(crate) fn consumed(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Accepts a control frame's timestamp if it is newer than every one before (a replayed
+    /// or reordered older one is refused); a control frame also shows the node is alive.
+    pub(crate) fn accept_control(&mut self, now: Instant, timestamp_ns: u64) -> Result<(), Reject> {
+        if timestamp_ns <= self.control_ts {
+            return Err(Reject::Duplicate);
+        }
+        self.control_ts = timestamp_ns;
+        self.last_heard = now;
+        self.silent = false;
+        Ok(())
     }
 
     /// The incarnation this session follows.
@@ -120,6 +205,7 @@ impl Session {
             return Err(Reject::Duplicate);
         }
         self.heard(now, fields.timestamp_ns);
+        self.last_data = Some(now);
         self.note_overflow(fields.flags, out);
         self.known_high = self.known_high.max(seq);
         let frame = frame.into_frame();
@@ -128,12 +214,21 @@ impl Session {
             out.push_back(Output::Deliver(frame));
             self.drain_pending(out);
         } else {
-            self.pending.insert(seq, (now, frame));
-            while self.pending.len() > MAX_PENDING {
-                self.give_up_head_gap(MissedReason::Gap, out);
+            // More than any sender holds: nothing to ask for, and nothing to wait for.
+            if seq - self.next > self.recovery.max_gap {
+                self.give_up_through(seq - 1, out);
+                self.next = seq + 1;
+                out.push_back(Output::Deliver(frame));
+                self.drain_pending(out);
+            } else {
+                self.pending.insert(seq, (now, frame));
+                while self.pending.len() > self.recovery.max_pending {
+                    self.give_up_head_gap(MissedReason::Gap, None, out);
+                }
             }
         }
         self.settle_tail();
+        self.after_change(now, out);
         Ok(())
     }
 
@@ -158,14 +253,71 @@ impl Session {
         if fields.flags.contains(Flags::CLOSING) {
             self.closing = true;
         }
-        if fields.sequence > self.known_high {
-            self.known_high = fields.sequence;
-            if self.tail_noticed.is_none() {
-                self.tail_noticed = Some(now);
+        self.note_last_sequence(now, fields.sequence, out);
+        Ok(())
+    }
+
+    /// Takes the last data sequence a heartbeat (or a control frame) of the sender names.
+    pub(crate) fn note_last_sequence(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        out: &mut VecDeque<Output>,
+    ) {
+        if sequence > self.known_high {
+            self.known_high = sequence;
+            if sequence - self.next >= self.recovery.max_gap {
+                // A claim past anything a sender holds: reported at once, never asked for.
+                self.give_up_through(sequence, out);
+            } else {
+                if self.tail_noticed.is_none() {
+                    self.tail_noticed = Some(now);
+                }
             }
         }
         self.settle_tail();
-        Ok(())
+        self.after_change(now, out);
+    }
+
+    /// Takes the sender's answer that it no longer holds `first..=last`: the part of it that is
+    /// still missing here becomes a [`Missed`] (now, or when delivery reaches it) with `ids`.
+    pub(crate) fn handle_evicted(
+        &mut self,
+        now: Instant,
+        (first, last): (u64, u64),
+        ids: Option<Vec<EventId>>,
+        out: &mut VecDeque<Output>,
+    ) {
+        if last < self.next || first > self.known_high {
+            return; // nothing of it is missing (any more)
+        }
+        if self.evicted.len() == MAX_EVICTED {
+            self.evicted.pop_front();
+        }
+        self.evicted.push_back((first, last, ids));
+        self.apply_evicted(out);
+        self.after_change(now, out);
+    }
+
+    /// Reports a head gap that the sender said it no longer holds, as often as one is at the
+    /// head, and delivers what follows.
+    fn apply_evicted(&mut self, out: &mut VecDeque<Output>) {
+        loop {
+            self.evicted.retain(|&(_, last, _)| last >= self.next);
+            let Some(i) = self
+                .evicted
+                .iter()
+                .position(|&(first, last, _)| first <= self.next && self.next <= last)
+            else {
+                return;
+            };
+            if self.next > self.known_high || self.pending.contains_key(&self.next) {
+                return;
+            }
+            let ids = self.evicted.get(i).and_then(|e| e.2.clone());
+            let last = self.evicted.get(i).map_or(self.next, |e| e.1);
+            self.give_up_head_gap_to(last, MissedReason::Gap, ids, out);
+        }
     }
 
     /// Gives up on gaps older than `reorder` and reports a sender silent for `dead`.
@@ -176,28 +328,146 @@ impl Session {
         dead: Duration,
         out: &mut VecDeque<Output>,
     ) {
+        let give_up = if self.recovery.enabled {
+            self.recovery.give_up
+        } else {
+            reorder
+        };
         while let Some(noticed) = self.head_gap_noticed() {
-            if now.saturating_duration_since(noticed) < reorder {
+            if now.saturating_duration_since(noticed) < give_up {
                 break;
             }
-            self.give_up_head_gap(MissedReason::Gap, out);
+            self.give_up_head_gap(MissedReason::Gap, None, out);
         }
+        self.after_change(now, out);
         if !self.silent
             && !self.closed_cleanly()
             && now.saturating_duration_since(self.last_heard) >= dead
         {
             self.silent = true;
-            out.push_back(Output::Missed(self.missed(MissedReason::PeerSilent, None)));
+            out.push_back(Output::Missed(self.missed(
+                MissedReason::PeerSilent,
+                None,
+                None,
+            )));
         }
     }
 
     /// The next time [`handle_timeout`](Self::handle_timeout) has something to do.
     pub(crate) fn next_timeout(&self, reorder: Duration, dead: Duration) -> Option<Instant> {
-        let gap = self.head_gap_noticed().map(|t| t + reorder);
+        let give_up = if self.recovery.enabled {
+            self.recovery.give_up
+        } else {
+            reorder
+        };
+        let gap = self.head_gap_noticed().map(|t| t + give_up);
         let silent = (!self.silent && !self.closed_cleanly()).then(|| self.last_heard + dead);
-        match (gap, silent) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [gap, silent].into_iter().flatten().min()
+    }
+
+    /// When the open gaps are next to be asked for.
+    pub(crate) fn nak_at(&self) -> Option<Instant> {
+        self.nak_at
+    }
+
+    /// Whether a request for the open gaps is due at `now`.
+    pub(crate) fn nak_due(&self, now: Instant) -> bool {
+        self.nak_at.is_some_and(|t| t <= now)
+    }
+
+    /// Puts the next request off by a request interval (another receiver asked for the same
+    /// gap on a shared channel, so the answer will reach this node too). Returns whether a
+    /// request was due soon and so was held back.
+    pub(crate) fn hold_back_nak(&mut self, now: Instant, ranges: &[(u64, u64)]) -> bool {
+        let covered = ranges
+            .iter()
+            .any(|&(first, last)| first <= self.next && self.next <= last);
+        match self.nak_at {
+            Some(at) if covered && at < now + self.recovery.nak_interval => {
+                self.nak_at = Some(now + self.recovery.nak_interval);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The missing ranges, ascending (at most [`MAX_RANGES`]), for a request; schedules the
+    /// next request.
+    pub(crate) fn take_nak(&mut self, now: Instant, ranges: &mut Vec<(u64, u64)>) {
+        ranges.clear();
+        let mut from = self.next;
+        for &seq in self.pending.keys() {
+            if ranges.len() == MAX_RANGES {
+                break;
+            }
+            if seq > from {
+                ranges.push((from, seq - 1));
+            }
+            from = seq + 1;
+        }
+        if ranges.len() < MAX_RANGES && from <= self.known_high {
+            ranges.push((from, self.known_high));
+        }
+        self.nak_at = (!ranges.is_empty()).then(|| now + self.recovery.nak_interval);
+    }
+
+    /// Whether this node should tell the sender how far it has consumed: it made progress
+    /// worth a message (a quarter of `window` frames, or any once `min_gap` has passed since
+    /// the last status), or `keepalive` has passed while the sender sends data (the sender
+    /// counts a receiver in its window only while it hears from it).
+    pub(crate) fn status_due(&self, now: Instant, window: u64, timing: StatusTiming) -> bool {
+        if self.silent || self.closed_cleanly() {
+            return false;
+        }
+        let since = self
+            .reported_at
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        let progress = self.consumed().saturating_sub(self.reported);
+        progress >= (window / 4).max(1)
+            || (progress > 0 && since >= timing.min_gap)
+            || (since >= timing.keepalive && self.sending(now, timing.active_for))
+    }
+
+    /// When a status is next due for the keepalive (or progress not yet reported).
+    pub(crate) fn status_deadline(&self, now: Instant, timing: StatusTiming) -> Option<Instant> {
+        if self.silent || self.closed_cleanly() {
+            return None;
+        }
+        let at = self.reported_at?;
+        if self.consumed() > self.reported {
+            return Some(at + timing.min_gap);
+        }
+        self.sending(now, timing.active_for)
+            .then_some(at + timing.keepalive)
+    }
+
+    /// Whether the sender sent data within `active_for`.
+    fn sending(&self, now: Instant, active_for: Duration) -> bool {
+        self.last_data
+            .is_some_and(|t| now.saturating_duration_since(t) < active_for)
+    }
+
+    /// Notes that a status with the consumed position went out.
+    pub(crate) fn status_sent(&mut self, now: Instant) {
+        self.reported = self.consumed();
+        self.reported_at = Some(now);
+    }
+
+    /// Schedules a request for a new gap (or forgets the schedule once no gap is open), and
+    /// reports gaps the sender already said it no longer holds.
+    fn after_change(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+        if !self.evicted.is_empty() {
+            self.apply_evicted(out);
+        }
+        let gap_open = self.next <= self.known_high;
+        if !gap_open {
+            self.nak_at = None;
+        } else if self.nak_at.is_none() && self.recovery.enabled {
+            // A random share of the delay, from the clock's low bits and the node: receivers
+            // that lost the same frame on a shared channel ask at different times.
+            let nanos = u64::try_from(self.recovery.nak_delay.as_nanos()).unwrap_or(u64::MAX);
+            let delay = self.rng.next_u64() % nanos.max(1);
+            self.nak_at = Some(now + Duration::from_nanos(delay));
         }
     }
 
@@ -206,15 +476,17 @@ impl Session {
     /// sender shut down cleanly.
     pub(crate) fn retire(mut self, out: &mut VecDeque<Output>) {
         while !self.pending.is_empty() {
-            self.give_up_head_gap(MissedReason::Gap, out);
+            self.give_up_head_gap(MissedReason::SenderRestarted, None, out);
         }
         if self.closed_cleanly() {
             return;
         }
         let range = (self.next <= self.known_high).then_some((self.next, self.known_high));
-        out.push_back(Output::Missed(
-            self.missed(MissedReason::SenderRestarted, range),
-        ));
+        out.push_back(Output::Missed(self.missed(
+            MissedReason::SenderRestarted,
+            range,
+            None,
+        )));
     }
 
     fn heard(&mut self, now: Instant, timestamp_ns: u64) {
@@ -226,9 +498,11 @@ impl Session {
     fn note_overflow(&mut self, flags: Flags, out: &mut VecDeque<Output>) {
         let overflowed = flags.contains(Flags::OVERFLOWED);
         if overflowed && !self.overflowed {
-            out.push_back(Output::Missed(
-                self.missed(MissedReason::SenderOverflowed, None),
-            ));
+            out.push_back(Output::Missed(self.missed(
+                MissedReason::SenderOverflowed,
+                None,
+                None,
+            )));
         }
         self.overflowed = overflowed;
     }
@@ -247,17 +521,62 @@ impl Session {
 
     /// Reports the hole before the first pending frame (or the tail hole) as missed, and
     /// delivers what follows it.
-    fn give_up_head_gap(&mut self, reason: MissedReason, out: &mut VecDeque<Output>) {
+    fn give_up_head_gap(
+        &mut self,
+        reason: MissedReason,
+        events: Option<Vec<EventId>>,
+        out: &mut VecDeque<Output>,
+    ) {
+        self.give_up_head_gap_to(u64::MAX, reason, events, out);
+    }
+
+    /// Like [`give_up_head_gap`](Self::give_up_head_gap), for at most the frames up to `last`.
+    fn give_up_head_gap_to(
+        &mut self,
+        last: u64,
+        reason: MissedReason,
+        events: Option<Vec<EventId>>,
+        out: &mut VecDeque<Output>,
+    ) {
         let end = match self.pending.first_key_value() {
             Some((&seq, _)) => seq - 1,
             None => self.known_high,
-        };
-        if end >= self.next {
-            out.push_back(Output::Missed(self.missed(reason, Some((self.next, end)))));
-            self.next = end + 1;
         }
+        .min(last);
+        self.give_up_before(end, reason, events, out);
         self.drain_pending(out);
         self.settle_tail();
+    }
+
+    /// Gives up on every gap up to `end` (delivering the frames between them): as many rounds
+    /// as there are pending frames below `end`, whatever the length of the gaps.
+    fn give_up_through(&mut self, end: u64, out: &mut VecDeque<Output>) {
+        while self.next <= end {
+            let before = self.next;
+            self.give_up_head_gap_to(end, MissedReason::Gap, None, out);
+            if self.next == before {
+                break; // cannot happen: the head is a gap or pending; never spin
+            }
+        }
+    }
+
+    /// Reports `next..=end` as missed (if it is not empty) and moves past it.
+    fn give_up_before(
+        &mut self,
+        end: u64,
+        reason: MissedReason,
+        events: Option<Vec<EventId>>,
+        out: &mut VecDeque<Output>,
+    ) {
+        if end >= self.next {
+            out.push_back(Output::Missed(self.missed(
+                reason,
+                Some((self.next, end)),
+                events,
+            )));
+            // Sequences are below 2^63 (the endpoint refuses others), so this cannot overflow.
+            self.next = end.saturating_add(1);
+        }
     }
 
     fn drain_pending(&mut self, out: &mut VecDeque<Output>) {
@@ -282,12 +601,18 @@ impl Session {
         }
     }
 
-    fn missed(&self, reason: MissedReason, range: Option<(u64, u64)>) -> Missed {
+    fn missed(
+        &self,
+        reason: MissedReason,
+        range: Option<(u64, u64)>,
+        events: Option<Vec<EventId>>,
+    ) -> Missed {
         Missed {
             node: self.node,
             incarnation: self.incarnation,
             reason,
             range,
+            events,
         }
     }
 }

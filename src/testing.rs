@@ -111,6 +111,9 @@ pub struct SimNode {
     pub received: Vec<Received>,
     /// Sequence numbers of the data frames this node sent, with their event counts.
     pub sent_frames: BTreeMap<u64, usize>,
+    /// Sequence numbers of the data frames this node sent, with the distinct ids of their
+    /// events (as their event tables list them).
+    pub sent_events: BTreeMap<u64, Vec<EventId>>,
     /// Raises refused because the ring was full.
     pub refused: u64,
     bursts: HashMap<usize, u32>,
@@ -194,6 +197,7 @@ impl SimNetwork {
                     consumer,
                     received: Vec::new(),
                     sent_frames: BTreeMap::new(),
+                    sent_events: BTreeMap::new(),
                     refused: 0,
                     bursts: HashMap::new(),
                 }
@@ -265,6 +269,7 @@ impl SimNetwork {
         node.producer = producer;
         node.consumer = consumer;
         node.sent_frames.clear();
+        node.sent_events.clear();
     }
 
     /// Runs the network for `d` of simulated time: nodes send what their rings hold and their
@@ -317,6 +322,10 @@ impl SimNetwork {
                                     .unwrap_or_else(|e| panic!("own frame does not parse: {e}"));
                             node.sent_frames
                                 .insert(seq, usize::from(frame.record_count()));
+                            let mut ids: Vec<EventId> = frame.events().collect();
+                            ids.sort_unstable();
+                            ids.dedup();
+                            node.sent_events.insert(seq, ids);
                             len
                         }
                         None => match node.endpoint.poll_heartbeat(now, &mut self.buf) {
@@ -327,25 +336,42 @@ impl SimNetwork {
                 let bytes = Bytes::copy_from_slice(&self.buf[..len]);
                 self.broadcast(from, &bytes);
             }
+            // Frames for one peer: statuses, requests, frames sent again.
+            let shared = self.nodes[from].endpoint.config().recovery.shared_channel;
+            while let Some(t) = self.nodes[from].endpoint.poll_transmit(now, &mut self.buf) {
+                let bytes = Bytes::copy_from_slice(&self.buf[..t.len]);
+                let to = usize::try_from(t.to).unwrap_or(usize::MAX).wrapping_sub(1);
+                if shared || to >= self.nodes.len() {
+                    self.broadcast(from, &bytes);
+                } else {
+                    self.send(from, to, &bytes);
+                }
+            }
         }
     }
 
     /// Sends `bytes` from node `from` to every other node, through the faults.
     fn broadcast(&mut self, from: usize, bytes: &Bytes) {
         for to in 0..self.nodes.len() {
-            if to == from {
-                continue;
+            if to != from {
+                self.send(from, to, bytes);
             }
+        }
+    }
+
+    /// Sends `bytes` from node `from` to node `to`, through the faults.
+    fn send(&mut self, from: usize, to: usize, bytes: &Bytes) {
+        {
             let burst = self.nodes[from].bursts.entry(to).or_insert(0);
             if *burst > 0 {
                 *burst -= 1;
-                continue;
+                return;
             }
             if self.rng.chance(self.faults.loss) {
                 if self.rng.chance(self.faults.burst) {
                     *self.nodes[from].bursts.entry(to).or_insert(0) = self.faults.burst_len;
                 }
-                continue;
+                return;
             }
             let copies = if self.rng.chance(self.faults.duplicate) {
                 2

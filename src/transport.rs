@@ -20,8 +20,11 @@ use blocks::BlockPool;
 /// A way to move frames between nodes.
 ///
 /// The driver thread owns every transport. It calls [`register`](Self::register) once, then,
-/// in each turn, [`send`](Self::send) for each frame to send and [`recv`](Self::recv) for every
-/// transport. A transport that learns of frames on another thread (a broker client, say) keeps
+/// in each turn, [`send_batch`](Self::send_batch) for the frames to send to every peer,
+/// [`recv`](Self::recv) for every transport, and [`send_to`](Self::send_to) for frames meant
+/// for one peer (statuses, requests for lost frames, frames sent again), addressed to where
+/// that peer's frames came from. When cluster membership changes, it calls
+/// [`set_peers`](Self::set_peers) with the live members' addresses. A transport that learns of frames on another thread (a broker client, say) keeps
 /// the [`DriverWaker`] it is given at registration and calls [`DriverWaker::wake`] so the driver
 /// does not sleep until its next timer.
 ///
@@ -76,7 +79,29 @@ pub trait Transport: Send + fmt::Debug + 'static {
         }
     }
 
-    /// Hands frames received since the last call to `deliver`, without blocking.
+    /// Sends one frame to one peer: the one whose frames arrived from `peer` (as
+    /// [`recv`](Self::recv) said). The frame names the node it is for, so a transport that
+    /// cannot address one peer may send it to every peer, which is what the default does;
+    /// on a shared channel (multicast) herald's UDP transport sends it to the group, so that
+    /// other receivers see requests and resends too.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    fn send_to(&mut self, peer: &PeerAddr, frame: &[u8]) -> Result<(), SendError> {
+        let _ = peer;
+        self.send(frame)
+    }
+
+    /// The addresses of the cluster's live members, whenever they change (membership): a
+    /// transport that sends to a list of peers sends to these from now on (besides any fixed
+    /// destination such as a multicast group). The default ignores them.
+    fn set_peers(&mut self, peers: &[SocketAddr]) {
+        let _ = peers;
+    }
+
+    /// Hands frames received since the last call to `deliver`, each with where it came from,
+    /// without blocking.
     ///
     /// It may stop before its sources are drained (a budget, so that a flood cannot starve
     /// the driver's sending and timers) and then says so with [`RecvStatus::MoreWaiting`]:
@@ -86,7 +111,7 @@ pub trait Transport: Send + fmt::Debug + 'static {
     /// # Errors
     ///
     /// An I/O error other than `WouldBlock`; it is logged and the transport is polled again.
-    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<RecvStatus>;
+    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus>;
 
     /// Whether the channel already authenticates every frame (default: no).
     fn authenticated(&self) -> bool {
@@ -114,6 +139,19 @@ pub trait Transport: Send + fmt::Debug + 'static {
     fn next_timeout(&self) -> Option<Instant> {
         None
     }
+}
+
+/// Where a received frame came from, as its transport tells it; [`Transport::send_to`] takes
+/// it back to answer that peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerAddr {
+    /// A socket address (herald's UDP transport).
+    Socket(SocketAddr),
+    /// A connection, subject or channel, numbered by the transport itself.
+    Channel(u64),
+    /// The transport cannot tell: answers go to every peer.
+    Unknown,
 }
 
 /// Whether [`Transport::recv`] read everything its sources had.
@@ -235,12 +273,12 @@ struct Faults {
     config: FaultInjection,
     rng: crate::testing::SimRng,
     burst_left: u32,
-    held: VecDeque<(Instant, Bytes)>,
+    held: VecDeque<(Instant, Bytes, PeerAddr)>,
 }
 
 impl Faults {
     /// Passes `bytes` through the faults: zero, one or two deliveries, now or later.
-    fn apply(&mut self, bytes: Bytes, deliver: &mut dyn FnMut(Bytes)) {
+    fn apply(&mut self, bytes: Bytes, from: PeerAddr, deliver: &mut dyn FnMut(Bytes, PeerAddr)) {
         if self.burst_left > 0 {
             self.burst_left -= 1;
             return;
@@ -260,21 +298,22 @@ impl Faults {
             if self.rng.chance(self.config.reorder) {
                 let max = u64::try_from(self.config.reorder_delay.as_nanos()).unwrap_or(1);
                 let delay = Duration::from_nanos(self.rng.next_u64() % max.max(1));
-                self.held.push_back((Instant::now() + delay, bytes.clone()));
+                self.held
+                    .push_back((Instant::now() + delay, bytes.clone(), from));
             } else {
-                deliver(bytes.clone());
+                deliver(bytes.clone(), from);
             }
         }
     }
 
     /// Delivers the held-back datagrams whose time has come.
-    fn release(&mut self, deliver: &mut dyn FnMut(Bytes)) {
+    fn release(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) {
         let now = Instant::now();
         let mut i = 0;
         while i < self.held.len() {
             if self.held[i].0 <= now {
-                if let Some((_, bytes)) = self.held.remove(i) {
-                    deliver(bytes);
+                if let Some((_, bytes, from)) = self.held.remove(i) {
+                    deliver(bytes, from);
                 }
             } else {
                 i += 1;
@@ -283,7 +322,7 @@ impl Faults {
     }
 
     fn next_release(&self) -> Option<Instant> {
-        self.held.iter().map(|(t, _)| *t).min()
+        self.held.iter().map(|(t, _, _)| *t).min()
     }
 }
 
@@ -313,6 +352,9 @@ pub struct UdpTransport {
     socket: UdpSocket,
     state: quinn_udp::UdpSocketState,
     destinations: Vec<SocketAddr>,
+    /// The multicast group, if the transport sends to one (then answers to one peer go to
+    /// the group: every member listens on the group's port, and one host's members share it).
+    group: Option<SocketAddr>,
     /// Where received datagrams go: the current block, and the pool it returns to.
     blocks: BlockPool,
     block: Box<[u8]>,
@@ -378,6 +420,7 @@ impl UdpTransport {
         socket.set_nonblocking(true)?;
         socket.bind(&config.bind.into())?;
         let mut destinations = config.peers.clone();
+        let group = config.multicast.map(|(g, _)| SocketAddr::V4(g));
         if let Some((group, interface)) = config.multicast {
             socket.join_multicast_v4(group.ip(), &interface)?;
             // Send through the configured interface only: never out by a default route.
@@ -404,6 +447,7 @@ impl UdpTransport {
             socket,
             state,
             destinations,
+            group,
             block: blocks.take(),
             blocks,
             slot_len,
@@ -448,6 +492,29 @@ impl Transport for UdpTransport {
         }
     }
 
+    fn send_to(&mut self, peer: &PeerAddr, frame: &[u8]) -> Result<(), SendError> {
+        let destination = match (self.group, peer) {
+            (Some(group), _) => group,
+            (None, PeerAddr::Socket(addr)) => *addr,
+            (None, _) => return self.send(frame),
+        };
+        let transmit = quinn_udp::Transmit {
+            destination,
+            ecn: None,
+            contents: frame,
+            segment_size: None,
+            src_ip: None,
+        };
+        self.send_one(&transmit)
+            .map_err(|last| SendError { failed: 1, last })
+    }
+
+    fn set_peers(&mut self, peers: &[SocketAddr]) {
+        self.destinations.clear();
+        self.destinations.extend_from_slice(peers);
+        self.destinations.extend(self.group);
+    }
+
     fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
         let mut failed = 0;
         let mut last = None;
@@ -480,7 +547,7 @@ impl Transport for UdpTransport {
         }
     }
 
-    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<RecvStatus> {
+    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus> {
         if let Some(faults) = &mut self.faults {
             faults.release(deliver);
         }
@@ -507,6 +574,7 @@ impl Transport for UdpTransport {
                     let used = last * self.slot_len + meta[last].len.min(self.slot_len);
                     let (block, _) = self.blocks.share(&mut self.block, 0..used, 0..0);
                     for (i, m) in meta[..count].iter().enumerate() {
+                        let from = PeerAddr::Socket(m.addr);
                         let slot_start = i * self.slot_len;
                         let len = m.len.min(self.slot_len);
                         // With GRO one slot holds several datagrams of `stride` bytes (the
@@ -518,8 +586,8 @@ impl Transport for UdpTransport {
                             let end = (offset + stride).min(len);
                             let datagram = block.slice(slot_start + offset..slot_start + end);
                             match &mut self.faults {
-                                Some(faults) => faults.apply(datagram, deliver),
-                                None => deliver(datagram),
+                                Some(faults) => faults.apply(datagram, from, deliver),
+                                None => deliver(datagram, from),
                             }
                             offset = end;
                             if offset >= len {
@@ -623,7 +691,7 @@ mod tests {
         // Loopback hands datagrams over from a softirq backlog: give it time to queue them all.
         std::thread::sleep(Duration::from_millis(100));
         let mut got = Vec::new();
-        let first = t.recv(&mut |b| got.push(b)).expect("receive");
+        let first = t.recv(&mut |b, _| got.push(b)).expect("receive");
         // One datagram per slot here: these small ones are not sent with GSO, so GRO has
         // nothing to coalesce.
         let budget = RECV_CALLS * t.slots;
@@ -631,7 +699,7 @@ mod tests {
         assert_eq!(first, RecvStatus::MoreWaiting);
         let mut calls = 1;
         loop {
-            let status = t.recv(&mut |b| got.push(b)).expect("receive");
+            let status = t.recv(&mut |b, _| got.push(b)).expect("receive");
             calls += 1;
             if status == RecvStatus::Drained {
                 break;

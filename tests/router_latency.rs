@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herald::transport::{
-    DriverWaker, FaultInjection, RecvStatus, Registry, SendError, Token, Transport,
+    DriverWaker, FaultInjection, PeerAddr, RecvStatus, Registry, SendError, Token, Transport,
 };
 use herald::{Event, EventId, Router, RouterBuilder};
 use parking_lot::Mutex;
@@ -174,7 +174,7 @@ impl Transport for Recording {
         Ok(())
     }
 
-    fn recv(&mut self, _: &mut dyn FnMut(Bytes)) -> io::Result<RecvStatus> {
+    fn recv(&mut self, _: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus> {
         Ok(RecvStatus::Drained)
     }
 }

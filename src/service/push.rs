@@ -50,8 +50,15 @@ pub(crate) fn missed_json(m: &Missed) -> String {
     let range = m
         .range
         .map_or_else(|| "null".to_owned(), |(a, b)| format!("[{a},{b}]"));
+    let events = m.events.as_ref().map_or_else(
+        || "null".to_owned(),
+        |ids| {
+            let quoted: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+            format!("[{}]", quoted.join(","))
+        },
+    );
     format!(
-        "{{\"node\":{},\"incarnation\":{},\"reason\":\"{}\",\"range\":{range}}}",
+        "{{\"node\":{},\"incarnation\":{},\"reason\":\"{}\",\"range\":{range},\"events\":{events}}}",
         m.node,
         m.incarnation,
         m.reason.name()
@@ -70,13 +77,21 @@ mod tests {
             incarnation: 9,
             reason: MissedReason::Gap,
             range: Some((41, 43)),
+            events: None,
         };
         assert_eq!(
             missed_json(&m),
-            r#"{"node":2,"incarnation":9,"reason":"gap","range":[41,43]}"#
+            r#"{"node":2,"incarnation":9,"reason":"gap","range":[41,43],"events":null}"#
         );
-        let m = Missed { range: None, ..m };
-        assert!(missed_json(&m).ends_with(r#""range":null}"#));
+        let m = Missed {
+            range: None,
+            events: Some(vec![crate::EventId::from_bytes([0xab; 16])]),
+            ..m
+        };
+        assert!(
+            missed_json(&m)
+                .ends_with(r#""range":null,"events":["abababab-abab-abab-abab-abababababab"]}"#)
+        );
     }
 
     #[test]

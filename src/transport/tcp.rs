@@ -16,7 +16,7 @@ use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
 use super::blocks::BlockPool;
-use super::{DriverWaker, FrameBatch, RecvStatus, SendError, Transport};
+use super::{DriverWaker, FrameBatch, PeerAddr, RecvStatus, SendError, Transport};
 
 /// TCP settings for [`TcpTransport`].
 #[derive(Clone, Debug)]
@@ -541,14 +541,20 @@ impl Transport for TcpTransport {
         }
     }
 
-    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes)) -> io::Result<RecvStatus> {
+    fn recv(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus> {
         self.accept();
         self.service_outbound();
         let max = self.config.max_frame_len;
         let registry = self.registry.as_ref();
         let mut status = RecvStatus::Drained;
         self.inbound.retain_mut(|conn| {
-            let outcome = read_frames(&mut conn.stream, &mut conn.buf, &self.blocks, max, deliver);
+            let outcome = read_frames(
+                &mut conn.stream,
+                &mut conn.buf,
+                &self.blocks,
+                max,
+                &mut |frame| deliver(frame, PeerAddr::Unknown),
+            );
             if outcome == Some(RecvStatus::MoreWaiting) {
                 status = RecvStatus::MoreWaiting;
             }

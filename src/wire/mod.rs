@@ -26,15 +26,17 @@
 //! Parsing does **not** authenticate: pass the frame to [`crate::auth::Keyring::verify`]
 //! before trusting anything in it.
 
+mod control;
 mod layout;
 mod parse;
 mod writer;
 
 use std::fmt;
 
+pub use control::{CONTROL_HEADER_LEN, Control, ControlHeader, MAX_RANGES, RANGE_LEN};
 pub use layout::{FrameHeader, MAGIC, RecordHeader};
-pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords};
-pub use writer::FrameWriter;
+pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords, event_table};
+pub use writer::{ControlFrame, FrameWriter, write_control};
 
 /// The wire format version this build speaks.
 pub const VERSION: u8 = 3;
@@ -82,8 +84,7 @@ pub const fn max_payload(max_frame_len: usize) -> usize {
 
 const _: () = assert!(max_payload(MAX_FRAME_LEN) <= u16::MAX as usize);
 
-/// What a frame carries. Values not listed here are refused by [`Frame::parse`]; values 3 and 4
-/// are set aside for negative acknowledgements and retransmissions.
+/// What a frame carries. Values not listed here are refused by [`Frame::parse`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FrameKind {
@@ -92,6 +93,13 @@ pub enum FrameKind {
     /// No records. `sequence` is the last sequence number the sender used for data, so that
     /// receivers notice a lost tail.
     Heartbeat,
+    /// From a receiver to one sender (named in the body): how far it has consumed the
+    /// sender's frames (flow control) and which ranges it lacks (a negative acknowledgement,
+    /// which the sender answers by sending those frames again). See [`Control`].
+    Status,
+    /// From a sender to one receiver: ranges it was asked for and no longer holds, with the
+    /// ids of the events they carried in the event table (as far as it remembers them).
+    Evicted,
 }
 
 impl FrameKind {
@@ -100,6 +108,8 @@ impl FrameKind {
         match self {
             Self::Data => 1,
             Self::Heartbeat => 2,
+            Self::Status => 3,
+            Self::Evicted => 4,
         }
     }
 
@@ -108,6 +118,8 @@ impl FrameKind {
         match byte {
             1 => Some(Self::Data),
             2 => Some(Self::Heartbeat),
+            3 => Some(Self::Status),
+            4 => Some(Self::Evicted),
             _ => None,
         }
     }
@@ -127,8 +139,11 @@ impl Flags {
     /// accounted for by the heartbeat's `sequence`, so receivers report nothing when it goes
     /// silent or comes back as a new incarnation.
     pub const CLOSING: Self = Self(2);
+    /// On an evicted answer: the event table does not list every event of the ranges (the
+    /// sender forgot some, or they did not fit), so receivers cannot scope the loss.
+    pub const IDS_INCOMPLETE: Self = Self(4);
     /// Every bit this version defines. Frames with other bits set are refused.
-    pub const KNOWN: Self = Self(3);
+    pub const KNOWN: Self = Self(7);
 
     /// The flags from their bits, if this version knows every bit set.
     pub const fn from_bits(bits: u16) -> Option<Self> {
@@ -217,7 +232,7 @@ pub struct HeaderFields {
     /// The sender's incarnation: random at each start of the node.
     pub incarnation: u64,
     /// Data frames: the frame's sequence number within the incarnation, from 1.
-    /// Heartbeats: the last sequence number used for data (0 if none yet).
+    /// Heartbeats and control frames: the last sequence number used for data (0 if none yet).
     pub sequence: u64,
     /// When the sender wrote the frame, in nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
@@ -287,6 +302,12 @@ pub enum ParseError {
     /// A heartbeat carries records.
     #[error("heartbeat frame carries records")]
     HeartbeatWithRecords,
+    /// A control frame's body does not match its counts (or a status lists event ids).
+    #[error("control frame body disagrees with its counts")]
+    BadControl,
+    /// A control frame's ranges are empty, start at 0, or are not ascending and apart.
+    #[error("control frame range out of order")]
+    BadRange,
 }
 
 impl ParseError {
@@ -306,6 +327,8 @@ impl ParseError {
         "bad_event_index",
         "trailing_bytes",
         "heartbeat_with_records",
+        "bad_control",
+        "bad_range",
     ];
 
     /// The reason's stable short name, e.g. `"bad_magic"`.
@@ -325,6 +348,8 @@ impl ParseError {
             Self::BadEventIndex { .. } => "bad_event_index",
             Self::TrailingBytes => "trailing_bytes",
             Self::HeartbeatWithRecords => "heartbeat_with_records",
+            Self::BadControl => "bad_control",
+            Self::BadRange => "bad_range",
         }
     }
 }

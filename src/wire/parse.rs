@@ -4,7 +4,7 @@ use bytes::Bytes;
 use zerocopy::FromBytes;
 
 use super::{
-    ClusterId, EVENT_ID_LEN, FRAME_OVERHEAD, Flags, FrameHeader, FrameKind, HEADER_LEN,
+    ClusterId, Control, EVENT_ID_LEN, FRAME_OVERHEAD, Flags, FrameHeader, FrameKind, HEADER_LEN,
     HeaderFields, MAGIC, MAX_FRAME_LEN, ParseError, RECORD_HEADER_LEN, RecordHeader, TAG_LEN,
     VERSION,
 };
@@ -25,6 +25,8 @@ pub struct Frame<'a> {
     records: &'a [u8],
     /// The event table: `event_count` ids of 16 bytes.
     events: &'a [u8],
+    /// A control frame's header and ranges (empty for other kinds).
+    control: &'a [u8],
     signed: &'a [u8],
     tag: &'a [u8; TAG_LEN],
     kind: FrameKind,
@@ -76,6 +78,20 @@ impl<'a> Frame<'a> {
         if kind == FrameKind::Heartbeat && (count != 0 || event_count != 0 || !body.is_empty()) {
             return Err(ParseError::HeartbeatWithRecords);
         }
+        if matches!(kind, FrameKind::Status | FrameKind::Evicted) {
+            let (control, events) = super::control::parse_control(body, kind, count, event_count)?;
+            return Ok(Self {
+                header,
+                body,
+                records: &[],
+                events,
+                control,
+                signed,
+                tag,
+                kind,
+                flags,
+            });
+        }
         // Both checked before walking, so huge counts cost nothing. They are u16s, so the
         // products cannot overflow.
         let (records, events) = body
@@ -93,6 +109,7 @@ impl<'a> Frame<'a> {
             body,
             records,
             events,
+            control: &[],
             signed,
             tag,
             kind,
@@ -140,9 +157,17 @@ impl<'a> Frame<'a> {
         self.header.timestamp_ns.get()
     }
 
-    /// The number of records.
+    /// The number of records (of a control frame: of ranges).
     pub fn record_count(&self) -> u16 {
         self.header.record_count.get()
+    }
+
+    /// The body of a status or evicted frame; `None` for other kinds.
+    pub fn control(&self) -> Option<Control<'a>> {
+        if self.control.is_empty() {
+            return None;
+        }
+        super::control::view(self.control)
     }
 
     /// The number of ids in the event table.
@@ -174,7 +199,12 @@ impl<'a> Frame<'a> {
         Records {
             rest: self.records,
             events: self.events,
-            remaining: self.record_count(),
+            // A control frame's count is of ranges, not records.
+            remaining: if self.control.is_empty() {
+                self.record_count()
+            } else {
+                0
+            },
             offset: HEADER_LEN,
         }
     }
@@ -193,6 +223,17 @@ impl<'a> Frame<'a> {
     pub fn body(&self) -> &'a [u8] {
         self.body
     }
+}
+
+/// The raw event table of a frame this node wrote (empty if the bytes are not a frame): the
+/// sender keeps it when it lets the frame itself go.
+pub fn event_table(frame: &[u8]) -> &[u8] {
+    let Ok((header, _)) = FrameHeader::ref_from_prefix(frame) else {
+        return &[];
+    };
+    let end = frame.len().saturating_sub(TAG_LEN);
+    let start = end.saturating_sub(usize::from(header.event_count.get()) * EVENT_ID_LEN);
+    frame.get(start.max(HEADER_LEN)..end).unwrap_or_default()
 }
 
 /// An event id from 16 bytes of the table (`chunks_exact` and the checked parse make every
@@ -331,7 +372,7 @@ impl SharedFrame {
     pub fn parse(bytes: Bytes) -> Result<Self, ParseError> {
         let frame = Frame::parse(&bytes)?;
         let fields = frame.header_fields();
-        let record_count = frame.record_count();
+        let record_count = u16::try_from(frame.records().len()).unwrap_or(0);
         let event_count = frame.event_count();
         Ok(Self {
             bytes,
@@ -349,6 +390,23 @@ impl SharedFrame {
     /// The number of records.
     pub fn record_count(&self) -> u16 {
         self.record_count
+    }
+
+    /// The body of a status or evicted frame; `None` for other kinds.
+    pub fn control(&self) -> Option<Control<'_>> {
+        Frame::parse(&self.bytes).ok()?.control()
+    }
+
+    /// The event table (of an evicted answer: the ids of the events it gives up on).
+    pub fn events(&self) -> impl Iterator<Item = EventId> + '_ {
+        let end = self.bytes.len().saturating_sub(TAG_LEN);
+        let table = usize::from(self.event_count) * EVENT_ID_LEN;
+        let start = end.saturating_sub(table);
+        self.bytes
+            .get(start..end)
+            .unwrap_or_default()
+            .chunks_exact(EVENT_ID_LEN)
+            .map(event_id)
     }
 
     /// The whole frame.

@@ -3,10 +3,11 @@
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
+use super::control::{ControlHeader, RangeBytes};
 use super::{
-    EVENT_ID_LEN, EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind, HEADER_LEN, HeaderFields,
-    MAGIC, MAX_FRAME_LEN, RECORD_HEADER_LEN, RecordHeader, TAG_LEN, VERSION, max_payload,
-    record_len,
+    CONTROL_HEADER_LEN, EVENT_ID_LEN, EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind,
+    HEADER_LEN, HeaderFields, MAGIC, MAX_FRAME_LEN, MAX_RANGES, RANGE_LEN, RECORD_HEADER_LEN,
+    RecordHeader, TAG_LEN, VERSION, max_payload, record_len,
 };
 use crate::EventId;
 use crate::auth::Keyring;
@@ -237,4 +238,87 @@ impl<'b> FrameWriter<'b> {
         rest[..TAG_LEN].copy_from_slice(&tag);
         &buf[..end + TAG_LEN]
     }
+}
+
+/// What a control frame ([`FrameKind::Status`] or [`FrameKind::Evicted`]) says.
+#[derive(Clone, Copy, Debug)]
+pub struct ControlFrame<'a> {
+    /// The node the frame is for.
+    pub target_node: u64,
+    /// The incarnation of that node it is about.
+    pub target_incarnation: u64,
+    /// A status's consumed position (0 on an evicted answer).
+    pub consumed: u64,
+    /// Sequence ranges, ascending and apart, both ends included (at most [`MAX_RANGES`]).
+    pub ranges: &'a [(u64, u64)],
+    /// Event ids (evicted answers only).
+    pub ids: &'a [EventId],
+}
+
+/// Writes and signs a control frame into `buf` and returns its bytes. `fields.kind` must be
+/// [`FrameKind::Status`] or [`FrameKind::Evicted`].
+///
+/// # Errors
+///
+/// [`EncodeError::BadBufferLen`] if the frame does not fit `buf` (or `buf` is not a valid
+/// frame buffer), [`EncodeError::TooManyRecords`] for more than [`MAX_RANGES`] ranges or
+/// more ids than a table holds.
+pub fn write_control<'b>(
+    buf: &'b mut [u8],
+    fields: &HeaderFields,
+    control: &ControlFrame<'_>,
+    keyring: &Keyring,
+) -> Result<&'b [u8], EncodeError> {
+    if control.ranges.len() > MAX_RANGES || control.ids.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::TooManyRecords);
+    }
+    let body =
+        CONTROL_HEADER_LEN + RANGE_LEN * control.ranges.len() + EVENT_ID_LEN * control.ids.len();
+    let len = HEADER_LEN + body + TAG_LEN;
+    if len > buf.len() || buf.len() > MAX_FRAME_LEN {
+        return Err(EncodeError::BadBufferLen(buf.len()));
+    }
+    let header = FrameHeader {
+        magic: MAGIC,
+        version: VERSION,
+        kind: fields.kind.to_byte(),
+        flags: U16::new(fields.flags.bits()),
+        key_id: U32::new(keyring.signing_key_id()),
+        record_count: U16::new(u16::try_from(control.ranges.len()).unwrap_or(0)),
+        event_count: U16::new(u16::try_from(control.ids.len()).unwrap_or(0)),
+        cluster: U64::new(fields.cluster.raw()),
+        node: U64::new(fields.node),
+        incarnation: U64::new(fields.incarnation),
+        sequence: U64::new(fields.sequence),
+        timestamp_ns: U64::new(fields.timestamp_ns),
+        body_len: U32::new(u32::try_from(body).unwrap_or(u32::MAX)),
+        reserved1: U32::ZERO,
+    };
+    let ctrl = ControlHeader {
+        target_node: U64::new(control.target_node),
+        target_incarnation: U64::new(control.target_incarnation),
+        consumed: U64::new(control.consumed),
+    };
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(header.as_bytes());
+    put(ctrl.as_bytes());
+    for &(first, last) in control.ranges {
+        put(RangeBytes {
+            first: U64::new(first),
+            last: U64::new(last),
+        }
+        .as_bytes());
+    }
+    for id in control.ids {
+        put(id.as_bytes());
+    }
+    let signed_len = at;
+    let (signed, rest) = buf.split_at_mut(signed_len);
+    let tag = keyring.sign(signed);
+    rest[..TAG_LEN].copy_from_slice(&tag);
+    Ok(&buf[..len])
 }

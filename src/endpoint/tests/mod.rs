@@ -18,10 +18,13 @@ fn start() -> Now {
     }
 }
 
-/// A node started at `now`; `random` tells its incarnations apart.
+/// A node started at `now`, without recovery (these tests look at one receiver's session
+/// and its reorder window; `recovery_tests` cover recovery); `random` tells its incarnations
+/// apart.
 fn endpoint(node: u64, random: u64, now: Now) -> Endpoint {
     let incarnation = new_incarnation(now.unix_ns, random);
-    let config = EndpointConfig::new(ClusterId::from_name("test"), node, incarnation);
+    let mut config = EndpointConfig::new(ClusterId::from_name("test"), node, incarnation);
+    config.recovery.enabled = false;
     Endpoint::new(config, Keyring::new(1, Key::from_bytes(KEY)).unwrap(), now)
 }
 
@@ -370,7 +373,27 @@ fn perfect_network_delivers_everything_and_reports_nothing() {
 }
 
 #[test]
-fn lossy_network_keeps_the_promise() {
+fn lossy_network_keeps_the_promise_without_recovery() {
+    for (loss, burst) in [(0.01, 0.0), (0.05, 0.0), (0.2, 0.0), (0.02, 0.3)] {
+        let faults = Faults {
+            loss,
+            burst,
+            burst_len: 20,
+            duplicate: 0.1,
+            reorder: 0.1,
+            ..Faults::default()
+        };
+        let mut net = SimNetwork::with_config(3, faults, 99, |c| c.recovery.enabled = false);
+        traffic(&mut net, 3000);
+        check_promise(&net);
+        let audit = net.audit(0, 1);
+        assert!(audit.missed > 0, "loss {loss} should lose something");
+        assert!(audit.delivered > 0);
+    }
+}
+
+#[test]
+fn lossy_network_with_recovery_loses_nothing() {
     for (loss, burst) in [(0.01, 0.0), (0.05, 0.0), (0.2, 0.0), (0.02, 0.3)] {
         let faults = Faults {
             loss,
@@ -383,9 +406,17 @@ fn lossy_network_keeps_the_promise() {
         let mut net = SimNetwork::new(3, faults, 99);
         traffic(&mut net, 3000);
         check_promise(&net);
-        let audit = net.audit(0, 1);
-        assert!(audit.missed > 0, "loss {loss} should lose something");
-        assert!(audit.delivered > 0);
+        for (s, r) in [(0, 1), (1, 2), (2, 0)] {
+            let audit = net.audit(s, r);
+            assert_eq!(audit.missed, 0, "loss {loss}: {:?}", audit.notices);
+            assert_eq!(audit.delivered, audit.sent);
+        }
+        let resent: u64 = net
+            .nodes
+            .iter()
+            .map(|n| n.endpoint.stats().frames_resent)
+            .sum();
+        assert!(resent > 0, "loss {loss}: nothing was sent again");
     }
 }
 
@@ -426,7 +457,10 @@ proptest! {
             reorder_delay: Duration::from_millis(reorder_ms),
             ..Faults::default()
         };
-        let mut net = SimNetwork::new(3, faults, seed);
+        let mut net = SimNetwork::new(3, faults.clone(), seed);
+        traffic(&mut net, 400);
+        check_promise(&net);
+        let mut net = SimNetwork::with_config(3, faults, seed, |c| c.recovery.enabled = false);
         traffic(&mut net, 400);
         check_promise(&net);
     }
@@ -459,3 +493,5 @@ fn an_authenticated_channel_may_skip_the_tag_but_nothing_else() {
     );
     assert_eq!(sequences(&drain(&mut b)), [1]);
 }
+
+mod recovery;
