@@ -27,6 +27,10 @@
 //!   one `Missed` (and then dropped when it comes), and only frames the relay held back or
 //!   dropped are ever reported missed.
 //!
+//! Recovery is off here: these scenarios are about what a receiver does while it waits for a
+//! late frame, and the relay carries frames one way only. `router_recovery.rs` covers frames
+//! asked for and sent again.
+//!
 //! The scenarios take turns: each depends on a 20 ms window, and running them side by side on
 //! a small machine would test the scheduler rather than herald.
 #![allow(clippy::disallowed_types)]
@@ -344,6 +348,12 @@ fn run(label: &str, faults: LinkFaults, window: Duration) -> Run {
                 .node_id(nodes[i])
                 .keyring(util::test_keyring())
                 .ring_capacity(8 << 20)
+                // These scenarios test the reorder window itself: nothing is asked for again
+                // (router_recovery.rs covers recovery; the relay forwards one way only).
+                .recovery(herald::RecoveryConfig {
+                    enabled: false,
+                    ..herald::RecoveryConfig::default()
+                })
                 .reorder_window(window)
                 .udp_bind(addrs[i])
                 .udp_peer(relay_sockets[i].local_addr().expect("relay address"))

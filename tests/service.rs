@@ -135,11 +135,18 @@ fn herald_missed_gets_missed_notices_as_json() {
             .udp_bind(addrs[i])
             .udp_peer(addrs[1 - i]);
         if let Some(f) = faults {
-            builder = builder.udp_fault_injection(f);
+            // Nothing asked for again: the losses stay gaps.
+            builder = builder
+                .udp_fault_injection(f)
+                .recovery(herald::RecoveryConfig {
+                    enabled: false,
+                    ..herald::RecoveryConfig::default()
+                });
         }
         builder.build().unwrap()
     };
-    // A loses a third of what it receives: gaps, reported as Missed.
+    // A loses a third of what it receives and does not ask for it again: gaps, reported as
+    // Missed.
     let a = build(
         0,
         Some(FaultInjection {

@@ -64,6 +64,10 @@ pub(crate) struct BenchArgs {
     /// 2-core machine, two spinning nodes and the producer compete for the cores), or both.
     #[arg(long, value_enum, default_value = "receiver")]
     busy_poll_on: BusyPollOn,
+    /// Drop this percentage of the datagrams the receiving node gets, at random (UDP; a
+    /// fault hook in its transport), to watch recovery at work.
+    #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
+    loss: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -119,6 +123,15 @@ fn receiver(args: &BenchArgs, keyring: Keyring, at: SocketAddr) -> Result<Router
     let b = match args.transport {
         Transport::Tcp => b.tcp_listen(at),
         Transport::Udp => b.udp_bind(at),
+    };
+    let b = if args.loss > 0.0 {
+        b.udp_fault_injection(herald::transport::FaultInjection {
+            seed: 1,
+            loss: args.loss / 100.0,
+            ..Default::default()
+        })
+    } else {
+        b
     };
     let r = b
         .build()
@@ -212,7 +225,7 @@ fn in_process(args: &BenchArgs, load: &Load, stop: &AtomicBool) -> Result<(), Ha
         return Err(Halt::Interrupted);
     }
     recorder.settle(done.sent);
-    print(args, done, &recorder, &receiver);
+    print(args, done, &recorder, &receiver, Some(&sender));
     sender.shutdown();
     receiver.shutdown();
     Ok(())
@@ -281,16 +294,30 @@ fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<
     let done = Generated {
         sent: numbers.next().unwrap_or(0),
         elapsed: Duration::from_micros(numbers.next().unwrap_or(0)),
+        refused: numbers.next().unwrap_or(0),
     };
     recorder.settle(done.sent);
-    print(args, done, &recorder, &receiver);
+    print(args, done, &recorder, &receiver, None);
     drop(children);
     receiver.shutdown();
     Ok(())
 }
 
-fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Router) {
+fn print(
+    args: &BenchArgs,
+    done: Generated,
+    recorder: &Recorder,
+    receiver: &Router,
+    sender: Option<&Router>,
+) {
     let r = recorder.report(receiver);
+    let (refused, raised) = (done.refused, done.sent + done.refused);
+    let naks = receiver.metrics().recovery("naks_sent");
+    // The sender's own counters are at hand only when it runs in this process.
+    let resent = sender.map_or_else(
+        || "null".to_owned(),
+        |s| s.metrics().recovery("frames_resent").to_string(),
+    );
     let secs = done.elapsed.as_secs_f64().max(1e-9);
     let eps = r.delivered as f64 / secs;
     let mbps = eps * args.payload as f64 / 1e6;
@@ -307,12 +334,13 @@ fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Rout
     );
     if args.json {
         say!(
-            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"send_on_raise\":{inline_send},\"dispatch_on_driver\":{inline_dispatch},\"busy_poll_us_receiver\":{busy_rx},\"busy_poll_us_sender\":{busy_tx},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped}}}",
+            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"send_on_raise\":{inline_send},\"dispatch_on_driver\":{inline_dispatch},\"busy_poll_us_receiver\":{busy_rx},\"busy_poll_us_sender\":{busy_tx},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"raised\":{raised},\"refused\":{refused},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped},\"resent\":{resent},\"naks\":{naks},\"loss_percent\":{}}}",
             args.transport,
             args.payload,
             args.producers,
             args.frame,
-            r.missed_frames
+            r.missed_frames,
+            args.loss
         );
     } else {
         say!(
@@ -333,6 +361,7 @@ fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Rout
         say!("  latency p50  {p50:>9} µs");
         say!("  latency p99  {p99:>9} µs");
         say!("  latency p999 {p999:>9} µs");
+        say!("  raised       {raised:>12}   ({refused} refused by a full ring and raised again)");
         say!("  sent         {sent:>12}");
         say!("  delivered    {delivered:>12}");
         say!(
@@ -340,5 +369,6 @@ fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Rout
             r.missed_frames
         );
         say!("  dropped      {dropped:>12}   (frames refused or not dispatched)");
+        say!("  recovery     {naks:>12}   requests for lost frames, {resent} frames sent again");
     }
 }

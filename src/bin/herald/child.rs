@@ -7,7 +7,7 @@
 //! | `set SKU CENTS` | `set SKU OLD NEW` (`-` when it was not cached), and raises `product.changed` |
 //! | (another node changed a product) | `dropped SKU OLD FROM_NODE` |
 //! | `cache` | `cache SKU=CENTS …` |
-//! | `load PAYLOAD PRODUCERS SECONDS RATE` | `progress SENT` about every 100 ms, then `loaded SENT MICROS` |
+//! | `load PAYLOAD PRODUCERS SECONDS RATE` | `progress SENT` about every 100 ms, then `loaded SENT MICROS REFUSED` |
 //! | `drops` | `drops REASON=COUNT …`: frames refused, by reason (only reasons that occurred) |
 //! | `stats` | `stats DELIVERED MISSED MISSED_FRAMES DROPPED P50 P99 P999` (see `load::Report`) |
 //! | `quit`, or end of input | exits 0 after a clean shutdown |
@@ -113,7 +113,12 @@ pub(crate) fn run(args: &ChildArgs) -> Result<(), CliError> {
             ["load", rest @ ..] => match Load::parse(rest) {
                 Some(l) if l.payload <= router.max_payload() => {
                     let done = load::generate(&router, &l, &closed, |n| say!("progress {n}"));
-                    say!("loaded {} {}", done.sent, done.elapsed.as_micros());
+                    say!(
+                        "loaded {} {} {}",
+                        done.sent,
+                        done.elapsed.as_micros(),
+                        done.refused
+                    );
                 }
                 _ => say!("error load: PAYLOAD (8..=max) PRODUCERS (>0) SECONDS RATE"),
             },

@@ -74,6 +74,8 @@ impl Load {
 pub(crate) struct Generated {
     /// Events raised into the ring.
     pub(crate) sent: u64,
+    /// Raises the full ring refused (each was tried again until it was taken).
+    pub(crate) refused: u64,
     /// How long the load ran.
     pub(crate) elapsed: Duration,
 }
@@ -92,12 +94,13 @@ pub(crate) fn generate(
     mut tick: impl FnMut(u64),
 ) -> Generated {
     let sent = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
     let event = EventId::from_name(LOAD_EVENT);
     let start = Instant::now();
     let running = || start.elapsed() < load.duration && !stop.load(Ordering::Relaxed);
     std::thread::scope(|s| {
         for _ in 0..load.producers {
-            let (sent, running) = (&sent, &running);
+            let (sent, refused, running) = (&sent, &refused, &running);
             s.spawn(move || {
                 let e = router.event(event);
                 let mut payload = vec![0u8; load.payload];
@@ -125,7 +128,10 @@ pub(crate) fn generate(
                         }
                         // The ring is full: give the cores to the driver that empties it
                         // (yielding would keep this thread runnable, competing with it).
-                        Err(RaiseError::Full) => std::thread::sleep(FULL_BACKOFF),
+                        Err(RaiseError::Full) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(FULL_BACKOFF);
+                        }
                         Err(_) => return,
                     }
                 }
@@ -138,6 +144,7 @@ pub(crate) fn generate(
     });
     Generated {
         sent: sent.load(Ordering::Relaxed),
+        refused: refused.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
     }
 }
