@@ -356,3 +356,62 @@ fn readyz_is_503_while_the_secret_file_cannot_be_used() {
     node.wait_for("/readyz", "ready again once fixed", |s, _| s == 200);
     assert_eq!(node.metric("herald_secret_file_ok"), 1);
 }
+
+#[test]
+fn keygen_fingerprints_match_across_copies_and_the_node_logs_them() {
+    let dir = Dir::new();
+    std::fs::copy(dir.path("herald.secret"), dir.path("copy.secret")).expect("copy");
+    dir.herald(&["keygen", "other.secret"]);
+    let prints = |file: &str| -> Vec<(String, String)> {
+        dir.herald(&["keygen", "--fingerprint", file])
+            .lines()
+            .map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                assert!(
+                    matches!(words[..], ["key", "id", _, "fingerprint", _, ..]),
+                    "{l}"
+                );
+                (words[2].to_owned(), words[4].to_owned())
+            })
+            .collect()
+    };
+    let original = prints("herald.secret");
+    assert_eq!(original.len(), 1);
+    assert_eq!(original[0].0, "1");
+    assert_eq!(original[0].1.len(), 8);
+    assert_eq!(
+        prints("copy.secret"),
+        original,
+        "a copy has the same fingerprint"
+    );
+    assert_ne!(
+        prints("other.secret")[0].1,
+        original[0].1,
+        "another secret differs"
+    );
+    dir.herald(&["keygen", "--add-key", "copy.secret"]);
+    let grown = prints("copy.secret");
+    assert_eq!(grown.len(), 2);
+    assert_eq!(
+        grown[0], original[0],
+        "adding a key leaves key 1's fingerprint"
+    );
+    let out = dir.herald(&["keygen", "--fingerprint", "herald.secret"]);
+    assert!(out.contains("(signs)"), "{out}");
+
+    let http = free_tcp();
+    let config = dir.config(
+        "a",
+        &format!(
+            "[udp]\nbind = \"{}\"\n[metrics]\nlisten = \"{http}\"\n",
+            free_udp()
+        ),
+    );
+    let node = Node::start(&dir, &config, http);
+    let logged = format!("1:{}", original[0].1);
+    assert!(
+        node.log().contains(&logged),
+        "{logged} not in\n{}",
+        node.log()
+    );
+}

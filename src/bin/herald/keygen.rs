@@ -28,10 +28,26 @@ pub(crate) struct KeygenArgs {
     /// Remove this key id from the file (the signing key cannot be removed).
     #[arg(long, value_name = "ID")]
     retire: Option<u32>,
+    /// Print a short fingerprint of each key and change nothing: nodes whose fingerprints
+    /// match for a key id hold the same key (the fingerprint reveals nothing of the key).
+    #[arg(long, conflicts_with_all = ["force", "add_key", "rotate", "sign", "retire"])]
+    fingerprint: bool,
 }
 
 pub(crate) fn run(args: &KeygenArgs) -> Result<(), CliError> {
     let path = &args.path;
+    if args.fingerprint {
+        let secret = SecretFile::load(path)?;
+        for (id, print) in secret.fingerprints() {
+            let signs = if id == secret.signing_key_id() {
+                "  (signs)"
+            } else {
+                ""
+            };
+            say!("key id {id}  fingerprint {print}{signs}");
+        }
+        return Ok(());
+    }
     let rotating = args.add_key || args.rotate || args.sign.is_some() || args.retire.is_some();
     if !rotating {
         let secret = if args.force {

@@ -15,6 +15,8 @@ pub(crate) struct KeyStatus {
     pub(crate) ids: Vec<u32>,
     /// The signing key in use.
     pub(crate) signing: u32,
+    /// Each key's fingerprint, as `id:hex` (`herald keygen --fingerprint` prints the same).
+    pub(crate) fingerprints: String,
     /// Why the file on disk cannot be used, if its last load failed (the keys above still
     /// sign and verify, but they are not what the file says any more).
     pub(crate) error: Option<String>,
@@ -25,6 +27,11 @@ impl KeyStatus {
         Self {
             ids: secret.key_ids().collect(),
             signing: secret.signing_key_id(),
+            fingerprints: secret
+                .fingerprints()
+                .map(|(id, print)| format!("{id}:{print}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             error: None,
         }
     }
@@ -117,6 +124,7 @@ impl KeyWatch {
                     reason = why,
                     keys = %status.ids_text(),
                     signing_key = status.signing,
+                    fingerprints = %status.fingerprints,
                     "reloaded the cluster secret"
                 );
             }

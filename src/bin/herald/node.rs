@@ -145,6 +145,7 @@ fn log_start(
         cluster = %config.cluster,
         keys = %keys.ids_text(),
         signing_key = keys.signing,
+        fingerprints = %keys.fingerprints,
         listen = %none(listen),
         peers = %none(peers),
         "node running"
