@@ -32,7 +32,7 @@ pub(crate) const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// How long one connection may stay open.
 pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// The most connections open at once.
-pub(crate) const MAX_CONNECTIONS: usize = 1024;
+pub(crate) const MAX_CONNECTIONS: usize = 512;
 /// How long a connection past its lifetime may take to finish the request in hand.
 const FINISH_GRACE: Duration = Duration::from_secs(5);
 
@@ -251,12 +251,8 @@ mod tests {
             server.local_addr(),
             &format!("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
         );
-        // hyper answers 431 (or just closes): never the page.
+        assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
         assert!(!reply.contains("hi\n"), "{reply}");
-        assert!(
-            reply.is_empty() || reply.starts_with("HTTP/1.1 431"),
-            "{reply}"
-        );
     }
 
     #[test]
