@@ -1,6 +1,7 @@
 //! What an operator's tooling asks of a running router: swap its keys, see whom it hears.
 
 use crate::auth::Keyring;
+use crate::sync::plain::Ordering;
 
 use super::Router;
 
@@ -31,5 +32,26 @@ impl Router {
     /// a session for, silent ones included.
     pub fn senders_heard(&self) -> usize {
         self.inner.core.lock().endpoint.sender_count()
+    }
+
+    /// Whether the node still sends and receives: false after
+    /// [`shutdown`](Self::shutdown), and if its driver thread stopped on a bug (a panic,
+    /// which is logged). A liveness probe should fail then, so the process is restarted.
+    ///
+    /// ```
+    /// use herald::auth::{Key, Keyring};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let router = herald::Router::builder()
+    ///     .cluster("shop")
+    ///     .keyring(Keyring::new(1, Key::from_bytes([7; 32]))?)
+    ///     .udp_bind("127.0.0.1:0".parse()?)
+    ///     .build()?;
+    /// assert!(router.is_running());
+    /// router.shutdown();
+    /// assert!(!router.is_running());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_running(&self) -> bool {
+        !self.inner.signals.shutdown.load(Ordering::Acquire)
     }
 }

@@ -1,5 +1,5 @@
 //! What the node's HTTP side answers: `/metrics` (Prometheus text), `/healthz` (the process
-//! is up) and `/readyz` (the node can do its job: keys loaded, sockets bound, a peer heard).
+//! is up and its driver runs) and `/readyz` (the node can do its job: keys loaded, sockets bound, a peer heard).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -35,7 +35,11 @@ impl Health {
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
                 body: self.metrics(),
             },
-            "/healthz" => Reply::text(200, "ok\n"),
+            "/healthz" if self.router.is_running() => Reply::text(200, "ok\n"),
+            "/healthz" => Reply::text(
+                503,
+                "the node's driver has stopped (see the log): restart the process\n",
+            ),
             "/readyz" => match self.readiness() {
                 Ok(text) => Reply::text(200, text),
                 Err(text) => Reply::text(503, text),
@@ -65,7 +69,12 @@ impl Health {
                 let _ = writeln!(text, "keys: not ready: {e}");
             }
         }
-        let _ = writeln!(text, "sockets: bound");
+        if self.router.is_running() {
+            let _ = writeln!(text, "sockets: bound, node running");
+        } else {
+            ready = false;
+            let _ = writeln!(text, "sockets: not ready: the node's driver has stopped");
+        }
         let heard = self.router.senders_heard();
         if heard > 0 {
             let _ = writeln!(text, "peers: {heard} heard");
