@@ -2,7 +2,7 @@
 //! new keyring handed to the router, and the outcome kept for `/readyz`.
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use herald::Router;
@@ -67,7 +67,7 @@ struct Stamp {
     mode: u32,
 }
 
-fn stamp(path: &PathBuf) -> Option<Stamp> {
+fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp {
         dev: m.dev(),
