@@ -8,6 +8,11 @@ use crate::CliError;
 
 /// Arguments of `herald keygen`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Rotation without restarts: --add-key, copy the file to every node; \
+    --sign ID, copy; --retire OLD_ID, copy. A running node reloads its secret file on SIGHUP \
+    and within a second of the file changing. --fingerprint shows which key each node holds."
+)]
 pub(crate) struct KeygenArgs {
     /// The secret file.
     #[arg(default_value = "herald.secret")]
