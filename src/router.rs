@@ -22,6 +22,8 @@ use crate::sync::plain::{Arc, Ordering, Weak};
 use crate::transport::{
     DriverWaker, FaultInjection, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
 };
+mod ops;
+
 use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN, max_payload};
 
 /// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
@@ -624,7 +626,8 @@ impl RouterBuilder {
                 node,
                 max_payload: max_payload(self.max_frame_len),
                 threads: Mutex::new(Some((driver, dispatcher))),
-                send_on_raise: self.send_on_raise.then_some(core),
+                send_on_raise: self.send_on_raise.then(|| Arc::clone(&core)),
+                core,
                 service: Mutex::new(None),
                 channel_capacity: self.channel_capacity,
             }),
@@ -680,6 +683,8 @@ struct Inner {
     threads: Mutex<Option<Threads>>,
     /// The driver's core, for raises to send from when the router sends on raise.
     send_on_raise: Option<Arc<Mutex<Core>>>,
+    /// The driver's core, for the operator's calls ([`Router::set_keyring`]) between turns.
+    core: Arc<Mutex<Core>>,
     /// The subscription service the builder started, if any; stopped first at shutdown.
     service: Mutex<Option<crate::service::Service>>,
     /// Capacity of each channel subscriber's channel.

@@ -304,6 +304,24 @@ impl SecretFile {
         self.keys.iter().map(|(id, _)| *id)
     }
 
+    /// A short fingerprint of each key, as (key id, 8 hex digits), in the file's order: the
+    /// first 4 bytes of SHA-256 over a herald-specific label and the key. Two nodes with the
+    /// same fingerprint for an id hold the same key; the fingerprint tells nothing about the
+    /// key itself, so it may be logged and compared in the open.
+    ///
+    /// ```
+    /// let secret = herald::auth::SecretFile::generate()?;
+    /// let prints: Vec<(u32, String)> = secret.fingerprints().collect();
+    /// assert_eq!(prints[0].0, 1);
+    /// assert_eq!(prints[0].1.len(), 8);
+    /// # Ok::<(), herald::auth::KeyGenError>(())
+    /// ```
+    pub fn fingerprints(&self) -> impl Iterator<Item = (u32, String)> + '_ {
+        self.keys
+            .iter()
+            .map(|(id, key)| (*id, fingerprint(key.as_bytes())))
+    }
+
     /// The keyring these keys make.
     pub fn keyring(&self) -> Keyring {
         Keyring {
@@ -314,5 +332,57 @@ impl SecretFile {
                 .collect(),
             signing: self.signing,
         }
+    }
+}
+
+/// The label that keeps a fingerprint from being the hash of anything else herald computes.
+const FINGERPRINT_LABEL: &[u8] = b"herald key fingerprint v1\0";
+
+fn fingerprint(key: &[u8; KEY_LEN]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(FINGERPRINT_LABEL);
+    ctx.update(key);
+    let digest = ctx.finish();
+    digest
+        .as_ref()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_follows_the_key_and_only_the_key() {
+        let a = SecretFile {
+            signing: 1,
+            keys: vec![
+                (1, Key::from_bytes([1; KEY_LEN])),
+                (2, Key::from_bytes([2; KEY_LEN])),
+            ],
+        };
+        let b = SecretFile {
+            signing: 7,
+            keys: vec![(7, Key::from_bytes([1; KEY_LEN]))],
+        };
+        let fa: Vec<_> = a.fingerprints().collect();
+        let fb: Vec<_> = b.fingerprints().collect();
+        assert_eq!(fa.len(), 2);
+        assert_eq!(fa[0].1, fb[0].1, "same key, same fingerprint");
+        assert_ne!(fa[0].1, fa[1].1, "different keys differ");
+        assert!(
+            fa.iter()
+                .all(|(_, f)| f.len() == 8 && f.bytes().all(|c| c.is_ascii_hexdigit()))
+        );
+        // Not a plain hash of the key: the label separates it.
+        let plain = ring::digest::digest(&ring::digest::SHA256, &[1; KEY_LEN]);
+        let plain: String = plain.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(fa[0].1, plain);
     }
 }

@@ -71,9 +71,18 @@ pub(crate) fn with_secret(
     dir: &Path,
     create: bool,
 ) -> Result<RouterBuilder, CliError> {
+    Ok(builder.keyring(load_secret(config, dir, create)?.keyring()))
+}
+
+/// The config's secret file; `create` makes the file on first start.
+pub(crate) fn load_secret(
+    config: &Config,
+    dir: &Path,
+    create: bool,
+) -> Result<SecretFile, CliError> {
     let path = config.secret_path(dir);
-    let secret = match SecretFile::load(&path) {
-        Ok(s) => s,
+    match SecretFile::load(&path) {
+        Ok(s) => Ok(s),
         Err(SecretFileError::Io { ref source, .. })
             if create && source.kind() == std::io::ErrorKind::NotFound =>
         {
@@ -82,11 +91,10 @@ pub(crate) fn with_secret(
                 path = %path.display(),
                 "created a new cluster secret (mode 0600): copy it to every other node"
             );
-            s
+            Ok(s)
         }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(builder.keyring(secret.keyring()))
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Builds the router, turning a build error into one line that names the setting.

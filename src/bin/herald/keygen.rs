@@ -8,6 +8,11 @@ use crate::CliError;
 
 /// Arguments of `herald keygen`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Rotation without restarts: --add-key, copy the file to every node; \
+    --sign ID, copy; --retire OLD_ID, copy. A running node reloads its secret file on SIGHUP \
+    and within a second of the file changing. --fingerprint shows which key each node holds."
+)]
 pub(crate) struct KeygenArgs {
     /// The secret file.
     #[arg(default_value = "herald.secret")]
@@ -28,10 +33,26 @@ pub(crate) struct KeygenArgs {
     /// Remove this key id from the file (the signing key cannot be removed).
     #[arg(long, value_name = "ID")]
     retire: Option<u32>,
+    /// Print a short fingerprint of each key and change nothing: nodes whose fingerprints
+    /// match for a key id hold the same key (the fingerprint reveals nothing of the key).
+    #[arg(long, conflicts_with_all = ["force", "add_key", "rotate", "sign", "retire"])]
+    fingerprint: bool,
 }
 
 pub(crate) fn run(args: &KeygenArgs) -> Result<(), CliError> {
     let path = &args.path;
+    if args.fingerprint {
+        let secret = SecretFile::load(path)?;
+        for (id, print) in secret.fingerprints() {
+            let signs = if id == secret.signing_key_id() {
+                "  (signs)"
+            } else {
+                ""
+            };
+            say!("key id {id}  fingerprint {print}{signs}");
+        }
+        return Ok(());
+    }
     let rotating = args.add_key || args.rotate || args.sign.is_some() || args.retire.is_some();
     if !rotating {
         let secret = if args.force {

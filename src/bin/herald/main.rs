@@ -22,10 +22,14 @@ mod child;
 mod children;
 mod common;
 mod demo;
+mod health;
+mod http;
 mod keygen;
+mod keys;
 mod load;
 mod node;
 mod raise;
+mod tail;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -45,10 +49,10 @@ enum Command {
     /// Show herald at work: three node processes on loopback keep their caches of product
     /// prices fresh, then a throughput run between them. No arguments or files needed.
     Demo(demo::DemoArgs),
-    /// Run a node until SIGINT or SIGTERM, then flush and exit.
+    /// Run a node until SIGINT or SIGTERM, then flush and exit; SIGHUP reloads the secret file.
     Node(node::NodeArgs),
     /// Join the cluster and print each event and each Missed as it arrives.
-    Tail(node::TailArgs),
+    Tail(tail::TailArgs),
     /// Raise an event cluster-wide and exit once it has been sent.
     Raise(raise::RaiseArgs),
     /// Check a config file and print it with every default (the secret is never printed).
@@ -124,7 +128,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Node(args) => node::run_node(args),
-        Command::Tail(args) => node::run_tail(args),
+        Command::Tail(args) => tail::run_tail(args),
         Command::Raise(args) => raise::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
