@@ -258,6 +258,8 @@ pub struct EndpointStats {
     pub receivers_dropped: u64,
     /// Receivers counted in the window now.
     pub live_receivers: u64,
+    /// Membership frames accepted (verified, not replayed) and handed to membership.
+    pub membership_accepted: u64,
 }
 
 impl EndpointStats {
@@ -321,6 +323,8 @@ pub struct Endpoint {
     last_turn: Instant,
     /// The sender of the last frame accepted.
     last_accepted: u64,
+    /// Verified membership frames for [`crate::membership`], oldest first.
+    membership_in: VecDeque<SharedFrame>,
 }
 
 impl Endpoint {
@@ -367,6 +371,7 @@ impl Endpoint {
             ids: Vec::new(),
             last_turn: now.instant,
             last_accepted: 0,
+            membership_in: VecDeque::new(),
             config,
             keyring,
             started: now.instant,
@@ -492,7 +497,8 @@ impl Endpoint {
             .session_for(now.instant, &fields, &mut out)
             .and_then(|session| match fields.kind {
                 FrameKind::Heartbeat => session.handle_heartbeat(now.instant, &frame, &mut out),
-                FrameKind::Status | FrameKind::Evicted => {
+                // Membership frames follow the replay rule of control frames.
+                FrameKind::Status | FrameKind::Evicted | FrameKind::Membership => {
                     session.accept_control(now.instant, fields.timestamp_ns)
                 }
                 _ => session.handle_data(now.instant, frame.clone(), &mut out),
@@ -505,6 +511,7 @@ impl Endpoint {
                 FrameKind::Status | FrameKind::Evicted => {
                     self.handle_control(now.instant, &fields, frame.frame());
                 }
+                FrameKind::Membership => self.queue_membership(frame.frame()),
                 _ => self.stats.frames_accepted += 1,
             }
         }
@@ -648,6 +655,24 @@ impl Endpoint {
             }
             None => Err(Reject::TooManySenders),
         }
+    }
+
+    /// Keeps a verified membership frame for [`poll_membership`](Self::poll_membership);
+    /// the oldest is dropped beyond a bound, as a lost datagram would be.
+    fn queue_membership(&mut self, frame: &SharedFrame) {
+        const MAX_QUEUED: usize = 1024;
+        if self.membership_in.len() == MAX_QUEUED {
+            self.membership_in.pop_front();
+        }
+        self.membership_in.push_back(frame.clone());
+        self.stats.membership_accepted += 1;
+    }
+
+    /// The next verified membership frame (its tag, cluster and replay rule checked), for
+    /// [`Membership::handle_message`](crate::membership::Membership::handle_message).
+    #[must_use]
+    pub fn poll_membership(&mut self) -> Option<SharedFrame> {
+        self.membership_in.pop_front()
     }
 
     /// The next frame to deliver or Missed notice, in order.

@@ -83,6 +83,7 @@ mod driver;
 pub mod endpoint;
 mod error;
 mod event;
+pub mod membership;
 mod metrics;
 pub mod ringbuf;
 mod router;

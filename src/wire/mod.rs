@@ -27,6 +27,7 @@
 //! before trusting anything in it.
 
 mod control;
+mod gossip;
 mod layout;
 mod parse;
 mod writer;
@@ -34,6 +35,10 @@ mod writer;
 use std::fmt;
 
 pub use control::{CONTROL_HEADER_LEN, Control, ControlHeader, MAX_RANGES, RANGE_LEN};
+pub use gossip::{
+    ENTRY_LEN, GOSSIP_HEADER_LEN, Gossip, GossipKind, GossipMessage, MAX_ENTRIES, MemberRecord,
+    MemberState, gossip_frame_len, write_membership,
+};
 pub use layout::{FrameHeader, MAGIC, RecordHeader};
 pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords, event_table};
 pub use writer::{ControlFrame, FrameWriter, write_control};
@@ -100,6 +105,9 @@ pub enum FrameKind {
     /// From a sender to one receiver: ranges it was asked for and no longer holds, with the
     /// ids of the events they carried in the event table (as far as it remembers them).
     Evicted,
+    /// Membership (SWIM) messages: probes, answers, joins, member lists and piggybacked
+    /// updates. See [`Gossip`].
+    Membership,
 }
 
 impl FrameKind {
@@ -110,6 +118,7 @@ impl FrameKind {
             Self::Heartbeat => 2,
             Self::Status => 3,
             Self::Evicted => 4,
+            Self::Membership => 5,
         }
     }
 
@@ -120,6 +129,7 @@ impl FrameKind {
             2 => Some(Self::Heartbeat),
             3 => Some(Self::Status),
             4 => Some(Self::Evicted),
+            5 => Some(Self::Membership),
             _ => None,
         }
     }
@@ -308,6 +318,10 @@ pub enum ParseError {
     /// A control frame's ranges are empty, start at 0, or are not ascending and apart.
     #[error("control frame range out of order")]
     BadRange,
+    /// A membership frame's body disagrees with its count, or holds an unknown message kind,
+    /// member state or address family, or an entry for node 0.
+    #[error("membership frame body is malformed")]
+    BadMembership,
 }
 
 impl ParseError {
@@ -329,6 +343,7 @@ impl ParseError {
         "heartbeat_with_records",
         "bad_control",
         "bad_range",
+        "bad_membership",
     ];
 
     /// The reason's stable short name, e.g. `"bad_magic"`.
@@ -350,6 +365,7 @@ impl ParseError {
             Self::HeartbeatWithRecords => "heartbeat_with_records",
             Self::BadControl => "bad_control",
             Self::BadRange => "bad_range",
+            Self::BadMembership => "bad_membership",
         }
     }
 }

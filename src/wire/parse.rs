@@ -78,6 +78,20 @@ impl<'a> Frame<'a> {
         if kind == FrameKind::Heartbeat && (count != 0 || event_count != 0 || !body.is_empty()) {
             return Err(ParseError::HeartbeatWithRecords);
         }
+        if kind == FrameKind::Membership {
+            super::gossip::parse_gossip(body, count, event_count)?;
+            return Ok(Self {
+                header,
+                body,
+                records: &[],
+                events: &[],
+                control: &[],
+                signed,
+                tag,
+                kind,
+                flags,
+            });
+        }
         if matches!(kind, FrameKind::Status | FrameKind::Evicted) {
             let (control, events) = super::control::parse_control(body, kind, count, event_count)?;
             return Ok(Self {
@@ -175,6 +189,14 @@ impl<'a> Frame<'a> {
         self.header.event_count.get()
     }
 
+    /// The body of a membership frame; `None` for other kinds.
+    pub fn membership(&self) -> Option<super::Gossip<'a>> {
+        if self.kind != FrameKind::Membership {
+            return None;
+        }
+        super::gossip::view(self.body)
+    }
+
     /// The event table: the ids the records name, in index order.
     pub fn events(&self) -> impl ExactSizeIterator<Item = EventId> + 'a {
         self.events.chunks_exact(EVENT_ID_LEN).map(event_id)
@@ -200,7 +222,7 @@ impl<'a> Frame<'a> {
             rest: self.records,
             events: self.events,
             // A control frame's count is of ranges, not records.
-            remaining: if self.control.is_empty() {
+            remaining: if self.kind == FrameKind::Data {
                 self.record_count()
             } else {
                 0
@@ -395,6 +417,11 @@ impl SharedFrame {
     /// The body of a status or evicted frame; `None` for other kinds.
     pub fn control(&self) -> Option<Control<'_>> {
         Frame::parse(&self.bytes).ok()?.control()
+    }
+
+    /// The body of a membership frame; `None` for other kinds.
+    pub fn membership(&self) -> Option<super::Gossip<'_>> {
+        Frame::parse(&self.bytes).ok()?.membership()
     }
 
     /// The event table (of an evicted answer: the ids of the events it gives up on).
