@@ -160,7 +160,7 @@ fn refuses_unsupported_version() {
 #[test]
 fn refuses_unknown_kind() {
     let mut f = sample();
-    for kind in [0, 5, 255] {
+    for kind in [0, 6, 255] {
         edit_header(&mut f, |h| h.kind = kind);
         assert_eq!(parse_err(&f), ParseError::UnknownKind(kind));
     }
@@ -477,6 +477,7 @@ fn error_names_are_unique_and_listed() {
         ParseError::HeartbeatWithRecords,
         ParseError::BadControl,
         ParseError::BadRange,
+        ParseError::BadMembership,
     ];
     let names: Vec<_> = all.iter().map(ParseError::name).collect();
     assert_eq!(names, ParseError::NAMES);
@@ -636,5 +637,158 @@ proptest! {
         f[i] = value;
         let _ = Frame::parse(&f);
         let _ = SharedFrame::parse(bytes::Bytes::from(f));
+    }
+}
+
+mod gossip {
+    use std::net::SocketAddr;
+
+    use super::super::*;
+    use crate::auth::{Key, Keyring};
+
+    fn fields() -> HeaderFields {
+        HeaderFields {
+            kind: FrameKind::Membership,
+            flags: Flags::EMPTY,
+            key_id: 1,
+            cluster: ClusterId::from_raw(9),
+            node: 4,
+            incarnation: 77,
+            sequence: 0,
+            timestamp_ns: 5,
+        }
+    }
+
+    fn record(node: u64, state: MemberState, addr: &str) -> MemberRecord {
+        MemberRecord {
+            node,
+            incarnation: 10 + node,
+            counter: 3,
+            state,
+            addr: Some(addr.parse::<SocketAddr>().unwrap()),
+        }
+    }
+
+    fn write(entries: &[MemberRecord]) -> Vec<u8> {
+        let keyring = Keyring::new(1, Key::from_bytes([1; 32])).unwrap();
+        let mut buf = vec![0; DEFAULT_UDP_FRAME_LEN];
+        let msg = GossipMessage {
+            kind: GossipKind::PingReq,
+            seq: 99,
+            target_node: 7,
+            target_incarnation: 8,
+            target_addr: Some("[::1]:7700".parse().unwrap()),
+            entries,
+        };
+        write_membership(&mut buf, &fields(), &msg, &keyring)
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let entries = [
+            record(1, MemberState::Alive, "127.0.0.1:7700"),
+            record(2, MemberState::Suspect, "[fe80::1]:1"),
+            record(3, MemberState::Failed, "10.1.2.3:65535"),
+            MemberRecord {
+                addr: None,
+                ..record(4, MemberState::Left, "1.1.1.1:1")
+            },
+        ];
+        let bytes = write(&entries);
+        assert_eq!(bytes.len(), gossip_frame_len(4));
+        let frame = Frame::parse(&bytes).unwrap();
+        assert_eq!(frame.kind(), FrameKind::Membership);
+        assert_eq!(frame.records().len(), 0);
+        let g = frame.membership().unwrap();
+        assert_eq!(g.kind(), GossipKind::PingReq);
+        assert_eq!(
+            (g.seq(), g.target_node(), g.target_incarnation()),
+            (99, 7, 8)
+        );
+        assert_eq!(g.target_addr(), Some("[::1]:7700".parse().unwrap()));
+        assert_eq!(g.entries().collect::<Vec<_>>(), entries);
+        assert!(
+            Frame::parse(&write(&[]))
+                .unwrap()
+                .membership()
+                .unwrap()
+                .entry_count()
+                == 0
+        );
+    }
+
+    #[test]
+    fn the_largest_fits_a_udp_datagram_and_more_is_refused() {
+        let entries = vec![record(1, MemberState::Alive, "127.0.0.1:1"); MAX_ENTRIES + 1];
+        let bytes = write(&entries[..MAX_ENTRIES]);
+        assert!(bytes.len() <= DEFAULT_UDP_FRAME_LEN);
+        let keyring = Keyring::new(1, Key::from_bytes([1; 32])).unwrap();
+        let msg = GossipMessage {
+            kind: GossipKind::Sync,
+            seq: 0,
+            target_node: 0,
+            target_incarnation: 0,
+            target_addr: None,
+            entries: &entries,
+        };
+        let mut buf = vec![0; MAX_FRAME_LEN];
+        assert_eq!(
+            write_membership(&mut buf, &fields(), &msg, &keyring).unwrap_err(),
+            EncodeError::TooManyRecords
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_bodies_without_panicking() {
+        let good = write(&[record(1, MemberState::Alive, "127.0.0.1:1")]);
+        let body = HEADER_LEN;
+        let entry = HEADER_LEN + GOSSIP_HEADER_LEN;
+        // (offset, byte): message kind, address family, entry node, state, family, v4 padding.
+        for (at, byte) in [
+            (body, 0u8),
+            (body, 7),
+            (body + 1, 5),
+            (entry, 0),
+            (entry + 20, 0),
+            (entry + 20, 9),
+            (entry + 21, 3),
+            (entry + 30, 1),
+        ] {
+            let mut bad = good.clone();
+            if at == entry {
+                bad[at..at + 8].fill(0);
+            } else {
+                bad[at] = byte;
+            }
+            assert_eq!(
+                Frame::parse(&bad).unwrap_err(),
+                ParseError::BadMembership,
+                "byte {at} = {byte}"
+            );
+        }
+        // A count that disagrees with the body, and an event table on a membership frame.
+        let mut bad = good.clone();
+        bad[12] = 2;
+        assert_eq!(Frame::parse(&bad).unwrap_err(), ParseError::BadMembership);
+        let mut bad = good;
+        bad[14] = 1;
+        assert_eq!(Frame::parse(&bad).unwrap_err(), ParseError::BadMembership);
+        // Every truncation and every single-byte value in the body: never a panic.
+        let frame = write(&[record(2, MemberState::Suspect, "[::1]:2")]);
+        for len in 0..frame.len() {
+            let _ = Frame::parse(&frame[..len]);
+        }
+        for at in HEADER_LEN..frame.len() - TAG_LEN {
+            for byte in [0u8, 1, 4, 6, 0xff] {
+                let mut f = frame.clone();
+                f[at] = byte;
+                if let Ok(parsed) = Frame::parse(&f) {
+                    let g = parsed.membership().unwrap();
+                    let _ = (g.kind(), g.target_addr(), g.entries().count());
+                }
+            }
+        }
     }
 }
