@@ -260,6 +260,8 @@ pub struct EndpointStats {
     pub live_receivers: u64,
     /// Membership frames accepted (verified, not replayed) and handed to membership.
     pub membership_accepted: u64,
+    /// Senders unknown to the cluster forgotten to make room for another sender.
+    pub unknown_evicted: u64,
 }
 
 impl EndpointStats {
@@ -325,6 +327,8 @@ pub struct Endpoint {
     last_accepted: u64,
     /// Verified membership frames for [`crate::membership`], oldest first.
     membership_in: VecDeque<SharedFrame>,
+    /// The cluster's members, once membership runs.
+    members: Option<std::collections::HashSet<u64>>,
 }
 
 impl Endpoint {
@@ -372,6 +376,7 @@ impl Endpoint {
             last_turn: now.instant,
             last_accepted: 0,
             membership_in: VecDeque::new(),
+            members: None,
             config,
             keyring,
             started: now.instant,
@@ -595,8 +600,8 @@ impl Endpoint {
             // Heartbeats and control frames carry the last sequence sent, not a new one.
             (false, _) => fields.sequence.saturating_add(1),
         };
-        if !self.nodes.contains_key(&fields.node) && self.nodes.len() >= self.config.max_senders {
-            self.evict_one(now)?;
+        if !self.nodes.contains_key(&fields.node) {
+            self.make_room(now, fields.node)?;
         }
         match self.nodes.entry(fields.node) {
             Entry::Vacant(v) => {
@@ -636,6 +641,84 @@ impl Endpoint {
                 Ok(&mut state.session)
             }
         }
+    }
+
+    /// Makes room for a new sender. Without membership: forgets one silent long enough (see
+    /// [`evict_one`](Self::evict_one)) when the table is full. With membership
+    /// ([`set_members`](Self::set_members)), members are always admitted, and senders the
+    /// cluster does not know share at most a quarter of the table, where the one heard
+    /// least recently makes way for a newcomer: a flood of made-up node ids churns that
+    /// share and never locks members, or a node about to join, out.
+    fn make_room(&mut self, now: Instant, node: u64) -> Result<(), Reject> {
+        let max = self.config.max_senders;
+        let Some(members) = &self.members else {
+            if self.nodes.len() >= max {
+                self.evict_one(now)?;
+            }
+            return Ok(());
+        };
+        let unknown = || {
+            self.nodes
+                .iter()
+                .filter(|(n, _)| !members.contains(n))
+                .min_by_key(|(_, s)| s.session.last_heard())
+                .map(|(&n, _)| n)
+        };
+        let victim = if members.contains(&node) {
+            if self.nodes.len() < max {
+                return Ok(());
+            }
+            unknown()
+        } else {
+            let share = (max / 4).max(1);
+            let count = self.nodes.keys().filter(|n| !members.contains(n)).count();
+            if count < share && self.nodes.len() < max {
+                return Ok(());
+            }
+            unknown()
+        };
+        match victim {
+            Some(n) => {
+                self.nodes.remove(&n);
+                self.stats.unknown_evicted += 1;
+                Ok(())
+            }
+            None => self.evict_one(now),
+        }
+    }
+
+    /// Tells the endpoint which nodes are members of the cluster (from membership): they are
+    /// always admitted to the sender table; see [`make_room`](Self::make_room).
+    pub fn set_members(&mut self, members: impl IntoIterator<Item = u64>) {
+        self.members = Some(members.into_iter().collect());
+    }
+
+    /// Writes and signs a membership frame for [`crate::membership`] into `buf` and returns
+    /// its length. Its timestamp rises strictly with this node's control frames, as
+    /// receivers require.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_membership`](crate::wire::write_membership).
+    pub fn encode_membership(
+        &mut self,
+        now: Now,
+        message: &crate::wire::GossipMessage<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let fields = HeaderFields {
+            kind: FrameKind::Membership,
+            flags: Flags::EMPTY,
+            key_id: self.keyring.signing_key_id(),
+            cluster: self.config.cluster,
+            node: self.config.node,
+            incarnation: self.config.incarnation,
+            sequence: self.last_seq,
+            timestamp_ns: now.unix_ns.max(self.control_ts + 1),
+        };
+        let len = crate::wire::write_membership(buf, &fields, message, &self.keyring)?.len();
+        self.control_ts = fields.timestamp_ns;
+        Ok(len)
     }
 
     /// Makes room for one sender by forgetting one silent for long enough that no frame of

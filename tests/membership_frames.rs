@@ -26,12 +26,16 @@ fn addr(port: u16) -> SocketAddr {
 
 /// A membership frame from node 2 saying node 3 failed.
 fn verdict(now: Now, cluster: &str, key: &Keyring, ts_offset: u64) -> Bytes {
+    verdict_from(2, now, cluster, key, ts_offset)
+}
+
+fn verdict_from(sender: u64, now: Now, cluster: &str, key: &Keyring, ts_offset: u64) -> Bytes {
     let fields = HeaderFields {
         kind: FrameKind::Membership,
         flags: Flags::EMPTY,
         key_id: 1,
         cluster: ClusterId::from_name(cluster),
-        node: 2,
+        node: sender,
         incarnation: 20,
         sequence: 0,
         timestamp_ns: now.unix_ns + ts_offset,
@@ -142,4 +146,35 @@ fn forged_replayed_foreign_and_malformed_verdicts_are_dropped_and_counted() {
     assert_eq!(stats.drops_by_name("bad_membership"), 1);
     assert_eq!(stats.drops_by_name("duplicate"), 2);
     assert_eq!(stats.drops_total(), 5);
+}
+
+#[test]
+fn a_flood_of_made_up_senders_cannot_lock_members_or_joiners_out() {
+    let now = Now::system();
+    let flood = |endpoint: &mut Endpoint| {
+        for fake in 10_000..11_100u64 {
+            let _ = endpoint.handle_datagram(now, verdict_from(fake, now, CLUSTER, &keyring(7), 1));
+        }
+    };
+    // Without membership, a full table refuses a genuine new sender.
+    let config = EndpointConfig::new(ClusterId::from_name(CLUSTER), 1, 10);
+    let mut before = Endpoint::new(config.clone(), keyring(7), now);
+    flood(&mut before);
+    let real = verdict_from(99, now, CLUSTER, &keyring(7), 2);
+    assert_eq!(
+        before.handle_datagram(now, real.clone()),
+        Err(Reject::TooManySenders)
+    );
+
+    // With membership: members are admitted, unknown senders keep to a quarter of the table.
+    let mut endpoint = Endpoint::new(config, keyring(7), now);
+    endpoint.set_members([99]);
+    flood(&mut endpoint);
+    assert!(endpoint.sender_count() <= 1024 / 4);
+    assert_eq!(endpoint.handle_datagram(now, real), Ok(()));
+    // A node about to join (not a member yet) still gets its join through.
+    let joiner = verdict_from(77, now, CLUSTER, &keyring(7), 3);
+    assert_eq!(endpoint.handle_datagram(now, joiner), Ok(()));
+    assert!(endpoint.stats().unknown_evicted > 0);
+    assert_eq!(endpoint.stats().drops_by_name("too_many_senders"), 0);
 }
