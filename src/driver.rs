@@ -22,6 +22,10 @@ use crate::subscription::{Delivery, Registry};
 use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
 use crate::transport::{FrameBatch, PeerAddr, RecvStatus, Transport};
 
+mod member;
+
+pub(crate) use member::MemberGlue;
+
 /// The waker's token; transports get 1, 2, …
 pub(crate) const WAKER: Token = Token(0);
 
@@ -135,6 +139,8 @@ pub(crate) struct Core {
     pub(crate) routes: Routes,
     /// How long a stopping node waits for its live receivers to acknowledge its last frame.
     pub(crate) linger: Duration,
+    /// Membership, when the router runs it.
+    pub(crate) membership: Option<MemberGlue>,
 }
 
 /// Where frames for each node go: the transport and address its frames last came from.
@@ -262,6 +268,9 @@ impl Core {
     /// Sends what the endpoint has for single peers (statuses, requests, frames sent again),
     /// each where that peer's frames came from, or to every peer when that is not known.
     fn transmit(&mut self, now: Now) {
+        if let Some(m) = &mut self.membership {
+            m.flush(&mut self.endpoint, &mut self.transports, &self.metrics, now);
+        }
         let mut budget = TRANSMIT_BUDGET;
         while budget > 0 {
             let Some(t) = self.endpoint.poll_transmit(now, &mut self.frame_buf) else {
@@ -294,6 +303,16 @@ impl Core {
     /// then, for at most the linger time, answers its live receivers' requests until each
     /// has acknowledged the last frame, saying goodbye again now and then in case it was lost.
     fn linger(&mut self, poll: &mut Poll, events: &mut Events) {
+        // A graceful leave: every live member hears of it at once.
+        if let Some(m) = &mut self.membership {
+            m.membership.leave();
+            m.flush(
+                &mut self.endpoint,
+                &mut self.transports,
+                &self.metrics,
+                Now::system(),
+            );
+        }
         let deadline = Instant::now() + self.linger;
         let mut goodbye_at = Instant::now();
         loop {
@@ -394,6 +413,7 @@ impl Core {
         let drop_log = &mut self.drop_log;
         let output = &mut self.output;
         let routes = &mut self.routes;
+        let membership = &mut self.membership;
         let metrics = &*self.metrics;
         let mut received = false;
         let mut backlog = false;
@@ -413,6 +433,9 @@ impl Core {
                     // block): that read costs a system call that need not come first.
                     Ok(()) => {
                         routes.note(endpoint.last_accepted_sender(), i, from);
+                        if let Some(m) = membership.as_mut() {
+                            m.take_frames(endpoint, from, now.instant);
+                        }
                         output.forward(endpoint, metrics);
                     }
                     Err(reject) => log_drop(drop_log, now.instant, &name, from, reject),
@@ -447,6 +470,9 @@ impl Core {
         if let Some(len) = self.endpoint.poll_heartbeat(now, &mut self.frame_buf) {
             self.send_frame(len);
         }
+        if let Some(m) = &mut self.membership {
+            m.timers(now.instant);
+        }
     }
 
     /// Gets ready to sleep: hands ring space back, says the driver is parked, and returns how
@@ -470,9 +496,11 @@ impl Core {
             return Some(Duration::ZERO);
         }
         let transports = self.transports.iter().filter_map(|t| t.next_timeout());
+        let membership = self.membership.as_ref().and_then(MemberGlue::next_timeout);
         self.endpoint
             .poll_timeout()
             .into_iter()
+            .chain(membership)
             .chain(transports)
             .min()
             .map(|t| t.saturating_duration_since(Instant::now()))

@@ -103,7 +103,7 @@ pub use endpoint::RecoveryConfig;
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;
-pub use router::{BuildError, Event, RaiseError, Router, RouterBuilder};
+pub use router::{BuildError, Event, MembershipSettings, RaiseError, Router, RouterBuilder};
 pub use subscription::{Delivery, Message, Subscription};
 
 /// The README's examples, compiled as doctests so they cannot rot.

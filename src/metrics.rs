@@ -42,6 +42,10 @@ pub struct Metrics {
     pub drops: Vec<(&'static str, u64)>,
     /// Missed notices by reason, as (short name, count), every reason listed.
     pub missed: Vec<(&'static str, u64)>,
+    /// Membership: members alive and suspect now (gauges; this node counts as alive), and
+    /// joins, graceful leaves, failures and refuted suspicions seen (counters), named as in
+    /// [`MEMBERSHIP_NAMES`](Self::MEMBERSHIP_NAMES). All 0 without membership.
+    pub membership: [u64; 6],
 }
 
 impl Metrics {
@@ -77,6 +81,24 @@ impl Metrics {
             .iter()
             .position(|n| *n == name)
             .map_or(0, |i| self.recovery[i])
+    }
+
+    /// The names of [`membership`](Self::membership)'s values, in order.
+    pub const MEMBERSHIP_NAMES: [&'static str; 6] = [
+        "members_alive",
+        "members_suspect",
+        "member_joins",
+        "member_leaves",
+        "member_failures",
+        "member_suspicions_refuted",
+    ];
+
+    /// One of the membership values by name (see [`MEMBERSHIP_NAMES`](Self::MEMBERSHIP_NAMES)).
+    pub fn membership(&self, name: &str) -> u64 {
+        Self::MEMBERSHIP_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| self.membership[i])
     }
 
     /// All Missed notices.
@@ -168,6 +190,30 @@ impl Metrics {
              # TYPE herald_window_receivers gauge\nherald_window_receivers {}",
             self.recovery[8]
         );
+        for (i, name) in Self::MEMBERSHIP_NAMES.iter().enumerate() {
+            let (kind, suffix, help) = match i {
+                0 => (
+                    "gauge",
+                    "",
+                    "Members this node sees alive, itself included.",
+                ),
+                1 => ("gauge", "", "Members this node suspects now."),
+                2 => ("counter", "_total", "Members that joined or rejoined."),
+                3 => ("counter", "_total", "Members that left gracefully."),
+                4 => ("counter", "_total", "Members declared failed."),
+                _ => (
+                    "counter",
+                    "_total",
+                    "Suspicions of members refuted in time.",
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "# HELP herald_{name}{suffix} {help}\n# TYPE herald_{name}{suffix} {kind}\n\
+                 herald_{name}{suffix} {}",
+                self.membership[i]
+            );
+        }
         let mut labelled = |name: &str, help: &str, values: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -207,6 +253,7 @@ pub(crate) struct Shared {
     drops: Vec<AtomicU64>,
     missed: Vec<AtomicU64>,
     recovery: [AtomicU64; 9],
+    membership: [AtomicU64; 6],
 }
 
 impl Shared {
@@ -226,6 +273,7 @@ impl Shared {
             drops: zeros(Reject::names().count()),
             missed: zeros(MissedReason::NAMES.len()),
             recovery: std::array::from_fn(|_| AtomicU64::new(0)),
+            membership: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -262,6 +310,26 @@ impl Shared {
         }
     }
 
+    /// Copies membership's gauges and counters.
+    pub(crate) fn publish_membership(
+        &self,
+        alive: usize,
+        suspect: usize,
+        stats: &crate::membership::MembershipStats,
+    ) {
+        let values = [
+            alive as u64,
+            suspect as u64,
+            stats.joins,
+            stats.leaves,
+            stats.failures,
+            stats.refuted,
+        ];
+        for (a, v) in self.membership.iter().zip(values) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a Missed notice the driver made (not the endpoint).
     pub(crate) fn count_missed(&self, reason: MissedReason) {
         if let Some(a) = self.missed.get(reason.index()) {
@@ -283,6 +351,7 @@ impl Shared {
             dispatch_dropped: get(&self.dispatch_dropped),
             subscriber_panics: get(&self.subscriber_panics),
             recovery: std::array::from_fn(|i| get(&self.recovery[i])),
+            membership: std::array::from_fn(|i| get(&self.membership[i])),
             drops: Reject::names()
                 .zip(&self.drops)
                 .map(|(n, a)| (n, get(a)))

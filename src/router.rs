@@ -22,7 +22,10 @@ use crate::sync::plain::{Arc, Ordering, Weak};
 use crate::transport::{
     DriverWaker, FaultInjection, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
 };
+mod members;
 mod ops;
+
+pub use members::MembershipSettings;
 
 use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN, max_payload};
 
@@ -101,6 +104,9 @@ pub struct RouterBuilder {
     busy_poll: Duration,
     recovery: RecoveryConfig,
     linger: Duration,
+    membership: Option<MembershipSettings>,
+    /// The UDP transport's index and bind address, for membership.
+    membership_udp: Option<(usize, SocketAddr)>,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -427,6 +433,7 @@ impl RouterBuilder {
                 "must be at least two heartbeat intervals, or live peers look dead",
             ));
         }
+        self.check_membership()?;
         let keyring = match (self.keyring.take(), &self.secret_file) {
             (Some(k), None) => k,
             (None, Some(path)) => SecretFile::load(path)?.keyring(),
@@ -463,6 +470,8 @@ impl RouterBuilder {
                 what: format!("udp bind {bind}"),
                 source,
             })?;
+            let bound = udp.local_addr().unwrap_or(bind);
+            self.membership_udp = Some((transports.len(), bound));
             transports.push(Box::new(udp));
         } else if !self.udp_peers.is_empty() {
             return Err(Self::invalid(
@@ -546,6 +555,9 @@ impl RouterBuilder {
         let held = u64::try_from(self.recovery.retention_bytes / self.max_frame_len).unwrap_or(1);
         config.recovery.window_frames = config.recovery.window_frames.min(held).max(1);
         config.recovery.shared_channel |= self.multicast.is_some();
+        let membership = self.membership_udp.and_then(|(udp, bind)| {
+            self.make_membership(node, config.incarnation, udp, bind, now.instant)
+        });
         let endpoint = Endpoint::new(config, keyring, now);
         let signals = Arc::new(Signals {
             parked: Default::default(),
@@ -576,6 +588,7 @@ impl RouterBuilder {
             backlog_since: None,
             routes: Routes::default(),
             linger: self.linger,
+            membership,
         }));
         let driver = Driver {
             poll,
@@ -792,6 +805,8 @@ impl Router {
             busy_poll: Duration::ZERO,
             recovery: RecoveryConfig::default(),
             linger: Duration::from_secs(1),
+            membership: None,
+            membership_udp: None,
         }
     }
 

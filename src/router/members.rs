@@ -1,0 +1,153 @@
+//! Membership as the application sees it: the settings, the member list and the changes.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, bounded};
+
+use super::{Router, RouterBuilder};
+use crate::driver::MemberGlue;
+use crate::membership::{
+    DnsSeeds, MemberEvent, MemberRecord, Membership, MembershipConfig, Resolver, SystemResolver,
+};
+
+/// How a router finds and watches the cluster's other nodes
+/// ([`RouterBuilder::membership`]). [`MembershipSettings::default`] gives the defaults.
+pub struct MembershipSettings {
+    /// Addresses to ask to join (any one reachable is enough). The UDP peers
+    /// ([`RouterBuilder::udp_peer`]) count as seeds too.
+    pub seeds: Vec<SocketAddr>,
+    /// A `host:port` name resolving to seed addresses (a Kubernetes headless Service, a
+    /// Consul or Cloud Map name), resolved again every `dns_refresh`.
+    pub dns: Option<String>,
+    /// How often `dns` is resolved again. Default 30 s.
+    pub dns_refresh: Duration,
+    /// How often each node probes one member. Default 200 ms.
+    pub probe_interval: Duration,
+    /// Suspicion timeout multiplier: a suspected member has at least
+    /// `suspicion_mult × max(1, log10(members)) × probe_interval` to refute. Default 4.
+    pub suspicion_mult: u32,
+    /// The resolver for `dns` (default: the system's).
+    pub resolver: Option<Box<dyn Resolver>>,
+}
+
+impl Default for MembershipSettings {
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            dns: None,
+            dns_refresh: Duration::from_secs(30),
+            probe_interval: Duration::from_millis(200),
+            suspicion_mult: 4,
+            resolver: None,
+        }
+    }
+}
+
+impl fmt::Debug for MembershipSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MembershipSettings")
+            .field("seeds", &self.seeds)
+            .field("dns", &self.dns)
+            .field("dns_refresh", &self.dns_refresh)
+            .field("probe_interval", &self.probe_interval)
+            .field("suspicion_mult", &self.suspicion_mult)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterBuilder {
+    /// Runs membership ([`crate::membership`]): the node joins the cluster through its seeds
+    /// (or a DNS name), finds every other node, and the transports send to the live members
+    /// instead of a fixed peer list. Needs UDP ([`udp_bind`](Self::udp_bind)), which carries
+    /// the membership messages.
+    pub fn membership(mut self, settings: MembershipSettings) -> Self {
+        self.membership = Some(settings);
+        self
+    }
+
+    /// Checks the settings before anything is bound.
+    pub(super) fn check_membership(&self) -> Result<(), crate::BuildError> {
+        let Some(m) = &self.membership else {
+            return Ok(());
+        };
+        if self.udp_bind.is_none() {
+            return Err(Self::invalid(
+                "membership",
+                "needs UDP: set udp_bind (membership messages travel over UDP)",
+            ));
+        }
+        if m.probe_interval < Duration::from_millis(10) {
+            return Err(Self::invalid(
+                "membership.probe_interval",
+                "must be at least 10 ms (200 ms by default)",
+            ));
+        }
+        if m.suspicion_mult == 0 {
+            return Err(Self::invalid(
+                "membership.suspicion_mult",
+                "must be at least 1 (4 by default)",
+            ));
+        }
+        if m.dns.is_some() && m.dns_refresh.is_zero() {
+            return Err(Self::invalid(
+                "membership.dns_refresh",
+                "must be more than zero (30 s by default)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The membership the driver runs, for a node whose UDP transport is `udp` (bound at
+    /// `bind`).
+    pub(super) fn make_membership(
+        &mut self,
+        node: u64,
+        incarnation: u64,
+        udp: usize,
+        bind: SocketAddr,
+        now: Instant,
+    ) -> Option<MemberGlue> {
+        let settings = self.membership.take()?;
+        let mut config = MembershipConfig::new(node, incarnation);
+        config.advertise = (!bind.ip().is_unspecified()).then_some(bind);
+        config.seeds = settings.seeds;
+        config.seeds.extend(self.udp_peers.iter().copied());
+        config.seeds.retain(|s| *s != bind);
+        config.probe_interval = settings.probe_interval;
+        config.probe_timeout = settings.probe_interval / 2;
+        config.suspicion_mult = settings.suspicion_mult;
+        let dns = settings.dns.map(|name| {
+            let resolver = settings
+                .resolver
+                .unwrap_or_else(|| Box::new(SystemResolver));
+            DnsSeeds::new(name, settings.dns_refresh, resolver, now)
+        });
+        Some(MemberGlue::new(Membership::new(config, now), dns, udp))
+    }
+}
+
+impl Router {
+    /// The cluster's live (alive or suspect) members as this node sees them, itself
+    /// included, by node id. Empty without membership.
+    pub fn members(&self) -> Vec<MemberRecord> {
+        self.inner
+            .core
+            .lock()
+            .membership
+            .as_ref()
+            .map_or_else(Vec::new, |m| m.snapshot.clone())
+    }
+
+    /// Membership changes from now on (joined, left, failed, suspected, refuted), with
+    /// node id, incarnation and address. The channel holds up to 4096 changes; a receiver
+    /// that falls further behind misses the newest. Never sends without membership.
+    pub fn member_events(&self) -> Receiver<MemberEvent> {
+        let (tx, rx) = bounded(4096);
+        if let Some(m) = self.inner.core.lock().membership.as_mut() {
+            m.subscribers.push(tx);
+        }
+        rx
+    }
+}

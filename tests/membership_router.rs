@@ -1,0 +1,87 @@
+//! Routers on loopback that know only one seed: they find each other, events reach every
+//! member, and a graceful leave is seen at once with no Missed.
+#![allow(clippy::disallowed_types)]
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use herald::membership::MemberEventKind;
+use herald::{EventId, MembershipSettings, Router};
+
+fn node(id: u64, addr: std::net::SocketAddr, seed: std::net::SocketAddr) -> Router {
+    Router::builder()
+        .cluster("member-test")
+        .node_id(id)
+        .keyring(util::test_keyring())
+        .udp_bind(addr)
+        .membership(MembershipSettings {
+            seeds: vec![seed],
+            ..MembershipSettings::default()
+        })
+        .build()
+        .expect("router builds")
+}
+
+fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn routers_join_through_one_seed_deliver_and_leave_gracefully() {
+    let addrs = util::free_udp_addrs(4);
+    let routers: Vec<Router> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| node(i as u64 + 1, a, addrs[0]))
+        .collect();
+    let took = wait(Duration::from_secs(5), || {
+        routers.iter().all(|r| r.members().len() == 4)
+    })
+    .expect("every router sees 4 members");
+    println!("4 routers joined through one seed in {took:?}");
+    let ids: Vec<u64> = routers[1].members().iter().map(|m| m.node).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    assert_eq!(routers[2].metrics().membership("members_alive"), 4);
+
+    // An event raised on the last reaches the subscribers of all the others.
+    let id = EventId::from_name("product.changed");
+    let subs: Vec<_> = routers[..3]
+        .iter()
+        .map(|r| r.event(id).receiver())
+        .collect();
+    let missed: Vec<_> = routers[..3].iter().map(Router::missed_receiver).collect();
+    let events: Vec<_> = routers[..3].iter().map(Router::member_events).collect();
+    routers[3].event(id).raise(b"42").unwrap();
+    for (_sub, rx) in &subs {
+        let m = rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("event arrives");
+        assert_eq!(&m.payload[..], b"42");
+    }
+
+    // A graceful leave: seen at once (well before any failure detection), and no Missed.
+    routers[3].shutdown();
+    for rx in &events {
+        let left = std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(500)).ok())
+            .find(|e| e.node == 4)
+            .expect("a change about node 4");
+        assert_eq!(left.kind, MemberEventKind::Left);
+    }
+    for r in &routers[..3] {
+        assert_eq!(r.members().len(), 3);
+        assert_eq!(r.metrics().membership("member_leaves"), 1);
+        assert_eq!(r.metrics().membership("member_failures"), 0);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for (_sub, rx) in &missed {
+        assert!(rx.try_recv().is_err(), "no Missed after a graceful leave");
+    }
+}
