@@ -66,6 +66,43 @@ pub struct Config {
     /// The subscription service (Redis protocol) for outside programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSection>,
+    /// Elastic membership: find the other nodes from seeds or DNS (needs `[udp]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipSection>,
+}
+
+/// `[membership]`: how the node finds and watches the cluster's other nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipSection {
+    /// Addresses to ask to join; one reachable seed is enough (`udp.peers` count as seeds).
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// A `host:port` name whose addresses are seeds, such as a Kubernetes headless Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+    /// How often `dns` is resolved again, in seconds. Default 30.
+    #[serde(default = "default_dns_refresh_s")]
+    pub dns_refresh_s: u64,
+    /// How often each node probes one member, in milliseconds. Default 200.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// Suspicion timeout multiplier (Lifeguard): a suspect has at least
+    /// `suspicion_mult × max(1, log10(members)) × probe_interval` to refute. Default 4.
+    #[serde(default = "default_suspicion_mult")]
+    pub suspicion_mult: u32,
+}
+
+fn default_dns_refresh_s() -> u64 {
+    30
+}
+
+fn default_probe_interval_ms() -> u64 {
+    200
+}
+
+fn default_suspicion_mult() -> u32 {
+    4
 }
 
 /// `[service]`: the subscription service (see docs/service.md).
@@ -579,6 +616,16 @@ impl Config {
             if let Some(m) = &udp.multicast {
                 b = b.udp_multicast(m.group, m.interface);
             }
+        }
+        if let Some(m) = &self.membership {
+            b = b.membership(crate::MembershipSettings {
+                seeds: m.seeds.clone(),
+                dns: m.dns.clone(),
+                dns_refresh: Duration::from_secs(m.dns_refresh_s),
+                probe_interval: Duration::from_millis(m.probe_interval_ms),
+                suspicion_mult: m.suspicion_mult,
+                resolver: None,
+            });
         }
         if let Some(tcp) = &self.tcp {
             if let Some(listen) = tcp.listen {

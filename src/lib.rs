@@ -96,8 +96,8 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Config, ConfigError, LatencySection, LogFormat, LogSection, MetricsSection, MulticastSection,
-    RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
+    Config, ConfigError, LatencySection, LogFormat, LogSection, MembershipSection, MetricsSection,
+    MulticastSection, RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
 pub use error::Reject;

@@ -44,6 +44,17 @@ impl Health {
                 Ok(text) => Reply::text(200, text),
                 Err(text) => Reply::text(503, text),
             },
+            "/members" => match crate::members::members_json(&self.router) {
+                Some(body) => Reply {
+                    status: 200,
+                    content_type: "application/json",
+                    body,
+                },
+                None => Reply::text(
+                    404,
+                    "membership is off: add a [membership] section to the node's config\n",
+                ),
+            },
             _ => Reply::text(404, "not found: try /metrics, /healthz or /readyz\n"),
         }
     }

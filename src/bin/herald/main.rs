@@ -27,6 +27,7 @@ mod http;
 mod keygen;
 mod keys;
 mod load;
+mod members;
 mod node;
 mod raise;
 mod tail;
@@ -53,6 +54,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Join the cluster and print each event and each Missed as it arrives.
     Tail(tail::TailArgs),
+    /// Print the cluster's members as a running node sees them (asks its [metrics] HTTP side).
+    Members(members::MembersArgs),
     /// Raise an event cluster-wide and exit once it has been sent.
     Raise(raise::RaiseArgs),
     /// Check a config file and print it with every default (the secret is never printed).
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Node(args) => node::run_node(args),
         Command::Tail(args) => tail::run_tail(args),
+        Command::Members(args) => members::run(args),
         Command::Raise(args) => raise::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
