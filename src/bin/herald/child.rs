@@ -10,6 +10,7 @@
 //! | `load PAYLOAD PRODUCERS SECONDS RATE` | `progress SENT` about every 100 ms, then `loaded SENT MICROS REFUSED` |
 //! | `drops` | `drops REASON=COUNT …`: frames refused, by reason (only reasons that occurred) |
 //! | `stats` | `stats DELIVERED MISSED MISSED_FRAMES DROPPED P50 P99 P999` (see `load::Report`) |
+//! | `members` | `members N`: the live members this node sees, itself included (0 without membership) |
 //! | `quit`, or end of input | exits 0 after a clean shutdown |
 //!
 //! The child ends when its standard input closes, so it never outlives its parent. It ignores
@@ -133,6 +134,7 @@ pub(crate) fn run(args: &ChildArgs) -> Result<(), CliError> {
                     .collect();
                 say!("drops {}", drops.join(" "));
             }
+            ["members"] => say!("members {}", router.members().len()),
             ["quit"] => break,
             _ => say!("error unknown command: {line}"),
         }

@@ -77,6 +77,30 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
     }
 }
 
+/// Waits (up to 10 s) until every child lists `n` members.
+fn wait_for_members(children: &mut Children, n: usize) -> Result<(), Halt> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want = format!("members {n}");
+    for i in 0..n {
+        loop {
+            children.send(i, "members")?;
+            let line = children.expect(i, "members", Duration::from_secs(2))?;
+            if line == want {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(CliError::usage(format!(
+                    "node {} sees {line} after 10 s, not {n}: membership did not converge",
+                    i + 1
+                ))
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
     let addrs = (0..NODES)
         .map(|_| free_port(false))
@@ -86,21 +110,20 @@ fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
         "They share a fresh 256-bit secret, {} (mode 0600), removed at exit.",
         children.secret().display()
     );
+    // No peer lists: each node knows only the first as its seed, and membership finds the rest.
+    let seed = addrs[0];
     for (i, addr) in addrs.iter().enumerate() {
-        let peers: Vec<String> = addrs
-            .iter()
-            .filter(|a| *a != addr)
-            .map(|a| format!("\"{a}\""))
-            .collect();
         let config = format!(
-            "cluster = \"demo-shop\"\nnode_id = {}\n[ring]\ncapacity = {}\n[udp]\nbind = \"{addr}\"\npeers = [{}]\n",
+            "cluster = \"demo-shop\"\nnode_id = {}\n[ring]\ncapacity = {}\n[udp]\nbind = \"{addr}\"\n\
+             [membership]\nseeds = [\"{seed}\"]\n",
             i + 1,
             8 << 20,
-            peers.join(", ")
         );
         let n = children.spawn(&config)?;
         say!("  node {} is pid {}, on UDP {addr}", n + 1, children.pid(n));
     }
+    wait_for_members(children, addrs.len())?;
+    say!("They found each other from one seed ({seed}): every node lists all three members.");
     let all: Vec<String> = PRICES
         .iter()
         .map(|(sku, c)| format!("{sku} {}", price(&c.to_string())))
