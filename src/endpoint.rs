@@ -687,8 +687,17 @@ impl Endpoint {
         }
     }
 
-    /// Tells the endpoint which nodes are members of the cluster (from membership): they are
-    /// always admitted to the sender table; see [`make_room`](Self::make_room).
+    /// Turns membership on: verified membership frames are kept for
+    /// [`poll_membership`](Self::poll_membership) (without it they are counted and dropped),
+    /// and the sender table makes room as [`make_room`](Self::make_room) says, with the
+    /// members given by [`set_members`](Self::set_members) (none yet).
+    pub fn enable_membership(&mut self) {
+        self.members.get_or_insert_with(Default::default);
+    }
+
+    /// Tells the endpoint which nodes are members of the cluster (from membership), and turns
+    /// membership on: members are always admitted to the sender table; see
+    /// [`make_room`](Self::make_room).
     pub fn set_members(&mut self, members: impl IntoIterator<Item = u64>) {
         self.members = Some(members.into_iter().collect());
     }
@@ -743,12 +752,16 @@ impl Endpoint {
     /// Keeps a verified membership frame for [`poll_membership`](Self::poll_membership);
     /// the oldest is dropped beyond a bound, as a lost datagram would be.
     fn queue_membership(&mut self, frame: &SharedFrame) {
-        const MAX_QUEUED: usize = 1024;
+        const MAX_QUEUED: usize = 256;
+        self.stats.membership_accepted += 1;
+        // Without membership nobody polls them: keeping them would pin receive buffers.
+        if self.members.is_none() {
+            return;
+        }
         if self.membership_in.len() == MAX_QUEUED {
             self.membership_in.pop_front();
         }
         self.membership_in.push_back(frame.clone());
-        self.stats.membership_accepted += 1;
     }
 
     /// The next verified membership frame (its tag, cluster and replay rule checked), for

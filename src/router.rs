@@ -558,7 +558,10 @@ impl RouterBuilder {
         let membership = self.membership_udp.and_then(|(udp, bind)| {
             self.make_membership(node, config.incarnation, udp, bind, now.instant)
         });
-        let endpoint = Endpoint::new(config, keyring, now);
+        let mut endpoint = Endpoint::new(config, keyring, now);
+        if membership.is_some() {
+            endpoint.enable_membership();
+        }
         let signals = Arc::new(Signals {
             parked: Default::default(),
             overflowed: Default::default(),

@@ -62,7 +62,8 @@ fn verdict_from(sender: u64, now: Now, cluster: &str, key: &Keyring, ts_offset: 
 /// Node 1: an endpoint and a membership that knows node 3 as alive.
 fn node(now: Now) -> (Endpoint, Membership) {
     let config = EndpointConfig::new(ClusterId::from_name(CLUSTER), 1, 10);
-    let endpoint = Endpoint::new(config, keyring(7), now);
+    let mut endpoint = Endpoint::new(config, keyring(7), now);
+    endpoint.enable_membership();
     let mut membership = Membership::new(MembershipConfig::new(1, 10), now.instant);
     let hello = Message {
         kind: GossipKind::Notify,

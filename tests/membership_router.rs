@@ -85,3 +85,92 @@ fn routers_join_through_one_seed_deliver_and_leave_gracefully() {
         assert!(rx.try_recv().is_err(), "no Missed after a graceful leave");
     }
 }
+
+/// A resolver that answers one name with fixed addresses (no network, no hosts file).
+struct Names(String, Vec<std::net::SocketAddr>);
+
+impl herald::membership::Resolver for Names {
+    fn resolve(&mut self, name: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        if name == self.0 {
+            Ok(self.1.clone())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                name.to_owned(),
+            ))
+        }
+    }
+}
+
+#[test]
+fn a_node_joins_through_a_dns_name_with_several_addresses() {
+    let addrs = util::free_udp_addrs(4);
+    // Three nodes that know each other through the first.
+    let routers: Vec<Router> = addrs[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| node(i as u64 + 1, a, addrs[0]))
+        .collect();
+    // The fourth knows only a name, which resolves to the three (the first of them twice).
+    let name = "herald.shop.test:7700".to_owned();
+    let answers = vec![addrs[2], addrs[1], addrs[0], addrs[0]];
+    let late = Router::builder()
+        .cluster("member-test")
+        .node_id(4)
+        .keyring(util::test_keyring())
+        .udp_bind(addrs[3])
+        .membership(MembershipSettings {
+            dns: Some(name.clone()),
+            dns_refresh: Duration::from_secs(1),
+            resolver: Some(Box::new(Names(name, answers))),
+            ..MembershipSettings::default()
+        })
+        .build()
+        .unwrap();
+    wait(Duration::from_secs(5), || {
+        late.members().len() == 4 && routers.iter().all(|r| r.members().len() == 4)
+    })
+    .expect("the node found through DNS joins, and everyone sees 4 members");
+    let id = EventId::from_name("dns.joined");
+    let (_sub, rx) = routers[0].event(id).receiver();
+    late.event(id).raise(b"hi").unwrap();
+    assert_eq!(
+        &rx.recv_timeout(Duration::from_secs(2)).unwrap().payload[..],
+        b"hi"
+    );
+}
+
+#[test]
+fn the_system_resolver_finds_a_node_by_localhost_name() {
+    let addrs = util::free_udp_addrs(2);
+    let first = node(1, addrs[0], addrs[0]);
+    let second = Router::builder()
+        .cluster("member-test")
+        .node_id(2)
+        .keyring(util::test_keyring())
+        .udp_bind(addrs[1])
+        .membership(MembershipSettings {
+            dns: Some(format!("localhost:{}", addrs[0].port())),
+            ..MembershipSettings::default()
+        })
+        .build()
+        .unwrap();
+    wait(Duration::from_secs(5), || {
+        first.members().len() == 2 && second.members().len() == 2
+    })
+    .expect("localhost:PORT resolves to the first node");
+}
+
+#[test]
+fn membership_without_udp_is_refused_with_the_fix() {
+    let err = Router::builder()
+        .cluster("member-test")
+        .keyring(util::test_keyring())
+        .membership(MembershipSettings::default())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("membership: needs UDP"),
+        "{err}"
+    );
+}
