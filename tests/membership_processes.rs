@@ -272,3 +272,78 @@ fn five_node_processes_find_each_other_from_one_seed() {
         assert!(!got.contains("message"), "node {}: {got:?}", i + 1);
     }
 }
+
+#[test]
+fn tail_shows_membership_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(HERALD)
+        .arg("keygen")
+        .arg(dir.path().join("herald.secret"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let udp = util::free_udp_addrs(2);
+    let tcp = util::free_tcp_addrs(2);
+    let write = |name: &str, id: u64, addr: SocketAddr| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "cluster = \"members\"\nnode_id = {id}\n[udp]\nbind = \"{addr}\"\n\
+                 [membership]\nseeds = [\"{}\"]\n",
+                udp[0]
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let mut node = Node {
+        config: write("node", 1, udp[0]),
+        udp: udp[0],
+        http: tcp[0],
+        service: tcp[1],
+        child: None,
+    };
+    node.start();
+    let tail_config = write("tail", 2, udp[1]);
+    let mut tail = Command::new(HERALD)
+        .args(["tail", "--json", "--config"])
+        .arg(&tail_config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let mut read_until = |want: &str, limit: Duration| {
+        let end = Instant::now() + limit;
+        while !text.contains(want) && Instant::now() < end {
+            if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(50)) {
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        text.contains(want)
+    };
+    assert!(
+        read_until("\"change\":\"joined\",\"node\":1", Duration::from_secs(10)),
+        "the tail prints the node joining: {}",
+        node.log()
+    );
+    node.signal("-TERM");
+    assert!(read_until(
+        "\"change\":\"left\",\"node\":1",
+        Duration::from_secs(3)
+    ));
+    let _ = tail.kill();
+    let _ = tail.wait();
+}

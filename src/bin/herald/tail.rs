@@ -41,6 +41,8 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     let json = args.json;
     let (_events, rx) = router.receiver_all();
     let (_missed, missed_rx) = router.missed_receiver();
+    // With [membership]: joins, leaves, failures, suspicions and refutations too.
+    let members_rx = router.member_events();
     let stop = common::stop_flag()?;
     while !stop.load(Ordering::Relaxed) {
         crossbeam_channel::select! {
@@ -57,6 +59,9 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
             },
             recv(missed_rx) -> m => if let Ok(m) = m {
                 say!("{}", format_missed(&m, json));
+            },
+            recv(members_rx) -> e => if let Ok(e) = e {
+                say!("{}", format_member(&e, json));
             },
             default(Duration::from_millis(50)) => {}
         }
@@ -156,6 +161,34 @@ fn format_lost(count: u64, json: bool) -> String {
         format!(
             "{} LOST {count} events: this tail fell behind (its output is read too slowly)",
             now_rfc3339()
+        )
+    }
+}
+
+fn format_member(e: &herald::membership::MemberEvent, json: bool) -> String {
+    use herald::membership::MemberEventKind;
+    let what = match e.kind {
+        MemberEventKind::Joined => "joined",
+        MemberEventKind::Left => "left",
+        MemberEventKind::Failed => "failed",
+        MemberEventKind::Suspect => "suspect",
+        MemberEventKind::Alive => "refuted",
+    };
+    let addr = e.addr.map(|a| a.to_string());
+    if json {
+        let addr = addr.map_or_else(|| "null".to_owned(), |a| json_string(&a));
+        format!(
+            "{{\"time\":\"{}\",\"type\":\"member\",\"change\":\"{what}\",\"node\":{},\"incarnation\":{},\"addr\":{addr}}}",
+            now_rfc3339(),
+            e.node,
+            e.incarnation
+        )
+    } else {
+        format!(
+            "{} MEMBER {what}: node {} at {}",
+            now_rfc3339(),
+            e.node,
+            addr.as_deref().unwrap_or("-")
         )
     }
 }
