@@ -5,7 +5,10 @@
 use std::fs;
 use std::path::Path;
 
-use herald::wire::{FrameWriter, MAX_FRAME_LEN};
+use herald::wire::{
+    FrameKind, FrameWriter, GossipKind, GossipMessage, MAX_ENTRIES, MAX_FRAME_LEN, MemberRecord,
+    MemberState, write_membership,
+};
 use herald_fuzz::{ArbHeader, encode_all, test_keyring};
 
 fn main() {
@@ -84,6 +87,43 @@ fn main() {
     let mut bad_tag = valid;
     bad_tag[100] ^= 0x80;
     seeds.push(("broken-tag", bad_tag));
+
+    // Membership frames (kind 5): a ping, a full member-list page, and a broken entry.
+    let member = |node: u64, state: MemberState, addr: &str| MemberRecord {
+        node,
+        incarnation: node << 20,
+        counter: 1,
+        state,
+        addr: addr.parse().ok(),
+    };
+    let mut fields = header.fields();
+    fields.kind = FrameKind::Membership;
+    let mut gossip = |kind: GossipKind, entries: &[MemberRecord]| {
+        let msg = GossipMessage {
+            kind,
+            seq: 9,
+            target_node: 3,
+            target_incarnation: 3 << 20,
+            target_addr: "127.0.0.1:7700".parse().ok(),
+            entries,
+        };
+        write_membership(&mut buf, &fields, &msg, &keyring)
+            .unwrap()
+            .to_vec()
+    };
+    seeds.push(("membership-ping", gossip(GossipKind::Ping, &[])));
+    let page: Vec<MemberRecord> = (1..=MAX_ENTRIES as u64)
+        .map(|n| {
+            let state = [MemberState::Alive, MemberState::Suspect, MemberState::Failed, MemberState::Left]
+                [(n % 4) as usize];
+            member(n, state, if n % 2 == 0 { "10.0.0.1:7700" } else { "[::1]:7700" })
+        })
+        .collect();
+    seeds.push(("membership-sync-full", gossip(GossipKind::Sync, &page)));
+    let mut broken = gossip(GossipKind::Notify, &page[..2]);
+    // The first entry's state byte (body offset 40 + 20) set to an unknown state.
+    broken[64 + 40 + 20] = 9;
+    seeds.push(("broken-membership-state", broken));
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for target in ["frame_parse", "roundtrip", "tamper"] {
