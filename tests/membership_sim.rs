@@ -60,7 +60,8 @@ fn traffic_per_node_is_bounded_in_cluster_size() {
         let mut sim = MemberSim::new(n, 7);
         sim.run_until(Duration::from_secs(30), MemberSim::converged)
             .expect("converges");
-        sim.run_for(Duration::from_secs(5));
+        // Past the gossip of the joins themselves: the steady state.
+        sim.run_for(Duration::from_secs(15));
         let (msgs, bytes) = sim.traffic(Duration::from_secs(20));
         println!("{n} nodes: {msgs:.1} messages and {bytes:.0} bytes per node per second");
         figures.push((msgs, bytes));

@@ -252,6 +252,11 @@ pub struct Membership {
     /// Extra seed addresses (from DNS), replaced at each resolution.
     discovered: Vec<SocketAddr>,
     next_join: Option<Instant>,
+    /// When a node that just joined asks one more member for its list (once): the seed's
+    /// answer lacks whoever joined at the same time.
+    resync_at: Option<Instant>,
+    /// Whether this node has had a member list answer yet.
+    synced: bool,
     leaving: bool,
     rng: u64,
 }
@@ -278,6 +283,8 @@ impl Membership {
             stats: MembershipStats::default(),
             discovered: Vec::new(),
             next_join: Some(now),
+            resync_at: None,
+            synced: false,
             leaving: false,
             rng,
             config,

@@ -93,10 +93,15 @@ impl Membership {
             Some(c) => c.direct_until.unwrap_or(c.until),
             None => p.next,
         };
-        [Some(probe), self.next_join, self.next_suspicion_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(probe),
+            self.next_join,
+            self.resync_at,
+            self.next_suspicion_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the timers: join retries, the probe of the round, indirect probes, suspicion
@@ -109,6 +114,14 @@ impl Membership {
         self.join_if_alone(now);
         if self.leaving {
             return;
+        }
+        if self.resync_at.is_some_and(|t| now >= t) {
+            self.resync_at = None;
+            let addrs = self.live_addrs();
+            if !addrs.is_empty() {
+                let i = self.random(addrs.len());
+                self.send_join(addrs[i]);
+            }
         }
         let stretch = self.probe.awareness + 1;
         let timeout = self.config.probe_timeout * stretch;

@@ -99,6 +99,10 @@ impl Membership {
                 self.relay(now, msg, target, from);
             }
             GossipKind::Join => self.answer_join(from),
+            GossipKind::Sync if !self.synced => {
+                self.synced = true;
+                self.resync_at = Some(now + self.config.probe_interval * 5);
+            }
             GossipKind::Sync | GossipKind::Notify => {}
         }
     }
