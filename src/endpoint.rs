@@ -53,6 +53,7 @@ use crate::wire::{
     HeaderFields, SharedFrame,
 };
 
+mod membership;
 mod outbound;
 
 use outbound::{Outbound, OutboundConfig, Reply};
@@ -643,93 +644,6 @@ impl Endpoint {
         }
     }
 
-    /// Makes room for a new sender. Without membership: forgets one silent long enough (see
-    /// [`evict_one`](Self::evict_one)) when the table is full. With membership
-    /// ([`set_members`](Self::set_members)), members are always admitted, and senders the
-    /// cluster does not know share at most a quarter of the table, where the one heard
-    /// least recently makes way for a newcomer: a flood of made-up node ids churns that
-    /// share and never locks members, or a node about to join, out.
-    fn make_room(&mut self, now: Instant, node: u64) -> Result<(), Reject> {
-        let max = self.config.max_senders;
-        let Some(members) = &self.members else {
-            if self.nodes.len() >= max {
-                self.evict_one(now)?;
-            }
-            return Ok(());
-        };
-        let unknown = || {
-            self.nodes
-                .iter()
-                .filter(|(n, _)| !members.contains(n))
-                .min_by_key(|(_, s)| s.session.last_heard())
-                .map(|(&n, _)| n)
-        };
-        let victim = if members.contains(&node) {
-            if self.nodes.len() < max {
-                return Ok(());
-            }
-            unknown()
-        } else {
-            let share = (max / 4).max(1);
-            let count = self.nodes.keys().filter(|n| !members.contains(n)).count();
-            if count < share && self.nodes.len() < max {
-                return Ok(());
-            }
-            unknown()
-        };
-        match victim {
-            Some(n) => {
-                self.nodes.remove(&n);
-                self.stats.unknown_evicted += 1;
-                Ok(())
-            }
-            None => self.evict_one(now),
-        }
-    }
-
-    /// Turns membership on: verified membership frames are kept for
-    /// [`poll_membership`](Self::poll_membership) (without it they are counted and dropped),
-    /// and the sender table makes room as [`make_room`](Self::make_room) says, with the
-    /// members given by [`set_members`](Self::set_members) (none yet).
-    pub fn enable_membership(&mut self) {
-        self.members.get_or_insert_with(Default::default);
-    }
-
-    /// Tells the endpoint which nodes are members of the cluster (from membership), and turns
-    /// membership on: members are always admitted to the sender table; see
-    /// [`make_room`](Self::make_room).
-    pub fn set_members(&mut self, members: impl IntoIterator<Item = u64>) {
-        self.members = Some(members.into_iter().collect());
-    }
-
-    /// Writes and signs a membership frame for [`crate::membership`] into `buf` and returns
-    /// its length. Its timestamp rises strictly with this node's control frames, as
-    /// receivers require.
-    ///
-    /// # Errors
-    ///
-    /// As [`write_membership`](crate::wire::write_membership).
-    pub fn encode_membership(
-        &mut self,
-        now: Now,
-        message: &crate::wire::GossipMessage<'_>,
-        buf: &mut [u8],
-    ) -> Result<usize, EncodeError> {
-        let fields = HeaderFields {
-            kind: FrameKind::Membership,
-            flags: Flags::EMPTY,
-            key_id: self.keyring.signing_key_id(),
-            cluster: self.config.cluster,
-            node: self.config.node,
-            incarnation: self.config.incarnation,
-            sequence: self.last_seq,
-            timestamp_ns: now.unix_ns.max(self.control_ts + 1),
-        };
-        let len = crate::wire::write_membership(buf, &fields, message, &self.keyring)?.len();
-        self.control_ts = fields.timestamp_ns;
-        Ok(len)
-    }
-
     /// Makes room for one sender by forgetting one silent for long enough that no frame of
     /// it can pass the clock-skew check any more (so forgetting it cannot let a replay in).
     fn evict_one(&mut self, now: Instant) -> Result<(), Reject> {
@@ -747,28 +661,6 @@ impl Endpoint {
             }
             None => Err(Reject::TooManySenders),
         }
-    }
-
-    /// Keeps a verified membership frame for [`poll_membership`](Self::poll_membership);
-    /// the oldest is dropped beyond a bound, as a lost datagram would be.
-    fn queue_membership(&mut self, frame: &SharedFrame) {
-        const MAX_QUEUED: usize = 256;
-        self.stats.membership_accepted += 1;
-        // Without membership nobody polls them: keeping them would pin receive buffers.
-        if self.members.is_none() {
-            return;
-        }
-        if self.membership_in.len() == MAX_QUEUED {
-            self.membership_in.pop_front();
-        }
-        self.membership_in.push_back(frame.clone());
-    }
-
-    /// The next verified membership frame (its tag, cluster and replay rule checked), for
-    /// [`Membership::handle_message`](crate::membership::Membership::handle_message).
-    #[must_use]
-    pub fn poll_membership(&mut self) -> Option<SharedFrame> {
-        self.membership_in.pop_front()
     }
 
     /// The next frame to deliver or Missed notice, in order.

@@ -1,7 +1,7 @@
 //! Membership frames ([`FrameKind::Membership`]): the SWIM messages of
 //! [`crate::membership`], signed and replay-checked like every other frame.
 //!
-//! The body is a 40-byte [`GossipHeader`] (message kind, probe number, and the member the
+//! The body is a 40-byte gossip header (message kind, probe number, and the member the
 //! message is about: the probed node of a ping, the acknowledged node of an ack, the node an
 //! indirect probe asks for), then the header's `record_count` member entries of 40 bytes
 //! ([`EntryBytes`]): the updates the message carries (piggybacked gossip, or a page of the
@@ -22,7 +22,7 @@ use super::{
 };
 use crate::auth::Keyring;
 
-/// Length of a [`GossipHeader`].
+/// Length of the gossip header that starts a membership frame's body.
 pub const GOSSIP_HEADER_LEN: usize = 40;
 /// Length of one member entry.
 pub const ENTRY_LEN: usize = 40;
