@@ -257,6 +257,9 @@ pub struct Membership {
     resync_at: Option<Instant>,
     /// Whether this node has had a member list answer yet.
     synced: bool,
+    /// When a member remembered as failed is next asked to join (healing a partition: both
+    /// sides may have declared the other failed, and nobody probes a failed member).
+    next_reconnect: Instant,
     leaving: bool,
     rng: u64,
 }
@@ -285,6 +288,7 @@ impl Membership {
             next_join: Some(now),
             resync_at: None,
             synced: false,
+            next_reconnect: now,
             leaving: false,
             rng,
             config,

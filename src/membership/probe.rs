@@ -95,6 +95,7 @@ impl Membership {
         };
         [
             Some(probe),
+            Some(self.next_reconnect),
             self.next_join,
             self.resync_at,
             self.next_suspicion_deadline(),
@@ -114,6 +115,19 @@ impl Membership {
         self.join_if_alone(now);
         if self.leaving {
             return;
+        }
+        if now >= self.next_reconnect {
+            self.next_reconnect = now + self.config.join_retry;
+            let failed: Vec<SocketAddr> = self
+                .members
+                .values()
+                .filter(|m| m.record.state == super::MemberState::Failed)
+                .filter_map(|m| m.record.addr)
+                .collect();
+            if !failed.is_empty() {
+                let i = self.random(failed.len());
+                self.send_join(failed[i]);
+            }
         }
         if self.resync_at.is_some_and(|t| now >= t) {
             self.resync_at = None;

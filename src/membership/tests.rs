@@ -13,6 +13,8 @@ struct Net {
     now: Instant,
     nodes: Vec<Membership>,
     down: Vec<bool>,
+    /// Runs its timers but hears nothing and is heard by nobody.
+    isolated: Vec<bool>,
     events: Vec<(usize, MemberEvent)>,
 }
 
@@ -31,6 +33,7 @@ impl Net {
             now,
             nodes,
             down: vec![false; n],
+            isolated: vec![false; n],
             events: Vec::new(),
         }
     }
@@ -47,7 +50,7 @@ impl Net {
                     let Some(j) = (0..self.nodes.len()).find(|&j| addr(j) == to) else {
                         continue;
                     };
-                    if self.down[j] || self.down[i] {
+                    if self.down[j] || self.down[i] || self.isolated[i] || self.isolated[j] {
                         continue;
                     }
                     let me = *self.nodes[i].me();
@@ -286,4 +289,40 @@ fn the_system_resolver_resolves_localhost_to_loopback() {
             .iter()
             .all(|a| a.ip().is_loopback() && a.port() == 7700)
     );
+}
+
+#[test]
+fn a_node_whose_probes_fail_slows_its_own_probing_and_recovers() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.nodes[0].awareness(), 0);
+    // Node 1 hears nothing (its network is down, or it is overloaded): every probe fails.
+    net.isolated[0] = true;
+    let sent = |net: &Net| net.nodes[0].stats().messages_sent;
+    let before = sent(&net);
+    net.run(Duration::from_secs(2));
+    let first = sent(&net) - before;
+    assert!(
+        net.nodes[0].awareness() >= 2,
+        "{}",
+        net.nodes[0].awareness()
+    );
+    let before = sent(&net);
+    net.run(Duration::from_secs(2));
+    let second = sent(&net) - before;
+    assert!(
+        second < first,
+        "probing slows down: {first} then {second} messages"
+    );
+    // Back on the network, after everyone declared everyone failed: the partition heals (a
+    // failed member is asked to join again now and then), and answered probes bring the
+    // score down again.
+    assert_eq!(net.nodes[1].state_of(1), Some(MemberState::Failed));
+    assert_eq!(net.nodes[0].state_of(2), Some(MemberState::Failed));
+    net.isolated[0] = false;
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.nodes[0].awareness(), 0);
+    for m in &net.nodes {
+        assert_eq!(m.counts(), (3, 0), "{:?}", m.members());
+    }
 }
