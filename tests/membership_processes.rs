@@ -324,26 +324,30 @@ fn tail_shows_membership_changes() {
             }
         }
     });
+    // Reads the tail's output until `done` holds or `limit` passes.
     let mut text = String::new();
-    let mut read_until = |want: &str, limit: Duration| {
+    let mut read_until = |done: &dyn Fn(&str) -> bool, limit: Duration| {
         let end = Instant::now() + limit;
-        while !text.contains(want) && Instant::now() < end {
+        while !done(&text) && Instant::now() < end {
             if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(50)) {
                 text.push_str(&String::from_utf8_lossy(&bytes));
             }
         }
-        text.contains(want)
+        done(&text)
+    };
+    // Joined after the tail started, or already there when it subscribed.
+    let joined = |t: &str| {
+        t.contains("\"change\":\"joined\",\"node\":1")
+            || t.contains("\"change\":\"present\",\"node\":1")
     };
     assert!(
-        read_until("\"change\":\"joined\",\"node\":1", Duration::from_secs(10)),
+        read_until(&joined, Duration::from_secs(10)),
         "the tail prints the node joining: {}",
         node.log()
     );
     node.signal("-TERM");
-    assert!(read_until(
-        "\"change\":\"left\",\"node\":1",
-        Duration::from_secs(3)
-    ));
+    let left = |t: &str| t.contains("\"change\":\"left\",\"node\":1");
+    assert!(read_until(&left, Duration::from_secs(3)));
     let _ = tail.kill();
     let _ = tail.wait();
 }

@@ -43,6 +43,15 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     let (_missed, missed_rx) = router.missed_receiver();
     // With [membership]: joins, leaves, failures, suspicions and refutations too.
     let members_rx = router.member_events();
+    // Who was already there (changes before the subscription are not sent again).
+    for m in router.members() {
+        if m.node != router.node_id() {
+            say!(
+                "{}",
+                format_member("present", m.node, m.incarnation, m.addr, json)
+            );
+        }
+    }
     let stop = common::stop_flag()?;
     while !stop.load(Ordering::Relaxed) {
         crossbeam_channel::select! {
@@ -61,7 +70,7 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
                 say!("{}", format_missed(&m, json));
             },
             recv(members_rx) -> e => if let Ok(e) = e {
-                say!("{}", format_member(&e, json));
+                say!("{}", format_member(change_name(e.kind), e.node, e.incarnation, e.addr, json));
             },
             default(Duration::from_millis(50)) => {}
         }
@@ -165,29 +174,38 @@ fn format_lost(count: u64, json: bool) -> String {
     }
 }
 
-fn format_member(e: &herald::membership::MemberEvent, json: bool) -> String {
+fn change_name(kind: herald::membership::MemberEventKind) -> &'static str {
     use herald::membership::MemberEventKind;
-    let what = match e.kind {
+    match kind {
         MemberEventKind::Joined => "joined",
         MemberEventKind::Left => "left",
         MemberEventKind::Failed => "failed",
         MemberEventKind::Suspect => "suspect",
         MemberEventKind::Alive => "refuted",
-    };
-    let addr = e.addr.map(|a| a.to_string());
+    }
+}
+
+fn format_member(
+    what: &str,
+    node: u64,
+    incarnation: u64,
+    addr: Option<std::net::SocketAddr>,
+    json: bool,
+) -> String {
+    let addr = addr.map(|a| a.to_string());
     if json {
         let addr = addr.map_or_else(|| "null".to_owned(), |a| json_string(&a));
         format!(
             "{{\"time\":\"{}\",\"type\":\"member\",\"change\":\"{what}\",\"node\":{},\"incarnation\":{},\"addr\":{addr}}}",
             now_rfc3339(),
-            e.node,
-            e.incarnation
+            node,
+            incarnation
         )
     } else {
         format!(
             "{} MEMBER {what}: node {} at {}",
             now_rfc3339(),
-            e.node,
+            node,
             addr.as_deref().unwrap_or("-")
         )
     }
