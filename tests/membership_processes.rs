@@ -351,3 +351,52 @@ fn tail_shows_membership_changes() {
     let _ = tail.kill();
     let _ = tail.wait();
 }
+
+#[test]
+fn check_names_a_bad_membership_key_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        (
+            "[udp]\nbind = \"127.0.0.1:1\"\n[membership]\nprobe_interval_ms = 1\n",
+            "membership.probe_interval_ms",
+        ),
+        (
+            "[udp]\nbind = \"127.0.0.1:1\"\n[membership]\nsuspicion_mult = 0\n",
+            "membership.suspicion_mult",
+        ),
+        (
+            "[tcp]\nlisten = \"127.0.0.1:1\"\n[membership]\nseeds = []\n",
+            "membership: needs UDP",
+        ),
+        (
+            "[udp]\nbind = \"127.0.0.1:1\"\n[membership]\nseed = []\n",
+            "membership.seed",
+        ),
+    ];
+    for (body, want) in bad {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("cluster = \"c\"\n{body}")).unwrap();
+        let out = Command::new(HERALD)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{body}");
+        assert!(stderr.contains(want), "{body}: {stderr}");
+    }
+    let path = dir.path().join("good.toml");
+    std::fs::write(
+        &path,
+        "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:1\"\n[membership]\nseeds = [\"127.0.0.1:2\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(HERALD)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("probe_interval_ms = 200"), "{stdout}");
+}

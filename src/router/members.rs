@@ -67,20 +67,26 @@ impl RouterBuilder {
         self
     }
 
-    /// Checks the settings before anything is bound.
-    pub(super) fn check_membership(&self) -> Result<(), crate::BuildError> {
+    /// Checks the membership settings (as [`build`](Self::build) does first), without binding
+    /// anything: `herald check` uses it.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Invalid`](crate::BuildError::Invalid) naming the setting (as its config
+    /// key) and the fix.
+    pub fn check_membership(&self) -> Result<(), crate::BuildError> {
         let Some(m) = &self.membership else {
             return Ok(());
         };
         if self.udp_bind.is_none() {
             return Err(Self::invalid(
                 "membership",
-                "needs UDP: set udp_bind (membership messages travel over UDP)",
+                "needs UDP: set udp.bind (membership messages travel over UDP unicast)",
             ));
         }
         if m.probe_interval < Duration::from_millis(10) {
             return Err(Self::invalid(
-                "membership.probe_interval",
+                "membership.probe_interval_ms",
                 "must be at least 10 ms (200 ms by default)",
             ));
         }
@@ -92,7 +98,7 @@ impl RouterBuilder {
         }
         if m.dns.is_some() && m.dns_refresh.is_zero() {
             return Err(Self::invalid(
-                "membership.dns_refresh",
+                "membership.dns_refresh_s",
                 "must be more than zero (30 s by default)",
             ));
         }

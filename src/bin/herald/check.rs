@@ -12,6 +12,10 @@ pub(crate) struct CheckArgs {
 
 pub(crate) fn run(args: &CheckArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
+    config
+        .router_builder()
+        .check_membership()
+        .map_err(|e| CliError::usage(format!("{}: {e}", args.config.config.display())))?;
     let secret = config.secret_path(&dir);
     let state = match herald::auth::SecretFile::load(&secret) {
         Ok(s) => format!(
