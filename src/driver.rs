@@ -24,7 +24,7 @@ use crate::transport::{FrameBatch, PeerAddr, RecvStatus, Transport};
 
 mod member;
 
-pub(crate) use member::MemberGlue;
+pub(crate) use member::{MemberGlue, MemberView};
 
 /// The waker's token; transports get 1, 2, …
 pub(crate) const WAKER: Token = Token(0);

@@ -558,6 +558,7 @@ impl RouterBuilder {
         let membership = self.membership_udp.and_then(|(udp, bind)| {
             self.make_membership(node, config.incarnation, udp, bind, now.instant)
         });
+        let members_view = membership.as_ref().map(|m| Arc::clone(&m.view));
         let mut endpoint = Endpoint::new(config, keyring, now);
         if membership.is_some() {
             endpoint.enable_membership();
@@ -646,6 +647,7 @@ impl RouterBuilder {
                 core,
                 service: Mutex::new(None),
                 channel_capacity: self.channel_capacity,
+                members: members_view,
             }),
         };
         if let Some(config) = self.service.take() {
@@ -705,6 +707,8 @@ struct Inner {
     service: Mutex<Option<crate::service::Service>>,
     /// Capacity of each channel subscriber's channel.
     channel_capacity: usize,
+    /// Membership's member list and change subscribers, when the router runs membership.
+    members: Option<Arc<crate::driver::MemberView>>,
 }
 
 impl Drop for Inner {

@@ -174,3 +174,35 @@ fn membership_without_udp_is_refused_with_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn a_subscriber_on_the_driver_thread_may_ask_for_the_members() {
+    let addrs = util::free_udp_addrs(2);
+    let build = |id: u64, addr| {
+        Router::builder()
+            .cluster("member-test")
+            .node_id(id)
+            .keyring(util::test_keyring())
+            .udp_bind(addr)
+            .dispatch_on_driver(true)
+            .membership(MembershipSettings {
+                seeds: vec![addrs[0]],
+                ..MembershipSettings::default()
+            })
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(1, addrs[0]), build(2, addrs[1]));
+    wait(Duration::from_secs(5), || {
+        a.members().len() == 2 && b.members().len() == 2
+    })
+    .expect("joined");
+    let id = EventId::from_name("ask.members");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let me = a.clone();
+    let _sub = a.event(id).subscribe(move |_| {
+        let _ = tx.send(me.members().len());
+    });
+    b.event(id).raise(b"?").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(2));
+}

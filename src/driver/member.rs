@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
+
+use crate::sync::plain::Arc;
 
 use crate::endpoint::{Endpoint, Now};
 use crate::membership::{
@@ -13,6 +16,17 @@ use crate::membership::{
 };
 use crate::metrics::Shared;
 use crate::transport::{PeerAddr, Transport};
+
+/// Membership as the application sees it ([`Router::members`](crate::Router::members),
+/// [`Router::member_events`](crate::Router::member_events)), behind locks of its own so that
+/// a subscriber running on the driver thread may ask too.
+#[derive(Debug, Default)]
+pub(crate) struct MemberView {
+    /// The members as last published.
+    pub(crate) members: Mutex<Vec<MemberRecord>>,
+    /// Who hears of membership changes.
+    pub(crate) subscribers: Mutex<Vec<Sender<MemberEvent>>>,
+}
 
 /// Membership as the driver runs it.
 pub(crate) struct MemberGlue {
@@ -22,10 +36,8 @@ pub(crate) struct MemberGlue {
     pub(crate) udp: usize,
     /// The live members' addresses the transports were last given.
     peers: Vec<SocketAddr>,
-    /// Who hears of membership changes ([`Router::member_events`](crate::Router::member_events)).
-    pub(crate) subscribers: Vec<Sender<MemberEvent>>,
-    /// The members as last published, for [`Router::members`](crate::Router::members).
-    pub(crate) snapshot: Vec<MemberRecord>,
+    /// What the application reads, without the driver's lock.
+    pub(crate) view: Arc<MemberView>,
     buf: Vec<u8>,
     membership_known: bool,
 }
@@ -42,12 +54,14 @@ impl std::fmt::Debug for MemberGlue {
 impl MemberGlue {
     pub(crate) fn new(membership: Membership, dns: Option<DnsSeeds>, udp: usize) -> Self {
         Self {
-            snapshot: membership.members(),
+            view: Arc::new(MemberView {
+                members: Mutex::new(membership.members()),
+                subscribers: Mutex::new(Vec::new()),
+            }),
             membership,
             dns,
             udp,
             peers: Vec::new(),
-            subscribers: Vec::new(),
             buf: vec![0; crate::wire::DEFAULT_UDP_FRAME_LEN],
             membership_known: false,
         }
@@ -122,16 +136,19 @@ impl MemberGlue {
         while let Some(event) = self.membership.poll_event() {
             changed = true;
             log_event(&event);
-            self.subscribers.retain(|s| match s.try_send(event) {
-                Ok(()) | Err(TrySendError::Full(_)) => true,
-                Err(TrySendError::Disconnected(_)) => false,
-            });
+            self.view
+                .subscribers
+                .lock()
+                .retain(|s| match s.try_send(event) {
+                    Ok(()) | Err(TrySendError::Full(_)) => true,
+                    Err(TrySendError::Disconnected(_)) => false,
+                });
         }
         if !changed {
             return;
         }
         self.membership_known = true;
-        self.snapshot = self.membership.members();
+        *self.view.members.lock() = self.membership.members();
         endpoint.set_members(
             self.membership
                 .known()

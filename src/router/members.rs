@@ -139,20 +139,19 @@ impl Router {
     /// included, by node id. Empty without membership.
     pub fn members(&self) -> Vec<MemberRecord> {
         self.inner
-            .core
-            .lock()
-            .membership
+            .members
             .as_ref()
-            .map_or_else(Vec::new, |m| m.snapshot.clone())
+            .map_or_else(Vec::new, |v| v.members.lock().clone())
     }
 
     /// Membership changes from now on (joined, left, failed, suspected, refuted), with
-    /// node id, incarnation and address. The channel holds up to 4096 changes; a receiver
-    /// that falls further behind misses the newest. Never sends without membership.
+    /// node id, incarnation and address ([`members`](Self::members) gives who is there
+    /// already). The channel holds up to 4096 changes; a receiver that falls further behind
+    /// misses the newest. Never sends without membership.
     pub fn member_events(&self) -> Receiver<MemberEvent> {
         let (tx, rx) = bounded(4096);
-        if let Some(m) = self.inner.core.lock().membership.as_mut() {
-            m.subscribers.push(tx);
+        if let Some(v) = &self.inner.members {
+            v.subscribers.lock().push(tx);
         }
         rx
     }
