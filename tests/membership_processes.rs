@@ -188,6 +188,25 @@ fn five_node_processes_find_each_other_from_one_seed() {
         )
     });
     println!("5 processes see 5 members {joined:?} after all started");
+    // `herald members` prints the same, as a table, from the node's config.
+    let out = Command::new(HERALD)
+        .args(["members", "--config"])
+        .arg(&nodes[1].config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("5 members"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" alive ")).count(),
+        5,
+        "{table}"
+    );
+    assert!(table.contains("(this node)"), "{table}");
 
     // An event raised on the last reaches the subscribers of all the others.
     let mut subs: Vec<TcpStream> = nodes[..N - 1]
