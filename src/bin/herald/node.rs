@@ -118,6 +118,21 @@ fn log_start(
         }
         peers.extend(udp.peers.iter().map(|p| format!("udp {p}")));
     }
+    if let Some(m) = &config.membership {
+        let seeds: Vec<String> = m.seeds.iter().map(ToString::to_string).collect();
+        peers.push(format!(
+            "membership (seeds: {}{})",
+            if seeds.is_empty() {
+                "none".to_owned()
+            } else {
+                seeds.join(" ")
+            },
+            m.dns
+                .as_ref()
+                .map(|d| format!(", dns {d}"))
+                .unwrap_or_default()
+        ));
+    }
     if let Some(tcp) = &config.tcp {
         if let Some(l) = tcp.listen {
             listen.push(format!("tcp {l}"));
@@ -129,7 +144,7 @@ fn log_start(
     }
     if let Some(h) = http {
         listen.push(format!(
-            "http {} (/metrics /healthz /readyz)",
+            "http {} (/metrics /healthz /readyz /members)",
             h.local_addr()
         ));
     }
