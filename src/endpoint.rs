@@ -129,7 +129,9 @@ pub struct RecoveryConfig {
     pub retained_ids: usize,
     /// How many data frames a sender may run ahead of its slowest live receiver. Default 1024.
     pub window_frames: u64,
-    /// The longest random delay before a receiver first asks for a gap. Default 200 µs.
+    /// The longest random delay before a receiver first asks for a gap. Default 200 µs; a
+    /// router on multicast makes it at least 3 ms, so that receivers that lost the same frame
+    /// hear one another's request before they send their own.
     pub nak_delay: Duration,
     /// How often a receiver asks again for a gap still open. Default 5 ms.
     pub nak_interval: Duration,

@@ -117,6 +117,9 @@ impl fmt::Debug for RouterBuilder {
     }
 }
 
+/// The least random delay before a first request on a shared channel (multicast).
+const SHARED_NAK_DELAY: Duration = Duration::from_millis(3);
+
 impl RouterBuilder {
     /// The cluster's name (required). Nodes of different clusters ignore each other.
     pub fn cluster(mut self, name: &str) -> Self {
@@ -546,6 +549,12 @@ impl RouterBuilder {
         let held = u64::try_from(self.recovery.retention_bytes / self.max_frame_len).unwrap_or(1);
         config.recovery.window_frames = config.recovery.window_frames.min(held).max(1);
         config.recovery.shared_channel |= self.multicast.is_some();
+        if config.recovery.shared_channel {
+            // Receivers that lost the same frame should hear each other's request before
+            // sending their own: the driver's timers tick in milliseconds, so a delay spread
+            // over less than that would fire everywhere at once.
+            config.recovery.nak_delay = config.recovery.nak_delay.max(SHARED_NAK_DELAY);
+        }
         let endpoint = Endpoint::new(config, keyring, now);
         let signals = Arc::new(Signals {
             parked: Default::default(),
