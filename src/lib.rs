@@ -95,8 +95,9 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Config, ConfigError, LatencySection, LogFormat, LogSection, MetricsSection, MulticastSection,
-    RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
+    Address, AddressError, Config, ConfigError, ConfigErrors, LatencySection, LogFormat,
+    LogSection, MetricsSection, MulticastSection, RingSection, ServiceSection, TcpSection,
+    TimingSection, UdpSection,
 };
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};

@@ -17,7 +17,8 @@ use herald::{Router, RouterBuilder};
 use crate::CliError;
 use crate::children::{Children, Halt, free_port};
 use crate::common;
-use crate::load::{self, Generated, Load, Recorder};
+use crate::json;
+use crate::load::{self, Generated, Load, Recorder, Report};
 
 /// Arguments of `herald bench`.
 #[derive(Debug, clap::Args)]
@@ -289,6 +290,42 @@ fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<
     Ok(())
 }
 
+/// `herald bench --json`: one object, documented in docs/bench.md. The receiver's figures
+/// are [`Report`]'s fields, flattened in: a field added there appears here too.
+#[derive(Debug, serde::Serialize)]
+struct BenchJson {
+    /// `in-process` or `two-process`.
+    mode: &'static str,
+    /// `udp` or `tcp`.
+    transport: &'static str,
+    /// Bytes per event.
+    payload: usize,
+    /// Threads raising.
+    producers: usize,
+    /// Largest frame, bytes.
+    frame: usize,
+    send_on_raise: bool,
+    dispatch_on_driver: bool,
+    busy_poll_us_receiver: u64,
+    busy_poll_us_sender: u64,
+    /// How long the load ran, seconds (to the millisecond).
+    seconds: f64,
+    /// Events delivered per second (whole events).
+    events_per_sec: f64,
+    /// Payload megabytes (10^6) delivered per second (to 0.01).
+    mb_per_sec: f64,
+    /// Events the sender raised into its ring.
+    sent: u64,
+    #[serde(flatten)]
+    receiver: Report,
+}
+
+/// `x` rounded to `decimals` places, so the JSON shows the precision the figure has.
+fn rounded(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
+
 fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Router) {
     let r = recorder.report(receiver);
     let secs = done.elapsed.as_secs_f64().max(1e-9);
@@ -306,14 +343,25 @@ fn print(args: &BenchArgs, done: Generated, recorder: &Recorder, receiver: &Rout
         args.busy_poll(false).as_micros(),
     );
     if args.json {
-        say!(
-            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"send_on_raise\":{inline_send},\"dispatch_on_driver\":{inline_dispatch},\"busy_poll_us_receiver\":{busy_rx},\"busy_poll_us_sender\":{busy_tx},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped}}}",
-            args.transport,
-            args.payload,
-            args.producers,
-            args.frame,
-            r.missed_frames
-        );
+        json::print(&BenchJson {
+            mode,
+            transport: match args.transport {
+                Transport::Udp => "udp",
+                Transport::Tcp => "tcp",
+            },
+            payload: args.payload,
+            producers: args.producers,
+            frame: args.frame,
+            send_on_raise: inline_send,
+            dispatch_on_driver: inline_dispatch,
+            busy_poll_us_receiver: u64::try_from(busy_rx).unwrap_or(u64::MAX),
+            busy_poll_us_sender: u64::try_from(busy_tx).unwrap_or(u64::MAX),
+            seconds: rounded(secs, 3),
+            events_per_sec: rounded(eps, 0),
+            mb_per_sec: rounded(mbps, 2),
+            sent,
+            receiver: r,
+        });
     } else {
         say!(
             "herald bench: {:?} on loopback, {mode}, {}-byte payloads, {} producer(s), {}-byte frames, {secs:.1} s",

@@ -152,8 +152,9 @@ pub(crate) struct Recorder {
     latency: Mutex<Histogram<u64>>,
 }
 
-/// A receiving node's figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A receiving node's figures: the receiver's part of `bench --json` (docs/bench.md) and
+/// the child's `stats` line. A field added here shows in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Report {
     /// Load events delivered to the subscriber.
     pub(crate) delivered: u64,
@@ -251,48 +252,13 @@ impl Recorder {
 }
 
 impl Report {
-    /// One line of the child protocol: `stats` and seven numbers.
+    /// One line of the child protocol: `stats` and the report as JSON.
     pub(crate) fn to_line(self) -> String {
-        format!(
-            "stats {} {} {} {} {} {} {}",
-            self.delivered,
-            self.missed,
-            self.missed_frames,
-            self.dropped,
-            self.p50_us,
-            self.p99_us,
-            self.p999_us
-        )
+        format!("stats {}", crate::json::line(&self))
     }
 
     /// Parses a `stats` line.
     pub(crate) fn parse(line: &str) -> Option<Self> {
-        let n: Vec<u64> = line
-            .strip_prefix("stats ")?
-            .split(' ')
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .ok()?;
-        let [
-            delivered,
-            missed,
-            missed_frames,
-            dropped,
-            p50_us,
-            p99_us,
-            p999_us,
-        ] = n[..]
-        else {
-            return None;
-        };
-        Some(Self {
-            delivered,
-            missed,
-            missed_frames,
-            dropped,
-            p50_us,
-            p99_us,
-            p999_us,
-        })
+        serde_json::from_str(line.strip_prefix("stats ")?).ok()
     }
 }

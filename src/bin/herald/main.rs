@@ -22,6 +22,7 @@ mod child;
 mod children;
 mod common;
 mod demo;
+mod json;
 mod keygen;
 mod load;
 mod node;
@@ -51,7 +52,8 @@ enum Command {
     Tail(node::TailArgs),
     /// Raise an event cluster-wide and exit once it has been sent.
     Raise(raise::RaiseArgs),
-    /// Check a config file and print it with every default (the secret is never printed).
+    /// Check a config file as `node` would before starting, report every problem, and print
+    /// it with every default (the secret is never printed).
     Check(check::CheckArgs),
     /// Load between two nodes on loopback: events/s, MB/s, latency percentiles, losses.
     Bench(bench::BenchArgs),
@@ -69,6 +71,11 @@ pub(crate) struct CliError(String);
 impl CliError {
     pub(crate) fn usage(message: impl fmt::Display) -> Self {
         Self(message.to_string())
+    }
+
+    /// Exit code 2 with nothing more on stderr: the output already said what went wrong.
+    pub(crate) fn quiet() -> Self {
+        Self(String::new())
     }
 }
 
@@ -133,7 +140,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herald: {e}");
+            if !e.0.is_empty() {
+                eprintln!("herald: {e}");
+            }
             ExitCode::from(2)
         }
     }

@@ -11,6 +11,7 @@ use herald::{EventId, Router};
 
 use crate::CliError;
 use crate::common::{self, ConfigArgs};
+use crate::json;
 
 /// Arguments of `herald node`.
 #[derive(Debug, clap::Args)]
@@ -35,9 +36,9 @@ pub(crate) struct TailArgs {
 pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
     common::init_logging(&config, args.config.log_format);
-    let builder = common::with_secret(config.router_builder(), &config, &dir, true)?;
-    let service_config = config.service_config(&dir).map_err(CliError::usage)?;
-    let router = common::build(builder)?;
+    let prepared = common::prepare(&config, &dir, &args.config.config)?;
+    let service_config = prepared.service.clone();
+    let router = common::build(prepared.with_keyring()?)?;
     let service = match service_config {
         Some(c) => Some(Arc::new(Service::start(&router, c).map_err(|e| {
             CliError::usage(format!(
@@ -68,11 +69,10 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     // A person reading a tail wants every event: let it queue far more than a node does,
     // about a million events while the terminal or pipe catches up (it still never slows the
     // sockets; past this it reports local_overflow, or a LOST line for its own channel).
-    let builder = config
-        .router_builder()
+    let builder = common::router_builder(&config, &args.config.config)?
         .dispatch_queue(1 << 16)
         .channel_capacity(1 << 20);
-    let builder = common::with_secret(builder, &config, &dir, false)?;
+    let builder = common::with_secret(builder, &config, &dir)?;
     let router = common::build(builder)?;
     let names: Vec<(EventId, String)> = args
         .event
@@ -149,37 +149,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn format_event(m: &herald::Message, name: Option<&str>, json: bool) -> String {
     let event = name.map_or_else(|| m.event.to_string(), str::to_owned);
     let text = as_text(&m.payload);
     if json {
-        let payload = match text {
-            Some(t) => format!("\"payload\":{}", json_string(t)),
-            None => format!("\"payload_hex\":\"{}\"", hex(&m.payload)),
-        };
-        format!(
-            "{{\"time\":\"{}\",\"type\":\"event\",\"node\":{},\"incarnation\":{},\"event\":{},\"sequence\":{},{payload}}}",
-            now_rfc3339(),
-            m.node,
-            m.frame.0,
-            json_string(&event),
-            m.frame.1
-        )
+        json::line(&json::TailEvent {
+            time: &now_rfc3339(),
+            kind: "event",
+            node: m.node,
+            incarnation: m.frame.0,
+            event: &event,
+            sequence: m.frame.1,
+            payload: text,
+            payload_hex: text.is_none().then(|| hex(&m.payload)),
+        })
     } else {
         let payload = text.map_or_else(|| format!("0x{}", hex(&m.payload)), |t| format!("{t:?}"));
         format!("{} node {} {event} {payload}", now_rfc3339(), m.node)
@@ -189,10 +172,12 @@ fn format_event(m: &herald::Message, name: Option<&str>, json: bool) -> String {
 /// A line for events this tail dropped itself because it could not print them fast enough.
 fn format_lost(count: u64, json: bool) -> String {
     if json {
-        format!(
-            "{{\"time\":\"{}\",\"type\":\"lost\",\"count\":{count},\"reason\":\"tail_too_slow\"}}",
-            now_rfc3339()
-        )
+        json::line(&json::TailLost {
+            time: &now_rfc3339(),
+            kind: "lost",
+            count,
+            reason: "tail_too_slow",
+        })
     } else {
         format!(
             "{} LOST {count} events: this tail fell behind (its output is read too slowly)",
@@ -202,19 +187,17 @@ fn format_lost(count: u64, json: bool) -> String {
 }
 
 fn format_missed(m: &herald::Missed, json: bool) -> String {
-    let range = m.range.map(|(a, b)| format!("{a}..={b}"));
     if json {
-        let range = m
-            .range
-            .map_or_else(|| "null".to_owned(), |(a, b)| format!("[{a},{b}]"));
-        format!(
-            "{{\"time\":\"{}\",\"type\":\"missed\",\"node\":{},\"incarnation\":{},\"reason\":\"{}\",\"range\":{range}}}",
-            now_rfc3339(),
-            m.node,
-            m.incarnation,
-            m.reason.name()
-        )
+        json::line(&json::TailMissed {
+            time: &now_rfc3339(),
+            kind: "missed",
+            node: m.node,
+            incarnation: m.incarnation,
+            reason: m.reason.name(),
+            range: m.range.map(|(a, b)| [a, b]),
+        })
     } else {
+        let range = m.range.map(|(a, b)| format!("{a}..={b}"));
         format!(
             "{} MISSED from node {} ({}){}",
             now_rfc3339(),
