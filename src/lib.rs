@@ -84,6 +84,7 @@ pub mod endpoint;
 mod error;
 mod event;
 mod metrics;
+mod platform;
 pub mod ringbuf;
 mod router;
 pub mod service;

@@ -1,4 +1,7 @@
 //! Drives the built `herald` binary the way a person would.
+//!
+//! Unix only: it checks file modes and stops processes with signals.
+#![cfg(unix)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;

@@ -12,16 +12,28 @@ use parking_lot::Mutex;
 /// The event the load is raised as.
 pub(crate) const LOAD_EVENT: &str = "herald.load";
 
-/// Nanoseconds of `CLOCK_MONOTONIC`.
+/// Nanoseconds of one clock for the whole machine, not per process, so a sender can put this
+/// value in a payload and a receiver in another process can subtract it from its own reading:
+/// that is how latency is measured across processes.
 ///
-/// On Linux this clock is one clock for the whole machine, not per process, so a sender can
-/// put this value in a payload and a receiver in another process can subtract it from its own
-/// reading: that is how latency is measured across processes.
+/// On Unix that is `CLOCK_MONOTONIC`. Elsewhere (Windows) std does not expose the machine's
+/// monotonic counter as a number, so it is the system clock since the Unix epoch: the same
+/// for every process too, but a clock step during a run shows as a latency outlier.
 pub(crate) fn mono_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+        secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    }
+    #[cfg(not(unix))]
+    {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Flat out, one event in this many carries its send time and the others carry 0, and the
