@@ -6,6 +6,9 @@ use serde_path_to_error::Segment;
 
 use super::ConfigError;
 
+/// The problem of a required key that is not there.
+const MISSING: &str = "missing: this key is required";
+
 /// How many schema errors one read reports before it stops looking.
 const MAX_SCHEMA_ERRORS: usize = 32;
 
@@ -28,10 +31,19 @@ pub(super) fn parse<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<ConfigEr
         let segments: Vec<String> = e.path().iter().filter_map(map_key).collect();
         let error = schema(&e.path().to_string(), e.inner().message());
         let repeated = errors.iter().any(|seen| seen.key == error.key);
+        let top_level_missing = segments.is_empty() && error.problem == MISSING;
         if !repeated {
             errors.push(error);
         }
-        if repeated || errors.len() >= MAX_SCHEMA_ERRORS || !set_aside(&mut table, &segments) {
+        if repeated || errors.len() >= MAX_SCHEMA_ERRORS {
+            return (None, errors);
+        }
+        if top_level_missing {
+            // A required top-level key (the cluster's name): read on with an empty one, which
+            // the rules would refuse anyway (`merge` keeps the one error).
+            let key = errors.last().map(|e| e.key.clone()).unwrap_or_default();
+            table.insert(key, toml::Value::String(String::new()));
+        } else if !set_aside(&mut table, &segments) {
             return (None, errors);
         }
     }
@@ -110,7 +122,7 @@ fn schema(path: &str, message: &str) -> ConfigError {
         _ => path.to_owned(),
     };
     let problem = if missing.is_some() {
-        "missing: this key is required".to_owned()
+        MISSING.to_owned()
     } else {
         message.to_owned()
     };

@@ -148,6 +148,17 @@ password_file = "pw"
 }
 
 #[test]
+fn a_missing_cluster_does_not_hide_the_rest() {
+    let e = Config::from_toml("colour = 1\n[ring]\ncapacity = 2048\n").unwrap_err();
+    assert_eq!(
+        keys(&e),
+        ["colour", "cluster", "ring.capacity", "udp"],
+        "{e}"
+    );
+    assert!(e.to_string().contains("cluster: missing"), "{e}");
+}
+
+#[test]
 fn syntax_errors_name_the_line_and_column() {
     let text = "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:1\"\npeers = [\"a\" \"b\"]\n";
     let e = Config::from_toml(text).unwrap_err();
