@@ -27,6 +27,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::router::settings;
+#[cfg(doc)]
+use crate::router::RouterBuilder;
 
 mod address;
 mod parse;
