@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::router::settings;
 #[cfg(doc)]
 use crate::router::RouterBuilder;
+use crate::router::settings;
 
 mod address;
 mod parse;

@@ -33,7 +33,7 @@ pub(crate) const MAX_UDP_FRAME_LEN: usize = 65_507;
 
 /// Each builder setting and the config key that sets it. Keys of list entries carry their
 /// index (`udp_peer[2]` is `udp.peers[2]`).
-const KEYS: [(&str, &str); 14] = [
+const KEYS: [(&str, &str); 15] = [
     ("cluster", "cluster"),
     ("node_id", "node_id"),
     ("secret_file", "secret_file"),
@@ -46,6 +46,7 @@ const KEYS: [(&str, &str); 14] = [
     ("udp_bind", "udp.bind"),
     ("udp_peer", "udp.peers"),
     ("udp_multicast", "udp.multicast.group"),
+    ("udp_multicast.interface", "udp.multicast.interface"),
     ("tcp_listen", "tcp.listen"),
     ("tcp_peer", "tcp.peers"),
 ];
@@ -174,11 +175,11 @@ impl RouterBuilder {
                     ),
                 );
             }
-            if interface.is_multicast() {
+            if interface.is_multicast() || interface.is_unspecified() {
                 bad(
-                    "udp_multicast",
+                    "udp_multicast.interface",
                     format!(
-                        "interface {interface} is a multicast address: give the IPv4 address of the network interface to use"
+                        "{interface} is not an interface's address: give the IPv4 address of the network interface to use (so no datagram leaves by a default route)"
                     ),
                 );
             }
@@ -246,6 +247,10 @@ mod tests {
         assert_eq!(config_key("ring_capacity"), "ring.capacity");
         assert_eq!(config_key("udp_peer[3]"), "udp.peers[3]");
         assert_eq!(config_key("heartbeat_interval"), "timing.heartbeat_ms");
+        assert_eq!(
+            config_key("udp_multicast.interface"),
+            "udp.multicast.interface"
+        );
         // Settings the config does not have keep their name.
         assert_eq!(config_key("dispatch_queue"), "dispatch_queue");
     }
@@ -265,10 +270,7 @@ mod tests {
             .udp_peer(b)
             .udp_peer(a)
             .udp_peer(b)
-            .udp_multicast(
-                "10.0.0.1:7700".parse().unwrap(),
-                "127.0.0.1".parse().unwrap(),
-            );
+            .udp_multicast("10.0.0.1:7700".parse().unwrap(), "0.0.0.0".parse().unwrap());
         assert_eq!(
             keys(bad),
             [
@@ -277,6 +279,7 @@ mod tests {
                 "reorder_window",
                 "dead_peer_timeout",
                 "udp_multicast",
+                "udp_multicast.interface",
                 "udp_peer[1]",
                 "udp_peer[2]",
             ]
