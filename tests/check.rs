@@ -282,3 +282,18 @@ fn check_json_lists_problems_by_key() {
         "check creates nothing"
     );
 }
+
+#[test]
+fn a_service_address_that_does_not_resolve_is_named_once() {
+    let (_dir, cfg) = setup(
+        "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:7700\"\n[service]\nlisten = \"no-such-host.invalid:6380\"\n",
+    );
+    let out = herald(&["check", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("service.listen: cannot resolve").count(),
+        1,
+        "{err}"
+    );
+}

@@ -148,9 +148,6 @@ impl Config {
                 r.tcp_peers.extend(look_up(format!("tcp.peers[{i}]"), p));
             }
         }
-        if let Some(svc) = &self.service {
-            look_up("service.listen".into(), &svc.listen);
-        }
         if errors.is_empty() {
             Ok(r)
         } else {
