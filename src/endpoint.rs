@@ -248,7 +248,8 @@ pub struct EndpointStats {
     pub naks_sent: u64,
     /// Requests for lost frames received from receivers.
     pub naks_received: u64,
-    /// Requests held back because another receiver asked for the same gap (multicast).
+    /// Ranges left out of requests because another receiver had just asked for them
+    /// (multicast).
     pub naks_suppressed: u64,
     /// Data frames sent again.
     pub frames_resent: u64,
@@ -542,9 +543,9 @@ impl Endpoint {
                 self.ranges.extend(control.ranges());
                 if let Some(state) = self.nodes.get_mut(&control.target_node())
                     && state.session.incarnation() == control.target_incarnation()
-                    && state.session.hold_back_nak(now, &self.ranges)
+                    && !self.ranges.is_empty()
                 {
-                    self.stats.naks_suppressed += 1;
+                    state.session.heard_request(now, &self.ranges);
                 }
             }
             FrameKind::Evicted if for_me => {
@@ -807,7 +808,7 @@ impl Endpoint {
         let state = self.nodes.get_mut(&node)?;
         let session = &mut state.session;
         if session.nak_due(now.instant) {
-            session.take_nak(now.instant, &mut self.ranges);
+            self.stats.naks_suppressed += session.take_nak(now.instant, &mut self.ranges);
         } else {
             self.ranges.clear();
         }

@@ -84,6 +84,7 @@ pub mod endpoint;
 mod error;
 mod event;
 mod metrics;
+mod platform;
 pub mod ringbuf;
 mod router;
 pub mod service;
@@ -95,8 +96,9 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Config, ConfigError, LatencySection, LogFormat, LogSection, MetricsSection, MulticastSection,
-    RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
+    Address, AddressError, Config, ConfigError, ConfigErrors, LatencySection, LogFormat,
+    LogSection, MetricsSection, MulticastSection, RingSection, ServiceSection, TcpSection,
+    TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
 pub use error::Reject;

@@ -104,7 +104,9 @@ fn multicast_recovery_inside_namespace() {
         let (count, disorder) = (Arc::clone(count), Arc::clone(&disorder));
         subs.push(r.event(event).subscribe(move |d| {
             let i = u64::from_le_bytes(d.payload()[..8].try_into().unwrap());
-            if count.swap(i + 1, Ordering::Relaxed) != i {
+            let before = count.swap(i + 1, Ordering::Relaxed);
+            if before != i {
+                eprintln!("out of order: {i} after {before}, frame {:?}", d.frame());
                 disorder.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -127,8 +129,15 @@ fn multicast_recovery_inside_namespace() {
     }
     let s = sender.metrics();
     eprintln!("sender: {s:?}");
-    assert_eq!(disorder.load(Ordering::Relaxed), 0, "once each, in order");
     assert_eq!(missed.load(Ordering::Relaxed), 0, "nothing reported missed");
+    assert_eq!(disorder.load(Ordering::Relaxed), 0, "once each, in order");
+    for (i, r) in receivers.iter().enumerate() {
+        assert_eq!(
+            r.metrics().events_delivered,
+            N,
+            "receiver {i}: each event once"
+        );
+    }
     let suppressed: u64 = receivers
         .iter()
         .map(|r| r.metrics().recovery("naks_suppressed"))

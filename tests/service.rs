@@ -272,6 +272,7 @@ fn herald_node_starts_the_service_from_its_config() {
     };
     let pw = dir.path().join("service.pw");
     std::fs::write(&pw, "pw-from-file\n").unwrap();
+    #[cfg(unix)]
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let cfg = dir.path().join("herald.toml");
     std::fs::write(

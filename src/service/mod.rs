@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::config::{ConfigError, ConfigErrors};
 use crate::event::EventId;
 use crate::router::Router;
 use crate::sync::plain::{Arc, Ordering};
@@ -98,6 +99,12 @@ impl fmt::Debug for ServiceConfig {
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The default output buffer limit, 8 MiB.
 pub const DEFAULT_OUTPUT_BUFFER_LIMIT: usize = 8 << 20;
+/// The default most clients at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The default most channels and patterns per client.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 10_000;
+/// The default events waiting between the router and the service thread.
+pub const DEFAULT_DELIVERY_QUEUE: usize = 65_536;
 /// The smallest output buffer limit accepted: one largest argument and its framing.
 pub const MIN_OUTPUT_BUFFER_LIMIT: usize = 64 << 10;
 
@@ -109,28 +116,40 @@ impl ServiceConfig {
             password: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             output_buffer_limit: DEFAULT_OUTPUT_BUFFER_LIMIT,
-            max_connections: 10_000,
-            max_subscriptions_per_client: 10_000,
-            delivery_queue: 65_536,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subscriptions_per_client: DEFAULT_MAX_SUBSCRIPTIONS,
+            delivery_queue: DEFAULT_DELIVERY_QUEUE,
         }
     }
 
-    fn check(&self) -> Result<(), ServiceError> {
-        let bad = |field, problem: String| Err(ServiceError::Invalid { field, problem });
+    /// Every setting out of range, each naming its config key (`service.…`); empty when
+    /// [`Service::start`] would accept them. `Config` runs this too, so `herald check` and
+    /// `herald node` apply the same rules.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut bad = |key: &str, problem: String| {
+            errors.push(ConfigError {
+                key: key.to_owned(),
+                problem,
+            });
+        };
         if self.password.as_deref() == Some("") {
-            return bad(
+            bad(
                 "service.password",
                 "is empty: set a password, or leave the key out for no password".into(),
             );
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
-            return bad(
+            bad(
                 "service.idle_timeout_ms",
-                "must be more than 0 (leave it out for the default, 120000)".into(),
+                format!(
+                    "must be more than 0 (leave it out for the default, {})",
+                    DEFAULT_IDLE_TIMEOUT.as_millis()
+                ),
             );
         }
         if self.output_buffer_limit < MIN_OUTPUT_BUFFER_LIMIT {
-            return bad(
+            bad(
                 "service.output_buffer_limit",
                 format!(
                     "{} is too small: use at least {MIN_OUTPUT_BUFFER_LIMIT} bytes (default {DEFAULT_OUTPUT_BUFFER_LIMIT})",
@@ -138,7 +157,7 @@ impl ServiceConfig {
                 ),
             );
         }
-        for (field, v) in [
+        for (key, v) in [
             ("service.max_connections", self.max_connections),
             (
                 "service.max_subscriptions_per_client",
@@ -147,10 +166,19 @@ impl ServiceConfig {
             ("service.delivery_queue", self.delivery_queue),
         ] {
             if v == 0 {
-                return bad(field, "must be at least 1".into());
+                bad(key, "must be at least 1".into());
             }
         }
-        Ok(())
+        errors
+    }
+
+    fn check(&self) -> Result<(), ServiceError> {
+        let errors = self.problems();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(ConfigErrors::new(errors)))
+        }
     }
 }
 
@@ -158,14 +186,10 @@ impl ServiceConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
-    /// A setting is out of range.
-    #[error("{field}: {problem}")]
-    Invalid {
-        /// The config key at fault, such as `service.output_buffer_limit`.
-        field: &'static str,
-        /// What is wrong and what is allowed.
-        problem: String,
-    },
+    /// Settings are out of range: each names its config key, such as
+    /// `service.output_buffer_limit`.
+    #[error(transparent)]
+    Invalid(ConfigErrors),
     /// The listening socket, the poller or the thread could not be set up.
     #[error("{what}: {source}")]
     Io {

@@ -17,7 +17,8 @@ use herald::{Router, RouterBuilder};
 use crate::CliError;
 use crate::children::{Children, Halt, free_port};
 use crate::common;
-use crate::load::{self, Generated, Load, Recorder};
+use crate::json;
+use crate::load::{self, Generated, Load, Recorder, Report};
 
 /// Arguments of `herald bench`.
 #[derive(Debug, clap::Args)]
@@ -303,6 +304,57 @@ fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<
     Ok(())
 }
 
+/// `herald bench --json`: one object, documented in docs/bench.md. The receiver's figures
+/// are [`Report`]'s fields, flattened in: a field added there appears here too.
+#[derive(Debug, serde::Serialize)]
+struct BenchJson {
+    /// `in-process` or `two-process`.
+    mode: &'static str,
+    /// `udp` or `tcp`.
+    transport: &'static str,
+    /// Bytes per event.
+    payload: usize,
+    /// Threads raising.
+    producers: usize,
+    /// Largest frame, bytes.
+    frame: usize,
+    send_on_raise: bool,
+    dispatch_on_driver: bool,
+    busy_poll_us_receiver: u64,
+    busy_poll_us_sender: u64,
+    /// How long the load ran, seconds (to the millisecond).
+    seconds: f64,
+    /// Events delivered per second (whole events).
+    events_per_sec: f64,
+    /// Payload megabytes (10^6) delivered per second (to 0.01).
+    mb_per_sec: f64,
+    /// Raise attempts: events taken into the sender's ring, and raises its full ring refused
+    /// (the bench raises those again until they are taken).
+    raised: u64,
+    /// Raises the full ring refused. `delivered == raised - refused` when nothing is lost.
+    refused: u64,
+    /// Events the sender raised into its ring.
+    sent: u64,
+    /// Frames the sender sent again because the receiver asked (`null` when the sender runs
+    /// in another process).
+    resent: Option<u64>,
+    /// Requests for lost frames the receiver sent.
+    naks: u64,
+    /// Times the sender's flow-control window closed (it waited for the receiver), `null`
+    /// when the sender runs in another process.
+    window_stalls: Option<u64>,
+    /// The share of datagrams the receiver dropped on purpose (`--loss`), percent.
+    loss_percent: f64,
+    #[serde(flatten)]
+    receiver: Report,
+}
+
+/// `x` rounded to `decimals` places, so the JSON shows the precision the figure has.
+fn rounded(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
+
 fn print(
     args: &BenchArgs,
     done: Generated,
@@ -314,10 +366,8 @@ fn print(
     let (refused, raised) = (done.refused, done.sent + done.refused);
     let naks = receiver.metrics().recovery("naks_sent");
     // The sender's own counters are at hand only when it runs in this process.
-    let resent = sender.map_or_else(
-        || "null".to_owned(),
-        |s| s.metrics().recovery("frames_resent").to_string(),
-    );
+    let resent = sender.map(|s| s.metrics().recovery("frames_resent"));
+    let window_stalls = sender.map(|s| s.metrics().recovery("window_stalls"));
     let secs = done.elapsed.as_secs_f64().max(1e-9);
     let eps = r.delivered as f64 / secs;
     let mbps = eps * args.payload as f64 / 1e6;
@@ -333,15 +383,31 @@ fn print(
         args.busy_poll(false).as_micros(),
     );
     if args.json {
-        say!(
-            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"send_on_raise\":{inline_send},\"dispatch_on_driver\":{inline_dispatch},\"busy_poll_us_receiver\":{busy_rx},\"busy_poll_us_sender\":{busy_tx},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"raised\":{raised},\"refused\":{refused},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped},\"resent\":{resent},\"naks\":{naks},\"loss_percent\":{}}}",
-            args.transport,
-            args.payload,
-            args.producers,
-            args.frame,
-            r.missed_frames,
-            args.loss
-        );
+        json::print(&BenchJson {
+            mode,
+            transport: match args.transport {
+                Transport::Udp => "udp",
+                Transport::Tcp => "tcp",
+            },
+            payload: args.payload,
+            producers: args.producers,
+            frame: args.frame,
+            send_on_raise: inline_send,
+            dispatch_on_driver: inline_dispatch,
+            busy_poll_us_receiver: u64::try_from(busy_rx).unwrap_or(u64::MAX),
+            busy_poll_us_sender: u64::try_from(busy_tx).unwrap_or(u64::MAX),
+            seconds: rounded(secs, 3),
+            events_per_sec: rounded(eps, 0),
+            mb_per_sec: rounded(mbps, 2),
+            raised,
+            refused,
+            sent,
+            resent,
+            naks,
+            window_stalls,
+            loss_percent: args.loss,
+            receiver: r,
+        });
     } else {
         say!(
             "herald bench: {:?} on loopback, {mode}, {}-byte payloads, {} producer(s), {}-byte frames, {secs:.1} s",
@@ -369,6 +435,7 @@ fn print(
             r.missed_frames
         );
         say!("  dropped      {dropped:>12}   (frames refused or not dispatched)");
+        let resent = resent.map_or_else(|| "(sender elsewhere)".to_owned(), |n| n.to_string());
         say!("  recovery     {naks:>12}   requests for lost frames, {resent} frames sent again");
     }
 }

@@ -24,6 +24,7 @@ mod common;
 mod demo;
 mod health;
 mod http;
+mod json;
 mod keygen;
 mod keys;
 mod load;
@@ -55,7 +56,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Raise an event cluster-wide and exit once it has been sent.
     Raise(raise::RaiseArgs),
-    /// Check a config file and print it with every default (the secret is never printed).
+    /// Check a config file as `node` would before starting, report every problem, and print
+    /// it with every default (the secret is never printed).
     Check(check::CheckArgs),
     /// Load between two nodes on loopback: events/s, MB/s, latency percentiles, losses.
     Bench(bench::BenchArgs),
@@ -73,6 +75,11 @@ pub(crate) struct CliError(String);
 impl CliError {
     pub(crate) fn usage(message: impl fmt::Display) -> Self {
         Self(message.to_string())
+    }
+
+    /// Exit code 2 with nothing more on stderr: the output already said what went wrong.
+    pub(crate) fn quiet() -> Self {
+        Self(String::new())
     }
 }
 
@@ -137,7 +144,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herald: {e}");
+            if !e.0.is_empty() {
+                eprintln!("herald: {e}");
+            }
             ExitCode::from(2)
         }
     }

@@ -28,13 +28,14 @@ pub(crate) struct NodeArgs {
 pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
     common::init_logging(&config, args.config.log_format);
+    // Every check `herald check` makes, before anything binds.
+    let prepared = common::prepare(&config, &dir, &args.config.config)?;
     // Signals first: a SIGTERM during start-up then stops the node cleanly once it runs.
     let signals = Signals::start()?;
-    let secret = common::load_secret(&config, &dir, true)?;
+    let service_config = prepared.service.clone();
+    let (builder, secret) = prepared.into_parts()?;
     let mut watch = KeyWatch::new(config.secret_path(&dir), &secret);
-    let builder = config.router_builder().keyring(secret.keyring());
-    let service_config = config.service_config(&dir).map_err(CliError::usage)?;
-    let router = common::build(builder)?;
+    let router = common::build(builder.keyring(secret.keyring()))?;
     let service = match service_config {
         Some(c) => Some(Arc::new(Service::start(&router, c).map_err(|e| {
             CliError::usage(format!(
@@ -109,7 +110,7 @@ fn log_start(
     let mut listen = Vec::new();
     let mut peers = Vec::new();
     if let Some(udp) = &config.udp {
-        if let Some(bind) = udp.bind {
+        if let Some(bind) = &udp.bind {
             listen.push(format!("udp {bind}"));
         }
         if let Some(m) = &udp.multicast {
@@ -119,7 +120,7 @@ fn log_start(
         peers.extend(udp.peers.iter().map(|p| format!("udp {p}")));
     }
     if let Some(tcp) = &config.tcp {
-        if let Some(l) = tcp.listen {
+        if let Some(l) = &tcp.listen {
             listen.push(format!("tcp {l}"));
         }
         peers.extend(tcp.peers.iter().map(|p| format!("tcp {p}")));
