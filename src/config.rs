@@ -99,6 +99,12 @@ pub struct ServiceSection {
     /// The most channels and patterns per client. Default 10000.
     #[serde(default = "default_max_connections")]
     pub max_subscriptions_per_client: usize,
+    /// The longest channel name or pattern in bytes. Default 1024.
+    #[serde(default = "default_max_name_len")]
+    pub max_name_len: usize,
+    /// The most bytes of channel names and patterns all clients hold. Default 67108864.
+    #[serde(default = "default_name_memory_limit")]
+    pub name_memory_limit: usize,
 }
 
 impl fmt::Debug for ServiceSection {
@@ -114,6 +120,8 @@ impl fmt::Debug for ServiceSection {
                 "max_subscriptions_per_client",
                 &self.max_subscriptions_per_client,
             )
+            .field("max_name_len", &self.max_name_len)
+            .field("name_memory_limit", &self.name_memory_limit)
             .finish()
     }
 }
@@ -133,6 +141,12 @@ fn default_output_buffer_limit() -> usize {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_max_name_len() -> usize {
+    crate::service::DEFAULT_MAX_NAME_LEN
+}
+fn default_name_memory_limit() -> usize {
+    crate::service::DEFAULT_NAME_MEMORY_LIMIT
 }
 
 /// `[udp]`
@@ -542,6 +556,8 @@ impl Config {
         config.output_buffer_limit = svc.output_buffer_limit;
         config.max_connections = svc.max_connections;
         config.max_subscriptions_per_client = svc.max_subscriptions_per_client;
+        config.max_name_len = svc.max_name_len;
+        config.name_memory_limit = svc.name_memory_limit;
         Ok(Some(config))
     }
 

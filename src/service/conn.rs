@@ -36,8 +36,10 @@ pub(crate) struct Session {
     pub(crate) channels: HashMap<Vec<u8>, EventId>,
     /// Event to the channels the client used for it (usually one).
     pub(crate) by_event: HashMap<EventId, Vec<Vec<u8>>>,
-    /// `PSUBSCRIBE *`.
-    pub(crate) all: bool,
+    /// How many patterns (`PSUBSCRIBE`) it has; the patterns are in the [`Index`].
+    ///
+    /// [`Index`]: super::index::Index
+    pub(crate) patterns: usize,
     /// Subscribed to `herald:missed`.
     pub(crate) missed: bool,
 }
@@ -45,7 +47,13 @@ pub(crate) struct Session {
 impl Session {
     /// Channels and patterns subscribed to (the count Redis replies with).
     pub(crate) fn count(&self) -> usize {
-        self.channels.len() + usize::from(self.missed) + usize::from(self.all)
+        self.channels.len() + usize::from(self.missed) + self.patterns
+    }
+
+    /// Bytes of channel names this session holds (each is kept twice: as a key of
+    /// `channels` and in `by_event`).
+    pub(crate) fn name_bytes(&self) -> usize {
+        2 * self.channels.keys().map(Vec::len).sum::<usize>()
     }
 }
 

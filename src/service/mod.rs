@@ -28,7 +28,9 @@
 
 mod commands;
 mod conn;
+mod glob;
 mod index;
+mod introspect;
 mod metrics;
 mod push;
 mod resp;
@@ -75,6 +77,13 @@ pub struct ServiceConfig {
     /// Events that may wait between the router and the service thread. Default 65536. Past
     /// it events are dropped and `herald:missed` subscribers get a `local_overflow` notice.
     pub delivery_queue: usize,
+    /// The longest channel name or pattern in bytes; a longer one is answered with an error
+    /// (the connection stays open). Default 1024 (config `service.max_name_len`).
+    pub max_name_len: usize,
+    /// The most bytes of channel names and patterns all clients together may hold; a
+    /// `SUBSCRIBE`/`PSUBSCRIBE` past it is answered with an error. Default 64 MiB
+    /// (config `service.name_memory_limit`).
+    pub name_memory_limit: usize,
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -90,6 +99,8 @@ impl fmt::Debug for ServiceConfig {
                 &self.max_subscriptions_per_client,
             )
             .field("delivery_queue", &self.delivery_queue)
+            .field("max_name_len", &self.max_name_len)
+            .field("name_memory_limit", &self.name_memory_limit)
             .finish()
     }
 }
@@ -98,6 +109,11 @@ impl fmt::Debug for ServiceConfig {
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The default output buffer limit, 8 MiB.
 pub const DEFAULT_OUTPUT_BUFFER_LIMIT: usize = 8 << 20;
+/// The default longest channel name or pattern, 1 KiB.
+pub const DEFAULT_MAX_NAME_LEN: usize = 1024;
+/// The default bound on the bytes of names all clients hold, 64 MiB.
+pub const DEFAULT_NAME_MEMORY_LIMIT: usize = 64 << 20;
+
 /// The smallest output buffer limit accepted: one largest argument and its framing.
 pub const MIN_OUTPUT_BUFFER_LIMIT: usize = 64 << 10;
 
@@ -112,6 +128,8 @@ impl ServiceConfig {
             max_connections: 10_000,
             max_subscriptions_per_client: 10_000,
             delivery_queue: 65_536,
+            max_name_len: DEFAULT_MAX_NAME_LEN,
+            name_memory_limit: DEFAULT_NAME_MEMORY_LIMIT,
         }
     }
 
@@ -145,10 +163,30 @@ impl ServiceConfig {
                 self.max_subscriptions_per_client,
             ),
             ("service.delivery_queue", self.delivery_queue),
+            ("service.max_name_len", self.max_name_len),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
             }
+        }
+        if self.max_name_len > resp::MAX_BULK {
+            return bad(
+                "service.max_name_len",
+                format!(
+                    "{} is more than the longest argument the service reads ({}): use at most that (default {DEFAULT_MAX_NAME_LEN})",
+                    self.max_name_len,
+                    resp::MAX_BULK
+                ),
+            );
+        }
+        if self.name_memory_limit < self.max_name_len {
+            return bad(
+                "service.name_memory_limit",
+                format!(
+                    "{} is less than service.max_name_len ({}): no name would fit (default {DEFAULT_NAME_MEMORY_LIMIT})",
+                    self.name_memory_limit, self.max_name_len
+                ),
+            );
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::commands::{self, Args, Ctx, LogLimit};
 use super::conn::{Conn, Filled};
+use super::glob;
 use super::index::Index;
 use super::metrics::{Counters, Disconnect};
 use super::push::{Scratch, missed_json};
@@ -133,6 +134,7 @@ pub(crate) fn spawn(
         log: LogLimit::default(),
         last_sweep: Instant::now(),
         scratch: Scratch::default(),
+        started: Instant::now(),
         _subscriptions: [events, missed],
     };
     let thread = std::thread::Builder::new()
@@ -166,7 +168,19 @@ struct Server {
     log: LogLimit,
     last_sweep: Instant,
     scratch: Scratch,
+    /// When the service started (`INFO`'s uptime).
+    started: Instant,
     _subscriptions: [Subscription; 2],
+}
+
+/// TCP keepalive for clients: first probe after 60 s of silence, then every 10 s; three
+/// unanswered probes close the connection (the next read fails and it is counted as
+/// `io_error`).
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3)
 }
 
 /// Marks a connection to close at the end of the turn (the first reason wins).
@@ -281,6 +295,9 @@ impl Server {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            // A subscriber may stay silent for days: keepalive probes find a peer that went
+            // away without a word (host crash, cable, NAT state lost) within about 90 s.
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
             let token = self.next_token;
             self.next_token += 1;
             if let Err(e) =
@@ -345,6 +362,8 @@ impl Server {
                             token,
                             conn_id: conn.id,
                             now,
+                            started: self.started,
+                            node: self.node,
                         };
                         let args = Args {
                             buf: input,
@@ -377,9 +396,15 @@ impl Server {
         }
         conn.consume(consumed);
         mark_dirty(&mut self.dirty, token, conn);
+        self.tables_changed();
+    }
+
+    /// Publishes whether anyone listens and the tables' sizes, after they may have changed.
+    fn tables_changed(&self) {
         self.shared
             .active
             .store(!self.index.is_empty(), Ordering::Relaxed);
+        self.shared.metrics.set_sizes(self.index.sizes());
     }
 
     /// Hands queued events and Missed notices to their subscribers' output buffers.
@@ -431,28 +456,35 @@ impl Server {
             check_limit(&mut self.doomed, t, conn, limit);
             mark_dirty(&mut self.dirty, t, conn);
         }
-        if !self.index.all_listeners().is_empty() {
+        if self.index.has_patterns() {
             let name = self.index.name_of(&event);
-            for &t in self.index.all_listeners() {
+            for (t, patterns) in self.index.all_patterns() {
                 let Some(conn) = self.conns.get_mut(&t) else {
                     continue;
                 };
                 if conn.closing.is_some() {
                     continue;
                 }
-                if !self.scratch.holds(true, &name, conn.session.resp3) {
-                    self.scratch.encode(true, &name, conn.session.resp3, |w| {
-                        w.push(4);
-                        w.bulk(b"pmessage");
-                        w.bulk(b"*");
-                        w.bulk(&name);
-                        w.bulk(payload);
-                    });
+                let mut matched = false;
+                // One push per matching pattern, as Redis does.
+                for pattern in patterns.iter().filter(|p| glob::matches(p, &name)) {
+                    if !self.scratch.holds(true, pattern, conn.session.resp3) {
+                        self.scratch.encode(true, pattern, conn.session.resp3, |w| {
+                            w.push(4);
+                            w.bulk(b"pmessage");
+                            w.bulk(pattern);
+                            w.bulk(&name);
+                            w.bulk(payload);
+                        });
+                    }
+                    conn.out.extend_from_slice(&self.scratch.bytes);
+                    pushes += 1;
+                    matched = true;
                 }
-                conn.out.extend_from_slice(&self.scratch.bytes);
-                pushes += 1;
-                check_limit(&mut self.doomed, t, conn, limit);
-                mark_dirty(&mut self.dirty, t, conn);
+                if matched {
+                    check_limit(&mut self.doomed, t, conn, limit);
+                    mark_dirty(&mut self.dirty, t, conn);
+                }
             }
         }
         Counters::add(&self.shared.metrics.pushes, pushes);
@@ -482,7 +514,9 @@ impl Server {
         Counters::add(&self.shared.metrics.pushes, pushes);
     }
 
-    /// Closes clients that have sent nothing for the idle timeout.
+    /// Closes clients that have sent nothing for the idle timeout, unless they are
+    /// subscribed: a subscriber only listens, as with Redis, and TCP keepalive finds the
+    /// dead ones.
     fn sweep(&mut self, now: Instant) {
         let Some(idle) = self.config.idle_timeout else {
             return;
@@ -492,7 +526,7 @@ impl Server {
         }
         self.last_sweep = now;
         for (&t, conn) in &mut self.conns {
-            if now.duration_since(conn.last_input) >= idle {
+            if conn.session.count() == 0 && now.duration_since(conn.last_input) >= idle {
                 doom(&mut self.doomed, t, conn, Disconnect::IdleTimeout);
             }
         }
@@ -554,10 +588,9 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
+        super::index::shrink_map(&mut self.conns);
         commands::forget_subscriptions(&mut self.index, token, &conn.session);
-        self.shared
-            .active
-            .store(!self.index.is_empty(), Ordering::Relaxed);
+        self.tables_changed();
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.shared.metrics.disconnected(why);
         if why == Disconnect::OutputLimit

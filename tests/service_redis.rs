@@ -1,0 +1,272 @@
+//! The service as Redis client libraries see it: their ready checks (`INFO`, `COMMAND`),
+//! subscribers that only listen for a long time, and glob patterns. Driven by the `redis`
+//! crate and by `redis-cli`.
+#![allow(clippy::disallowed_types)]
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use herald::EventId;
+use util::service::{Raw, eventually, lone_router, redis_cli, service, url};
+
+fn cli_output(cli: &std::path::Path, port: u16, args: &[&str]) -> String {
+    let out = Command::new(cli)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ready_checks_info_and_command_are_answered() {
+    let router = lone_router();
+    let svc = service(&router, |_| {});
+    let client = redis::Client::open(url(svc.local_addr())).unwrap();
+    let mut con = client.get_connection().unwrap();
+
+    // ioredis reads `loading` from INFO before it calls a connection ready.
+    let info: String = redis::cmd("INFO").query(&mut con).unwrap();
+    for needle in [
+        "# Server\r\n",
+        "redis_version:",
+        "herald_version:",
+        "redis_mode:standalone",
+        "# Clients\r\n",
+        "connected_clients:1\r\n",
+        "# Stats\r\n",
+        "total_connections_received:1\r\n",
+        "loading:0\r\n",
+        "role:master\r\n",
+    ] {
+        assert!(info.contains(needle), "{needle:?} missing in {info}");
+    }
+    let server: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
+    assert!(server.starts_with("# Server\r\n"), "{server}");
+    assert!(!server.contains("# Stats"), "{server}");
+    let two: String = redis::cmd("INFO")
+        .arg("STATS")
+        .arg("clients")
+        .query(&mut con)
+        .unwrap();
+    assert!(two.contains("# Stats") && two.contains("# Clients") && !two.contains("# Server"));
+    let none: String = redis::cmd("INFO").arg("keyspace").query(&mut con).unwrap();
+    assert_eq!(none, "");
+
+    // go-redis and redis-py read COMMAND; Jedis and redis-cli ask COUNT and DOCS.
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut con).unwrap();
+    let all: Vec<redis::Value> = redis::cmd("COMMAND").query(&mut con).unwrap();
+    assert_eq!(all.len() as i64, count);
+    assert!(count >= 13, "{count}");
+    for entry in &all {
+        let redis::Value::Array(fields) = entry else {
+            panic!("not an array: {entry:?}")
+        };
+        assert_eq!(fields.len(), 10, "{fields:?}");
+    }
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("subscribe")
+        .arg("flushall")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(info.len(), 2);
+    let redis::Value::Array(sub) = &info[0] else {
+        panic!("{info:?}")
+    };
+    assert_eq!(sub[0], redis::Value::BulkString(b"subscribe".to_vec()));
+    assert_eq!(sub[1], redis::Value::Int(-2));
+    assert_eq!(info[1], redis::Value::Nil);
+    let docs: redis::Value = redis::cmd("COMMAND")
+        .arg("DOCS")
+        .arg("publish")
+        .query(&mut con)
+        .unwrap();
+    assert!(format!("{docs:?}").contains("Raises an event"), "{docs:?}");
+
+    let ok: String = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("ready-check")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let name: String = redis::cmd("CLIENT").arg("GETNAME").query(&mut con).unwrap();
+    assert_eq!(name, "ready-check");
+    let _: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
+    let ok: String = redis::cmd("CLIENT")
+        .arg("SETINFO")
+        .arg("LIB-NAME")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+
+    let Some(cli) = redis_cli() else { return };
+    let port = svc.local_addr().port();
+    let out = cli_output(&cli, port, &["INFO", "server"]);
+    assert!(out.contains("redis_version:"), "{out}");
+    assert_eq!(
+        cli_output(&cli, port, &["COMMAND", "COUNT"]).trim(),
+        count.to_string()
+    );
+    let out = cli_output(&cli, port, &["COMMAND", "INFO", "psubscribe"]);
+    assert!(out.contains("psubscribe") && out.contains("-2"), "{out}");
+}
+
+#[test]
+fn a_subscribed_idle_client_outlives_three_idle_timeouts() {
+    let idle = Duration::from_millis(300);
+    let router = lone_router();
+    let svc = service(&router, |c| c.idle_timeout = Some(idle));
+    let client = redis::Client::open(url(svc.local_addr())).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.subscribe("product.changed").unwrap();
+    let mut pattern_con = client.get_connection().unwrap();
+    let mut patterned = pattern_con.as_pubsub();
+    patterned
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    patterned.psubscribe("product.*").unwrap();
+    let cli = redis_cli();
+    let mut cli_sub = cli.as_ref().map(|cli| {
+        let mut child = Command::new(cli)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &svc.local_addr().port().to_string(),
+            ])
+            .args(["SUBSCRIBE", "product.changed"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start redis-cli");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for expected in ["subscribe", "product.changed", "1"] {
+            assert_eq!(lines.next().unwrap().unwrap(), expected);
+        }
+        (child, lines)
+    });
+    // A client that subscribed to nothing still times out.
+    let mut unsubscribed = Raw::connect(svc.local_addr());
+    unsubscribed.command(&[b"PING"]);
+    assert_eq!(unsubscribed.line(), "+PONG");
+
+    std::thread::sleep(idle * 3 + idle / 2);
+    unsubscribed.expect_closed();
+    let m = svc.metrics();
+    assert_eq!(m.disconnects_for("idle_timeout"), 1, "{m:?}");
+
+    router
+        .event(EventId::from_name("product.changed"))
+        .raise(b"still here")
+        .unwrap();
+    let msg = pubsub.get_message().expect("the subscriber is connected");
+    assert_eq!(msg.get_payload_bytes(), b"still here");
+    let msg = patterned.get_message().expect("the pattern subscriber too");
+    assert_eq!(msg.get_pattern::<String>().unwrap(), "product.*");
+    assert_eq!(msg.get_channel_name(), "product.changed");
+    if let Some((mut child, mut lines)) = cli_sub.take() {
+        for expected in ["message", "product.changed", "still here"] {
+            assert_eq!(lines.next().unwrap().unwrap(), expected);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn psubscribe_matches_redis_globs_on_event_names() {
+    let router = lone_router();
+    let svc = service(&router, |_| {});
+    let client = redis::Client::open(url(svc.local_addr())).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.psubscribe("product.*").unwrap();
+    pubsub.psubscribe("cache.[ab]*").unwrap();
+    pubsub.psubscribe("h?llo\\*").unwrap();
+
+    let mut publisher = client.get_connection().unwrap();
+    let mut publish = |channel: &str, payload: &str| -> i64 {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query(&mut publisher)
+            .unwrap()
+    };
+    assert_eq!(publish("order.created", "no"), 0);
+    assert_eq!(publish("product.changed", "1"), 1);
+    assert_eq!(publish("cache.c1", "no"), 0);
+    assert_eq!(publish("cache.a1", "2"), 1);
+    assert_eq!(publish("hallo*", "3"), 1);
+    assert_eq!(publish("hallo!", "no"), 0);
+    assert_eq!(publish("cache.b.end", "4"), 1);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let msg = pubsub.get_message().expect("a pattern message");
+        got.push((
+            msg.get_pattern::<String>().unwrap(),
+            msg.get_channel_name().to_owned(),
+            String::from_utf8_lossy(msg.get_payload_bytes()).into_owned(),
+        ));
+    }
+    let expected = [
+        ("product.*", "product.changed", "1"),
+        ("cache.[ab]*", "cache.a1", "2"),
+        ("h?llo\\*", "hallo*", "3"),
+        ("cache.[ab]*", "cache.b.end", "4"),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(got, expected);
+
+    pubsub.punsubscribe("product.*").unwrap();
+    assert_eq!(publish("product.changed", "no"), 0);
+    assert_eq!(svc.metrics().patterns, 2);
+
+    // redis-cli, a second pattern subscriber.
+    let Some(cli) = redis_cli() else { return };
+    let mut child = Command::new(&cli)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &svc.local_addr().port().to_string(),
+        ])
+        .args(["PSUBSCRIBE", "product.*"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start redis-cli");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for expected in ["psubscribe", "product.*", "1"] {
+        assert_eq!(lines.next().unwrap().unwrap(), expected);
+    }
+    eventually("redis-cli's pattern counted", || {
+        svc.metrics().patterns == 3
+    });
+    let port = svc.local_addr().port();
+    assert_eq!(
+        cli_output(&cli, port, &["PUBLISH", "order.created", "no"]).trim(),
+        "0"
+    );
+    assert_eq!(
+        cli_output(&cli, port, &["PUBLISH", "product.deleted", "5"]).trim(),
+        "1"
+    );
+    for expected in ["pmessage", "product.*", "product.deleted", "5"] {
+        assert_eq!(lines.next().unwrap().unwrap(), expected);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
