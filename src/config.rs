@@ -85,8 +85,8 @@ pub struct ServiceSection {
     /// A file holding the password (its first line), relative to the config file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    /// A client that sends nothing, not even `PING`, for this long is disconnected.
-    /// Default 120000.
+    /// A client without subscriptions that sends nothing, not even `PING`, for this long
+    /// is disconnected (subscribers never are). Default 120000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// The most bytes of pushes and replies waiting for one client; past it the client is

@@ -5,7 +5,8 @@
 //! A channel is an event name (`product.changed`, hashed by [`EventId::from_name`]) or an
 //! event id written as a UUID. `PUBLISH channel payload` raises the event cluster-wide;
 //! `SUBSCRIBE channel` gets every raise of it, local and remote, pushed with the channel name
-//! the client used; `PSUBSCRIBE *` gets every event; the reserved channel `herald:missed`
+//! the client used; `PSUBSCRIBE product.*` gets every event whose name matches the Redis
+//! glob pattern (`*` every event); the reserved channel `herald:missed`
 //! gets every [`Missed`](crate::Missed) as a JSON object. docs/service.md has the details and
 //! a session transcript.
 //!
@@ -61,8 +62,10 @@ pub struct ServiceConfig {
     /// When set, a client must `AUTH` (or `HELLO 3 AUTH default <password>`) before any
     /// other command (config `service.password` or `service.password_file`).
     pub password: Option<String>,
-    /// A client that sends nothing (no command, not even `PING`) for this long is
-    /// disconnected; `None` never. Default 120 s (config `service.idle_timeout_ms`).
+    /// A client without subscriptions that sends nothing (no command, not even `PING`) for
+    /// this long is disconnected; `None` never. A subscribed client is never closed for
+    /// silence (TCP keepalive finds dead ones). Default 120 s (config
+    /// `service.idle_timeout_ms`).
     pub idle_timeout: Option<Duration>,
     /// The most bytes of replies and pushes a client may have waiting; a client that falls
     /// further behind is disconnected and counted. Default 8 MiB
