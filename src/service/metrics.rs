@@ -18,18 +18,22 @@ pub(crate) enum Disconnect {
     ProtocolError,
     /// A socket error.
     IoError,
+    /// A TLS handshake or record failed (a plain-text client on the TLS port, a client
+    /// without an acceptable certificate).
+    TlsError,
     /// The service shut down.
     Shutdown,
 }
 
 impl Disconnect {
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::ClientClosed,
         Self::Quit,
         Self::IdleTimeout,
         Self::OutputLimit,
         Self::ProtocolError,
         Self::IoError,
+        Self::TlsError,
         Self::Shutdown,
     ];
 
@@ -41,6 +45,7 @@ impl Disconnect {
             Self::OutputLimit => "output_limit",
             Self::ProtocolError => "protocol_error",
             Self::IoError => "io_error",
+            Self::TlsError => "tls_error",
             Self::Shutdown => "shutdown",
         }
     }
@@ -58,7 +63,7 @@ pub struct ServiceMetrics {
     pub connections_open: u64,
     /// Connections ended, by reason, as (short name, count), every reason listed:
     /// `client_closed`, `quit`, `idle_timeout`, `output_limit`, `protocol_error`, `io_error`,
-    /// `shutdown`.
+    /// `tls_error`, `shutdown`.
     pub disconnects: Vec<(&'static str, u64)>,
     /// Commands executed (whatever their reply, errors included).
     pub commands: u64,

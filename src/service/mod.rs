@@ -36,6 +36,7 @@ mod metrics;
 mod push;
 mod resp;
 mod server;
+mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ use crate::router::Router;
 use crate::sync::plain::{Arc, Ordering};
 
 pub use metrics::ServiceMetrics;
+pub use tls::ServiceTls;
 
 /// The reserved channel on which [`Missed`](crate::Missed) notices are pushed, as JSON.
 pub const MISSED_CHANNEL: &str = "herald:missed";
@@ -87,6 +89,9 @@ pub struct ServiceConfig {
     /// `SUBSCRIBE`/`PSUBSCRIBE` past it is answered with an error. Default 64 MiB
     /// (config `service.name_memory_limit`).
     pub name_memory_limit: usize,
+    /// A TLS listener beside the plain one (config `service.tls_listen`, `tls_cert`,
+    /// `tls_key`, `tls_client_ca`). Default none.
+    pub tls: Option<ServiceTls>,
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -104,6 +109,7 @@ impl fmt::Debug for ServiceConfig {
             .field("delivery_queue", &self.delivery_queue)
             .field("max_name_len", &self.max_name_len)
             .field("name_memory_limit", &self.name_memory_limit)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -133,6 +139,7 @@ impl ServiceConfig {
             delivery_queue: 65_536,
             max_name_len: DEFAULT_MAX_NAME_LEN,
             name_memory_limit: DEFAULT_NAME_MEMORY_LIMIT,
+            tls: None,
         }
     }
 
@@ -221,6 +228,7 @@ pub enum ServiceError {
 /// every client and stops its thread; the router keeps running.
 pub struct Service {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shared: Arc<server::Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -229,6 +237,7 @@ impl fmt::Debug for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Service")
             .field("local_addr", &self.local_addr)
+            .field("tls_addr", &self.tls_addr)
             .finish_non_exhaustive()
     }
 }
@@ -241,17 +250,23 @@ impl Service {
     /// [`ServiceError`] naming the setting at fault, or the address that could not be bound.
     pub fn start(router: &Router, config: ServiceConfig) -> Result<Self, ServiceError> {
         config.check()?;
-        let (local_addr, shared, thread) = server::spawn(router, config)?;
+        let spawned = server::spawn(router, config)?;
         Ok(Self {
-            local_addr,
-            shared,
-            thread: Mutex::new(Some(thread)),
+            local_addr: spawned.local_addr,
+            tls_addr: spawned.tls_addr,
+            shared: spawned.shared,
+            thread: Mutex::new(Some(spawned.thread)),
         })
     }
 
     /// The address clients connect to (the bound port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address TLS clients connect to, when [`ServiceConfig::tls`] is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// A snapshot of the service's counters.

@@ -25,6 +25,7 @@ use super::index::Index;
 use super::metrics::{Counters, Disconnect};
 use super::push::{Scratch, missed_json};
 use super::resp::{self, Writer};
+use super::tls;
 use super::{MISSED_CHANNEL, ServiceConfig, ServiceError};
 use crate::event::{EventId, Missed};
 use crate::router::{Router, WeakRouter};
@@ -33,6 +34,7 @@ use crate::sync::plain::{Arc, AtomicBool, AtomicU64, Ordering};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+const TLS_LISTENER: Token = Token(2);
 /// The most queued events one turn hands out before it looks at the sockets again.
 const DELIVERY_BUDGET: usize = 4096;
 
@@ -75,10 +77,7 @@ enum Inbound {
 }
 
 /// Binds, subscribes to the router, and starts the thread.
-pub(crate) fn spawn(
-    router: &Router,
-    config: ServiceConfig,
-) -> Result<(SocketAddr, Arc<Shared>, JoinHandle<()>), ServiceError> {
+pub(crate) fn spawn(router: &Router, config: ServiceConfig) -> Result<Spawned, ServiceError> {
     let io = |what: String| move |source| ServiceError::Io { what, source };
     let poll = Poll::new().map_err(io("service poller".into()))?;
     let mut listener = TcpListener::bind(config.listen)
@@ -89,6 +88,20 @@ pub(crate) fn spawn(
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(io("service listener".into()))?;
+    let tls = match &config.tls {
+        Some(settings) => {
+            let server_config = tls::server_config(settings)?;
+            let what = format!("service.tls_listen {}", settings.listen);
+            let mut tls_listener = TcpListener::bind(settings.listen).map_err(io(what.clone()))?;
+            let addr = tls_listener.local_addr().map_err(io(what))?;
+            poll.registry()
+                .register(&mut tls_listener, TLS_LISTENER, Interest::READABLE)
+                .map_err(io("service TLS listener".into()))?;
+            Some((tls_listener, server_config, addr))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().map(|t| t.2);
     let waker = Waker::new(poll.registry(), WAKER).map_err(io("service waker".into()))?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -118,6 +131,7 @@ pub(crate) fn spawn(
     let server = Server {
         poll,
         listener,
+        tls: tls.map(|(l, c, _)| (l, c)),
         shared: Arc::clone(&shared),
         rx,
         router: router.downgrade(),
@@ -125,7 +139,7 @@ pub(crate) fn spawn(
         config,
         index: Index::default(),
         conns: HashMap::new(),
-        next_token: 2,
+        next_token: 3,
         next_id: 1,
         dirty: Vec::new(),
         doomed: Vec::new(),
@@ -141,13 +155,33 @@ pub(crate) fn spawn(
         .name("herald-service".into())
         .spawn(move || server.run())
         .map_err(io("service thread".into()))?;
-    tracing::info!(listen = %local_addr, "subscription service listening");
-    Ok((local_addr, shared, thread))
+    match tls_addr {
+        Some(tls) => {
+            tracing::info!(listen = %local_addr, tls_listen = %tls, "subscription service listening");
+        }
+        None => tracing::info!(listen = %local_addr, "subscription service listening"),
+    }
+    Ok(Spawned {
+        local_addr,
+        tls_addr,
+        shared,
+        thread,
+    })
+}
+
+/// What [`spawn`] started.
+pub(crate) struct Spawned {
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) tls_addr: Option<SocketAddr>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) thread: JoinHandle<()>,
 }
 
 struct Server {
     poll: Poll,
     listener: TcpListener,
+    /// The TLS listener and its settings, when configured.
+    tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     shared: Arc<Shared>,
     rx: Receiver<Inbound>,
     router: WeakRouter,
@@ -236,7 +270,8 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(now, false),
+                    TLS_LISTENER => self.accept(now, true),
                     WAKER => {}
                     Token(t) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -269,9 +304,13 @@ impl Server {
             })
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, now: Instant, tls: bool) {
         loop {
-            let (mut stream, peer) = match self.listener.accept() {
+            let accepted = match (&self.tls, tls) {
+                (Some((listener, _)), true) => listener.accept(),
+                _ => self.listener.accept(),
+            };
+            let (mut stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -298,6 +337,18 @@ impl Server {
             // A subscriber may stay silent for days: keepalive probes find a peer that went
             // away without a word (host crash, cable, NAT state lost) within about 90 s.
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
+            let session = match (&self.tls, tls) {
+                (Some((_, config)), true) => {
+                    match rustls::ServerConnection::new(Arc::clone(config)) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "service: cannot start a TLS session");
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let token = self.next_token;
             self.next_token += 1;
             if let Err(e) =
@@ -312,7 +363,7 @@ impl Server {
             self.next_id += 1;
             let authed = self.config.password.is_none();
             self.conns
-                .insert(token, Conn::new(stream, peer, id, authed, now));
+                .insert(token, Conn::new(stream, session, peer, id, authed, now));
             Counters::add(&self.shared.metrics.accepted, 1);
             Counters::add(&self.shared.metrics.open, 1);
             tracing::debug!(%peer, client = id, "service: client connected");
@@ -338,6 +389,15 @@ impl Server {
             Filled::Drained => {}
             Filled::Eof => doom(&mut self.doomed, token, conn, Disconnect::ClientClosed),
             Filled::Failed => doom(&mut self.doomed, token, conn, Disconnect::IoError),
+            Filled::TlsFailed => {
+                if let Some(suppressed) = self.log.allow(now) {
+                    let error = conn.tls_error.as_ref().map(ToString::to_string);
+                    tracing::warn!(peer = %conn.peer, error, suppressed, "service: TLS handshake or record failed, client closed");
+                }
+                // rustls queued an alert saying why: the flush below writes it.
+                mark_dirty(&mut self.dirty, token, conn);
+                doom(&mut self.doomed, token, conn, Disconnect::TlsError);
+            }
         }
     }
 
@@ -591,6 +651,9 @@ impl Server {
         super::index::shrink_map(&mut self.conns);
         commands::forget_subscriptions(&mut self.index, token, &conn.session);
         self.tables_changed();
+        if !matches!(why, Disconnect::IoError | Disconnect::TlsError) {
+            conn.close_tls();
+        }
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.shared.metrics.disconnected(why);
         if why == Disconnect::OutputLimit

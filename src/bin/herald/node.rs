@@ -38,6 +38,9 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
     let builder = common::with_secret(config.router_builder(), &config, &dir, true)?;
     let service_config = config.service_config(&dir).map_err(CliError::usage)?;
     let router = common::build(builder)?;
+    // Before anything a client can see, so a SIGTERM right after the first connection
+    // still stops the node cleanly.
+    let stop = common::stop_flag()?;
     let service = match service_config {
         Some(c) => Some(Arc::new(Service::start(&router, c).map_err(|e| {
             CliError::usage(format!(
@@ -50,7 +53,6 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
         serve_metrics(m.listen, router.clone(), service.clone())?;
     }
     tracing::info!(node = router.node_id(), cluster = %config.cluster, "node running");
-    let stop = common::stop_flag()?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
