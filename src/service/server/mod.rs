@@ -20,13 +20,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::commands::{self, Args, Ctx, LogLimit};
 use super::conn::{Conn, Filled};
-use super::glob;
 use super::index::Index;
 use super::metrics::{Counters, Disconnect};
-use super::push::{Scratch, missed_json};
+use super::push::Scratch;
 use super::resp::{self, Writer};
 use super::tls;
-use super::{MISSED_CHANNEL, ServiceConfig, ServiceError};
+use super::{ServiceConfig, ServiceError};
 use crate::event::{EventId, Missed};
 use crate::router::{Router, WeakRouter};
 use crate::subscription::Subscription;
@@ -35,8 +34,8 @@ use crate::sync::plain::{Arc, AtomicBool, AtomicU64, Ordering};
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const TLS_LISTENER: Token = Token(2);
-/// The most queued events one turn hands out before it looks at the sockets again.
-const DELIVERY_BUDGET: usize = 4096;
+
+mod deliver;
 
 /// What the service thread shares with the router's threads and the [`Service`](super::Service)
 /// handle.
@@ -465,113 +464,6 @@ impl Server {
             .active
             .store(!self.index.is_empty(), Ordering::Relaxed);
         self.shared.metrics.set_sizes(self.index.sizes());
-    }
-
-    /// Hands queued events and Missed notices to their subscribers' output buffers.
-    fn deliver(&mut self) {
-        for _ in 0..DELIVERY_BUDGET {
-            match self.rx.try_recv() {
-                Ok(Inbound::Event(event, payload)) => self.deliver_event(event, &payload),
-                Ok(Inbound::Missed(m)) => self.deliver_missed(&missed_json(&m)),
-                Err(_) => break,
-            }
-        }
-        let dropped = self.shared.unreported.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            let json = format!(
-                "{{\"node\":{},\"incarnation\":0,\"reason\":\"local_overflow\",\"range\":null}}",
-                self.node
-            );
-            self.deliver_missed(&json);
-        }
-    }
-
-    fn deliver_event(&mut self, event: EventId, payload: &[u8]) {
-        self.scratch.clear();
-        let limit = self.config.output_buffer_limit;
-        let mut pushes = 0;
-        for &t in self.index.event_listeners(&event) {
-            let Some(conn) = self.conns.get_mut(&t) else {
-                continue;
-            };
-            if conn.closing.is_some() {
-                continue;
-            }
-            let Some(names) = conn.session.by_event.get(&event) else {
-                continue;
-            };
-            for name in names {
-                // Clients usually share a channel name: encode once, copy to each.
-                if !self.scratch.holds(false, name, conn.session.resp3) {
-                    self.scratch.encode(false, name, conn.session.resp3, |w| {
-                        w.push(3);
-                        w.bulk(b"message");
-                        w.bulk(name);
-                        w.bulk(payload);
-                    });
-                }
-                conn.out.extend_from_slice(&self.scratch.bytes);
-                pushes += 1;
-            }
-            check_limit(&mut self.doomed, t, conn, limit);
-            mark_dirty(&mut self.dirty, t, conn);
-        }
-        if self.index.has_patterns() {
-            let name = self.index.name_of(&event);
-            for (t, patterns) in self.index.all_patterns() {
-                let Some(conn) = self.conns.get_mut(&t) else {
-                    continue;
-                };
-                if conn.closing.is_some() {
-                    continue;
-                }
-                let mut matched = false;
-                // One push per matching pattern, as Redis does.
-                for pattern in patterns.iter().filter(|p| glob::matches(p, &name)) {
-                    if !self.scratch.holds(true, pattern, conn.session.resp3) {
-                        self.scratch.encode(true, pattern, conn.session.resp3, |w| {
-                            w.push(4);
-                            w.bulk(b"pmessage");
-                            w.bulk(pattern);
-                            w.bulk(&name);
-                            w.bulk(payload);
-                        });
-                    }
-                    conn.out.extend_from_slice(&self.scratch.bytes);
-                    pushes += 1;
-                    matched = true;
-                }
-                if matched {
-                    check_limit(&mut self.doomed, t, conn, limit);
-                    mark_dirty(&mut self.dirty, t, conn);
-                }
-            }
-        }
-        Counters::add(&self.shared.metrics.pushes, pushes);
-    }
-
-    fn deliver_missed(&mut self, json: &str) {
-        let mut pushes = 0;
-        for &t in self.index.missed_listeners() {
-            let Some(conn) = self.conns.get_mut(&t) else {
-                continue;
-            };
-            if conn.closing.is_some() {
-                continue;
-            }
-            let mut w = Writer {
-                out: &mut conn.out,
-                resp3: conn.session.resp3,
-            };
-            w.push(3);
-            w.bulk(b"message");
-            w.bulk(MISSED_CHANNEL.as_bytes());
-            w.bulk(json.as_bytes());
-            pushes += 1;
-            check_limit(&mut self.doomed, t, conn, self.config.output_buffer_limit);
-            mark_dirty(&mut self.dirty, t, conn);
-        }
-        Counters::add(&self.shared.metrics.pushes, pushes);
     }
 
     /// Closes clients that have sent nothing for the idle timeout, unless they are
