@@ -117,6 +117,9 @@ pub struct ServiceSection {
     /// PEM CA certificates: when set, TLS clients must present a certificate they issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Event names known from the start, so patterns match events raised on other nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_names: Vec<String>,
 }
 
 impl fmt::Debug for ServiceSection {
@@ -138,6 +141,7 @@ impl fmt::Debug for ServiceSection {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
+            .field("event_names", &self.event_names)
             .finish()
     }
 }
@@ -611,6 +615,7 @@ impl Config {
         config.max_name_len = svc.max_name_len;
         config.name_memory_limit = svc.name_memory_limit;
         config.tls = service_tls(svc, config_dir)?;
+        config.event_names.clone_from(&svc.event_names);
         Ok(Some(config))
     }
 

@@ -270,3 +270,34 @@ fn psubscribe_matches_redis_globs_on_event_names() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_pattern_matches_events_raised_on_another_node_by_their_configured_names() {
+    let (a, b) = util::service::two_routers();
+    let svc = service(&a, |c| c.event_names = vec!["product.changed".into()]);
+    let client = redis::Client::open(url(svc.local_addr())).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.psubscribe("product.*").unwrap();
+    pubsub.psubscribe("order.*").unwrap();
+    // Raised by the library on B: A's service knows one name from its configuration, and
+    // the other only by id, so `order.*` cannot match it.
+    b.event(EventId::from_name("order.created"))
+        .raise(b"unnamed")
+        .unwrap();
+    b.event(EventId::from_name("product.changed"))
+        .raise(b"named")
+        .unwrap();
+    let msg = pubsub.get_message().expect("a pattern message");
+    assert_eq!(msg.get_pattern::<String>().unwrap(), "product.*");
+    assert_eq!(msg.get_channel_name(), "product.changed");
+    assert_eq!(msg.get_payload_bytes(), b"named");
+    assert_eq!(
+        svc.metrics().names_known,
+        0,
+        "configured names are not a client table"
+    );
+}

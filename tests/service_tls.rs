@@ -302,8 +302,16 @@ fn bad_tls_files_name_the_setting() {
     let start = |tls: ServiceTls| {
         let mut config = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
         config.tls = Some(tls);
+        let checked = config.validate().map_err(|e| e.to_string());
         match Service::start(&router, config) {
-            Err(ServiceError::Invalid { field, problem }) => (field, problem),
+            Err(ServiceError::Invalid { field, problem }) => {
+                assert_eq!(
+                    checked,
+                    Err(format!("{field}: {problem}")),
+                    "validate agrees"
+                );
+                (field, problem)
+            }
             other => panic!("expected a settings error, got {other:?}"),
         }
     };

@@ -43,6 +43,8 @@ pub(crate) struct Index {
     name_bytes: usize,
     /// Bytes of channel names and patterns held by clients' sessions.
     session_bytes: usize,
+    /// Names from the configuration (`service.event_names`), for the service's life.
+    configured: HashMap<EventId, Box<[u8]>>,
 }
 
 /// The sizes of the service's tables (for metrics and `INFO`).
@@ -85,6 +87,17 @@ fn is_name_of(event: EventId, channel: &[u8]) -> bool {
 }
 
 impl Index {
+    /// An empty index that knows `names` from the start.
+    pub(crate) fn with_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            configured: names
+                .into_iter()
+                .map(|n| (EventId::from_name(n), n.as_bytes().into()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
     /// `token` listens to `event` (call once per client and event).
     pub(crate) fn add_event(&mut self, event: EventId, token: usize) {
         self.by_event.entry(event).or_default().push(token);
@@ -257,12 +270,14 @@ impl Index {
         }
     }
 
-    /// The name to push `event` under to pattern subscribers: its name if known, else its
-    /// UUID.
+    /// The name to push `event` under to pattern subscribers: its name if known (from
+    /// clients or the configuration), else its UUID.
     pub(crate) fn name_of(&self, event: &EventId) -> Vec<u8> {
-        self.names
-            .get(event)
-            .map_or_else(|| event.to_string().into_bytes(), |n| n.bytes.to_vec())
+        match (self.names.get(event), self.configured.get(event)) {
+            (Some(n), _) => n.bytes.to_vec(),
+            (None, Some(n)) => n.to_vec(),
+            (None, None) => event.to_string().into_bytes(),
+        }
     }
 
     /// How many subscriptions a raise of `event` named `name` reaches: the clients subscribed
@@ -347,6 +362,14 @@ mod tests {
         assert!(!index.remove_pattern(9, b"p.*"));
         assert_eq!(index.sizes(), Sizes::default());
         assert!(index.names.capacity() <= 16, "{}", index.names.capacity());
+    }
+
+    #[test]
+    fn configured_names_are_known_without_any_client() {
+        let index = Index::with_names(["product.changed"]);
+        let id = EventId::from_name("product.changed");
+        assert_eq!(index.name_of(&id), b"product.changed");
+        assert_eq!(index.sizes(), Sizes::default(), "not a client's table");
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct ServiceConfig {
     /// A TLS listener beside the plain one (config `service.tls_listen`, `tls_cert`,
     /// `tls_key`, `tls_client_ca`). Default none.
     pub tls: Option<ServiceTls>,
+    /// Event names the service knows from the start, so that pattern subscribers get events
+    /// raised anywhere in the cluster under their names (the wire carries only ids). Default
+    /// none (config `service.event_names`).
+    pub event_names: Vec<String>,
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -110,6 +114,7 @@ impl fmt::Debug for ServiceConfig {
             .field("max_name_len", &self.max_name_len)
             .field("name_memory_limit", &self.name_memory_limit)
             .field("tls", &self.tls)
+            .field("event_names", &self.event_names.len())
             .finish()
     }
 }
@@ -140,6 +145,7 @@ impl ServiceConfig {
             max_name_len: DEFAULT_MAX_NAME_LEN,
             name_memory_limit: DEFAULT_NAME_MEMORY_LIMIT,
             tls: None,
+            event_names: Vec::new(),
         }
     }
 
@@ -197,6 +203,35 @@ impl ServiceConfig {
                     self.name_memory_limit, self.max_name_len
                 ),
             );
+        }
+        if let Some(name) = self
+            .event_names
+            .iter()
+            .find(|n| n.len() > self.max_name_len)
+        {
+            return bad(
+                "service.event_names",
+                format!(
+                    "{:?}… is {} bytes, longer than service.max_name_len ({})",
+                    name.chars().take(32).collect::<String>(),
+                    name.len(),
+                    self.max_name_len
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the settings without starting anything: ranges, and for TLS that the PEM files
+    /// load and the key goes with the certificate (what `herald check` should report).
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::Invalid`] naming the setting at fault.
+    pub fn validate(&self) -> Result<(), ServiceError> {
+        self.check()?;
+        if let Some(settings) = &self.tls {
+            tls::server_config(settings)?;
         }
         Ok(())
     }
@@ -387,7 +422,20 @@ mod tests {
                 .to_string()
                 .starts_with("service.max_connections:")
         );
+        let mut c = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
+        c.max_name_len = 4;
+        c.event_names = vec!["toolong".into()];
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("service.event_names:")
+        );
+        let mut c = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
+        c.max_name_len = (1 << 20) + 1;
+        assert!(c.validate().is_err());
         let c = ServiceConfig::new("127.0.0.1:0".parse().unwrap());
+        assert!(c.validate().is_ok());
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 }

@@ -127,6 +127,7 @@ pub(crate) fn spawn(router: &Router, config: ServiceConfig) -> Result<Spawned, S
             }
         })
     };
+    let index = Index::with_names(config.event_names.iter().map(String::as_str));
     let server = Server {
         poll,
         listener,
@@ -136,7 +137,7 @@ pub(crate) fn spawn(router: &Router, config: ServiceConfig) -> Result<Spawned, S
         router: router.downgrade(),
         node: router.node_id(),
         config,
-        index: Index::default(),
+        index,
         conns: HashMap::new(),
         next_token: 3,
         next_id: 1,
