@@ -301,3 +301,76 @@ fn a_pattern_matches_events_raised_on_another_node_by_their_configured_names() {
         "configured names are not a client table"
     );
 }
+
+/// The `redis` crate's async client, as services written with tokio use it: its pub/sub
+/// connection subscribes by channel and by pattern, stays connected through three idle
+/// timeouts, and gets what another async connection publishes.
+#[test]
+fn the_async_client_subscribes_and_stays_connected_while_idle() {
+    use futures_util::StreamExt;
+    let idle = Duration::from_millis(300);
+    let router = lone_router();
+    let svc = service(&router, |c| c.idle_timeout = Some(idle));
+    let client = redis::Client::open(url(svc.local_addr())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let within = |f| rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), f).await });
+    let mut pubsub = within(Box::pin(async {
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe("product.changed").await.unwrap();
+        pubsub.psubscribe("cache.[ab]*").await.unwrap();
+        // The ready check of an async client, on a connection without subscriptions.
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO").query_async(&mut con).await.unwrap();
+        assert!(info.contains("loading:0\r\n"), "{info}");
+        pubsub
+    }))
+    .expect("subscribed within 10 s");
+
+    std::thread::sleep(idle * 3 + idle / 2);
+    let m = svc.metrics();
+    assert_eq!(
+        m.disconnects_for("idle_timeout"),
+        1,
+        "the INFO connection: {m:?}"
+    );
+
+    let got = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let mut con = client.get_multiplexed_async_connection().await.unwrap();
+                for (channel, expected) in
+                    [("cache.c1", 0), ("cache.b1", 1), ("product.changed", 1)]
+                {
+                    let n: i64 = redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(channel)
+                        .query_async(&mut con)
+                        .await
+                        .unwrap();
+                    assert_eq!(n, expected, "{channel}");
+                }
+                let mut stream = pubsub.on_message();
+                let mut got = Vec::new();
+                for _ in 0..2 {
+                    let msg = stream.next().await.expect("a message");
+                    got.push((
+                        msg.get_pattern::<Option<String>>().unwrap(),
+                        msg.get_channel_name().to_owned(),
+                    ));
+                }
+                got
+            })
+            .await
+        })
+        .expect("messages within 10 s");
+    assert_eq!(
+        got,
+        [
+            (Some("cache.[ab]*".to_owned()), "cache.b1".to_owned()),
+            (None, "product.changed".to_owned()),
+        ]
+    );
+}
