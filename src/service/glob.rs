@@ -2,8 +2,11 @@
 //!
 //! The syntax is Redis's: `*` any run of bytes (empty too), `?` one byte, `[abc]` one of the
 //! bytes, `[a-z]` a range (either order), `[^a]` any byte but those; `\x` the byte `x` itself
-//! (inside a class too). A `[` without its `]` takes the rest
-//! of the pattern as its class, and a trailing `\` matches a `\`, both as Redis does.
+//! (inside a class too). A `[` without its `]` takes the rest of the pattern as its class,
+//! and a trailing `\` matches a `\`, both as Redis does. Two corners differ on purpose from
+//! Redis's matcher, which is quirky there: a class item `x-` right before `]` is the bytes `x`
+//! and `-` (Redis reads a range up to `]` and runs on past it), and `\` escapes either end of
+//! a range.
 //!
 //! The matcher is iterative: one pass over the name, remembering only the last `*` to fall
 //! back to, so it takes at most `O(pattern × name)` steps and no stack, whatever the pattern

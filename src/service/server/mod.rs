@@ -207,6 +207,10 @@ struct Server {
     _subscriptions: [Subscription; 2],
 }
 
+/// How long a client's TCP peer may leave data or keepalive probes unacknowledged before
+/// the kernel gives up on it (`TCP_USER_TIMEOUT`): the keepalive schedule's 60 + 3 × 10 s.
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// TCP keepalive for clients: first probe after 60 s of silence, then every 10 s; three
 /// unanswered probes close the connection (the next read fails and it is counted as
 /// `io_error`).
@@ -323,11 +327,14 @@ impl Server {
             };
             if self.conns.len() >= self.config.max_connections {
                 Counters::add(&self.shared.metrics.refused, 1);
-                // Best effort: a fresh socket takes this much without blocking.
-                let _ = std::io::Write::write(
-                    &mut stream,
-                    b"-ERR max number of clients reached (service.max_connections)\r\n",
-                );
+                // Best effort: a fresh socket takes this much without blocking. A TLS client
+                // could not read plain text: it just sees the close.
+                if !tls {
+                    let _ = std::io::Write::write(
+                        &mut stream,
+                        b"-ERR max number of clients reached (service.max_connections)\r\n",
+                    );
+                }
                 if let Some(suppressed) = self.log.allow(now) {
                     tracing::warn!(%peer, suppressed, "service: max_connections reached, client refused");
                 }
@@ -335,8 +342,12 @@ impl Server {
             }
             let _ = stream.set_nodelay(true);
             // A subscriber may stay silent for days: keepalive probes find a peer that went
-            // away without a word (host crash, cable, NAT state lost) within about 90 s.
-            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
+            // away without a word (host crash, cable, NAT state lost) within about 90 s, and
+            // the user timeout bounds the same wait when pushes sit unacknowledged (where
+            // keepalive does not probe).
+            let socket = socket2::SockRef::from(&stream);
+            let _ = socket.set_tcp_keepalive(&keepalive());
+            let _ = socket.set_tcp_user_timeout(Some(DEAD_PEER_TIMEOUT));
             let session = match (&self.tls, tls) {
                 (Some((_, config)), true) => {
                     match rustls::ServerConnection::new(Arc::clone(config)) {
