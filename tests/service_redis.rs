@@ -374,3 +374,32 @@ fn the_async_client_subscribes_and_stays_connected_while_idle() {
         ]
     );
 }
+
+/// A subscriber that only listens is watched by TCP keepalive instead of the idle timeout:
+/// `ss` shows the keepalive timer on the service's side of its connection.
+#[test]
+fn a_subscribed_connection_is_watched_by_tcp_keepalive() {
+    let router = lone_router();
+    let svc = service(&router, |_| {});
+    let mut raw = Raw::connect(svc.local_addr());
+    raw.command(&[b"SUBSCRIBE", b"product.changed"]);
+    assert_eq!(raw.line(), "*3");
+    let client_port = raw.reader.get_ref().local_addr().unwrap().port();
+    let Ok(out) = Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!(
+            "( sport = :{} and dport = :{client_port} )",
+            svc.local_addr().port()
+        ))
+        .output()
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "ss is missing (apt-get install iproute2)"
+        );
+        eprintln!("SKIPPED: ss not installed (apt-get install iproute2)");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("timer:(keepalive,"), "{text}");
+}
