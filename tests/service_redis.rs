@@ -30,11 +30,13 @@ fn ready_checks_info_and_command_are_answered() {
 
     // ioredis reads `loading` from INFO before it calls a connection ready.
     let info: String = redis::cmd("INFO").query(&mut con).unwrap();
+    let port_line = format!("tcp_port:{}\r\n", svc.local_addr().port());
     for needle in [
         "# Server\r\n",
         "redis_version:",
         "herald_version:",
         "redis_mode:standalone",
+        &port_line,
         "# Clients\r\n",
         "connected_clients:1\r\n",
         "# Stats\r\n",

@@ -73,6 +73,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) started: Instant,
     /// This node's id.
     pub(crate) node: u64,
+    /// The plain listener's port.
+    pub(crate) port: u16,
 }
 
 /// Commands a RESP2 client may send while it is subscribed to something.

@@ -279,7 +279,7 @@ fn write_section(ctx: &Ctx<'_>, section: &str, text: &mut String) {
             line("os", &std::env::consts::OS);
             line("arch_bits", &(usize::BITS));
             line("process_id", &std::process::id());
-            line("tcp_port", &ctx.config.listen.port());
+            line("tcp_port", &ctx.port);
             line("uptime_in_seconds", &uptime);
             line("uptime_in_days", &(uptime / 86_400));
             line("herald_node_id", &ctx.node);

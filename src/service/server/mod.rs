@@ -149,6 +149,7 @@ pub(crate) fn spawn(router: &Router, config: ServiceConfig) -> Result<Spawned, S
         last_sweep: Instant::now(),
         scratch: Scratch::default(),
         started: Instant::now(),
+        port: local_addr.port(),
         _subscriptions: [events, missed],
     };
     let thread = std::thread::Builder::new()
@@ -204,6 +205,8 @@ struct Server {
     scratch: Scratch,
     /// When the service started (`INFO`'s uptime).
     started: Instant,
+    /// The plain listener's port (`INFO`'s `tcp_port`).
+    port: u16,
     _subscriptions: [Subscription; 2],
 }
 
@@ -435,6 +438,7 @@ impl Server {
                             now,
                             started: self.started,
                             node: self.node,
+                            port: self.port,
                         };
                         let args = Args {
                             buf: input,
