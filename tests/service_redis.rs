@@ -106,6 +106,30 @@ fn ready_checks_info_and_command_are_answered() {
         .unwrap();
     assert_eq!(ok, "OK");
 
+    // A client whose URL names database 0 selects it; no other database exists.
+    let mut db0 = redis::Client::open(format!("redis://{}/0", svc.local_addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let pong: String = redis::cmd("PING").query(&mut db0).unwrap();
+    assert_eq!(pong, "PONG");
+    let ok: String = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    let err = redis::cmd("SELECT")
+        .arg(1)
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("DB index is out of range"),
+        "{err}"
+    );
+    assert!(
+        redis::Client::open(format!("redis://{}/3", svc.local_addr()))
+            .unwrap()
+            .get_connection()
+            .is_err()
+    );
+
     let Some(cli) = redis_cli() else { return };
     let port = svc.local_addr().port();
     let out = cli_output(&cli, port, &["INFO", "server"]);

@@ -129,6 +129,7 @@ pub(crate) fn execute(
         "publish" => args.len() == 3,
         "client" => args.len() >= 2,
         "quit" | "reset" => args.len() == 1,
+        "select" | "echo" => args.len() == 2,
         _ => true,
     };
     if !arity_ok {
@@ -139,6 +140,14 @@ pub(crate) fn execute(
     }
     match name {
         "ping" => ping(session, w, args),
+        "echo" => w.bulk(args.get(1)),
+        // Pub/sub ignores the database; clients configured with `/0` in their URL select it.
+        "select" => match args.get(1) {
+            b"0" => w.simple("OK"),
+            _ => w.error(
+                "ERR DB index is out of range (herald has only database 0, and pub/sub ignores it)",
+            ),
+        },
         "auth" => {
             let (user, pass) = if args.len() == 3 {
                 (Some(args.get(1)), args.get(2))

@@ -50,6 +50,13 @@ const COMMANDS: &[Spec] = &[
         summary: "Describes the commands herald runs.",
     },
     Spec {
+        name: "echo",
+        arity: 2,
+        flags: &["fast"],
+        group: "connection",
+        summary: "Answers the message.",
+    },
+    Spec {
         name: "hello",
         arity: -1,
         flags: &[
@@ -125,6 +132,13 @@ const COMMANDS: &[Spec] = &[
         ],
         group: "connection",
         summary: "Drops every subscription and returns to RESP2.",
+    },
+    Spec {
+        name: "select",
+        arity: 2,
+        flags: &["loading", "stale", "fast"],
+        group: "connection",
+        summary: "Accepts database 0 (pub/sub ignores databases).",
     },
     Spec {
         name: "subscribe",
