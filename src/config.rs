@@ -102,8 +102,8 @@ pub struct ServiceSection {
     /// A file holding the password (its first line), relative to the config file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    /// A client that sends nothing, not even `PING`, for this long is disconnected.
-    /// Default 120000.
+    /// A client without subscriptions that sends nothing, not even `PING`, for this long
+    /// is disconnected (subscribers never are). Default 120000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// The most bytes of pushes and replies waiting for one client; past it the client is
@@ -116,6 +116,27 @@ pub struct ServiceSection {
     /// The most channels and patterns per client. Default 10000.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions_per_client: usize,
+    /// The longest channel name or pattern in bytes. Default 1024.
+    #[serde(default = "default_max_name_len")]
+    pub max_name_len: usize,
+    /// The most bytes of channel names and patterns all clients hold. Default 67108864.
+    #[serde(default = "default_name_memory_limit")]
+    pub name_memory_limit: usize,
+    /// Where TLS clients connect, beside `listen`; needs `tls_cert` and `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The PEM certificate chain for `tls_listen`, relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for `tls_listen`, relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, TLS clients must present a certificate they issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Event names known from the start, so patterns match events raised on other nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_names: Vec<String>,
 }
 
 impl fmt::Debug for ServiceSection {
@@ -131,8 +152,51 @@ impl fmt::Debug for ServiceSection {
                 "max_subscriptions_per_client",
                 &self.max_subscriptions_per_client,
             )
+            .field("max_name_len", &self.max_name_len)
+            .field("name_memory_limit", &self.name_memory_limit)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("event_names", &self.event_names)
             .finish()
     }
+}
+
+/// The TLS listener of `[service]`, if `tls_listen` is set, with its files resolved against
+/// the config file's directory.
+fn service_tls(
+    svc: &ServiceSection,
+    config_dir: &Path,
+) -> Result<Option<crate::service::ServiceTls>, ConfigError> {
+    let need = |key: &str| ConfigError {
+        key: format!("service.{key}"),
+        problem: "missing: service.tls_listen needs tls_cert and tls_key (PEM files)".into(),
+    };
+    let Some(listen) = svc.tls_listen else {
+        if let Some(key) = [
+            ("tls_cert", svc.tls_cert.is_some()),
+            ("tls_key", svc.tls_key.is_some()),
+            ("tls_client_ca", svc.tls_client_ca.is_some()),
+        ]
+        .iter()
+        .find_map(|(k, set)| set.then_some(*k))
+        {
+            return Err(ConfigError {
+                key: format!("service.{key}"),
+                problem:
+                    "is set but service.tls_listen is not: add the address TLS clients connect to"
+                        .into(),
+            });
+        }
+        return Ok(None);
+    };
+    let cert = svc.tls_cert.as_ref().ok_or_else(|| need("tls_cert"))?;
+    let key = svc.tls_key.as_ref().ok_or_else(|| need("tls_key"))?;
+    let mut tls =
+        crate::service::ServiceTls::new(listen, config_dir.join(cert), config_dir.join(key));
+    tls.client_ca = svc.tls_client_ca.as_ref().map(|p| config_dir.join(p));
+    Ok(Some(tls))
 }
 
 fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -156,6 +220,12 @@ fn default_max_subscriptions() -> usize {
 }
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+fn default_max_name_len() -> usize {
+    crate::service::DEFAULT_MAX_NAME_LEN
+}
+fn default_name_memory_limit() -> usize {
+    crate::service::DEFAULT_NAME_MEMORY_LIMIT
 }
 
 /// `[udp]`

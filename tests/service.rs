@@ -198,10 +198,13 @@ fn resp3_pushes_patterns_and_limits() {
         assert_eq!(raw.line(), expected);
     }
     raw.command(&[b"PSUBSCRIBE", b"product.*"]);
-    assert!(
-        raw.line()
-            .starts_with("-ERR herald supports only the pattern '*'")
-    );
+    for expected in [">3", "$10", "psubscribe", "$9", "product.*", ":2"] {
+        assert_eq!(raw.line(), expected);
+    }
+    raw.command(&[b"PUNSUBSCRIBE", b"product.*"]);
+    for expected in [">3", "$12", "punsubscribe", "$9", "product.*", ":1"] {
+        assert_eq!(raw.line(), expected);
+    }
     raw.command(&[b"SUBSCRIBE", b"known", b"one-too-many"]);
     for expected in [">3", "$9", "subscribe", "$5", "known", ":2"] {
         assert_eq!(raw.line(), expected);

@@ -202,6 +202,9 @@ impl Config {
             config.output_buffer_limit = svc.output_buffer_limit;
             config.max_connections = svc.max_connections;
             config.max_subscriptions_per_client = svc.max_subscriptions_per_client;
+            config.max_name_len = svc.max_name_len;
+            config.name_memory_limit = svc.name_memory_limit;
+            config.event_names.clone_from(&svc.event_names);
         }
         config
     }
@@ -226,7 +229,9 @@ impl Config {
             Some(file) => Some(read_password(&config_dir.join(file))?),
             None => svc.password.clone(),
         };
-        Ok(Some(self.service_settings(listen, password)))
+        let mut config = self.service_settings(listen, password);
+        config.tls = super::service_tls(svc, config_dir)?;
+        Ok(Some(config))
     }
 }
 

@@ -119,6 +119,16 @@ pub(crate) fn prepare(config: &Config, dir: &Path, file: &Path) -> Result<Prepar
         .map_err(|e| errors.extend(e.iter().cloned()))
         .ok();
     let service = config.service_config(dir).map_err(|e| errors.push(e)).ok();
+    // The service's own checks too: its limits, and that the TLS files load and match.
+    if let Some(Some(s)) = &service
+        && let Err(herald::service::ServiceError::Invalid(e)) = s.validate()
+    {
+        for problem in e.iter() {
+            if !errors.contains(problem) {
+                errors.push(problem.clone());
+            }
+        }
+    }
     let secret = secret(&config.secret_path(dir))
         .map_err(|e| errors.push(e))
         .ok();
