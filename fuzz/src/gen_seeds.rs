@@ -5,7 +5,8 @@
 use std::fs;
 use std::path::Path;
 
-use herald::wire::{FrameWriter, MAX_FRAME_LEN};
+use herald::EventId;
+use herald::wire::{ControlFrame, Flags, FrameKind, FrameWriter, MAX_FRAME_LEN, write_control};
 use herald_fuzz::{ArbHeader, encode_all, test_keyring};
 
 fn main() {
@@ -85,8 +86,44 @@ fn main() {
     bad_tag[100] ^= 0x80;
     seeds.push(("broken-tag", bad_tag));
 
+    // Control frames: a status asking for two ranges, an evicted answer naming two events,
+    // one that does not know them all, and a status whose ranges are out of order.
+    let control = |kind: FrameKind, flags: Flags, ranges: &[(u64, u64)], ids: &[EventId]| {
+        let mut fields = header.fields();
+        fields.kind = kind;
+        fields.flags = flags;
+        let mut buf = vec![0u8; 1472];
+        let c = ControlFrame {
+            target_node: 9,
+            target_incarnation: 0xfeed,
+            consumed: if kind == FrameKind::Status { 40 } else { 0 },
+            ranges,
+            ids,
+        };
+        write_control(&mut buf, &fields, &c, &keyring)
+            .unwrap()
+            .to_vec()
+    };
+    let ids = [EventId::from_bytes([1; 16]), EventId::from_bytes([2; 16])];
+    seeds.push((
+        "status",
+        control(FrameKind::Status, Flags::EMPTY, &[(41, 41), (43, 50)], &[]),
+    ));
+    seeds.push((
+        "evicted",
+        control(FrameKind::Evicted, Flags::EMPTY, &[(3, 9)], &ids),
+    ));
+    seeds.push((
+        "evicted-incomplete",
+        control(FrameKind::Evicted, Flags::IDS_INCOMPLETE, &[(3, 9)], &[]),
+    ));
+    let mut disordered = control(FrameKind::Status, Flags::EMPTY, &[(41, 41), (43, 50)], &[]);
+    // The second range's first sequence (body offset 24 + 16) before the first range.
+    disordered[64 + 40] = 1;
+    seeds.push(("broken-range-order", disordered));
+
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for target in ["frame_parse", "roundtrip", "tamper"] {
+    for target in ["frame_parse", "roundtrip", "tamper", "control"] {
         let dir = root.join(target);
         fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in &seeds {
