@@ -2,7 +2,7 @@
 # The library without the CLI's weight (issue 21): with default features off, none of the
 # `herald` command's dependencies may be in the library's tree. Run from the repository root.
 set -eu
-cli='clap|indicatif|tracing-subscriber|tempfile|signal-hook|hdrhistogram|serde_json'
+cli='clap|indicatif|tracing-subscriber|tempfile|signal-hook|hdrhistogram|serde_json|hyper|hyper-util|http-body-util'
 found=$(cargo tree -e normal --no-default-features --prefix none --format '{p}' |
     grep -E "^($cli) " | sort -u || true)
 if [ -n "$found" ]; then

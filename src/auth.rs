@@ -365,7 +365,7 @@ impl VerifyError {
     }
 }
 
-mod private_file;
+pub(crate) mod private_file;
 mod secret_file;
 
 pub(crate) use private_file::too_open;

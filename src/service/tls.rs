@@ -142,9 +142,8 @@ pub(crate) fn server_config(tls: &ServiceTls) -> Result<Arc<ServerConfig>, Servi
 }
 
 fn warn_if_readable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
+        && crate::auth::private_file::too_open(&meta, path).is_some()
     {
         tracing::warn!(
             key = %path.display(),

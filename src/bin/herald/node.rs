@@ -4,10 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(unix)]
 use crossbeam_channel::RecvTimeoutError;
 use herald::service::Service;
 use herald::{Config, Router};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::SIGTERM;
+#[cfg(unix)]
+use signal_hook::consts::{SIGHUP, SIGINT};
+
+/// Windows has no SIGHUP: keys are reloaded when the file changes.
+#[cfg(not(unix))]
+const SIGHUP: i32 = -1;
 
 use crate::CliError;
 use crate::common::{self, ConfigArgs};
@@ -155,11 +162,13 @@ fn log_start(
 
 /// SIGINT, SIGTERM and SIGHUP, handed over on a channel by a thread of their own, so the
 /// node's main thread sleeps until one arrives (or its timeout) rather than polling a flag.
+#[cfg(unix)]
 struct Signals {
     handle: signal_hook::iterator::Handle,
     received: crossbeam_channel::Receiver<i32>,
 }
 
+#[cfg(unix)]
 impl Signals {
     fn start() -> Result<Self, CliError> {
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -192,4 +201,34 @@ impl Signals {
     fn close(self) {
         self.handle.close();
     }
+}
+
+/// Ctrl-C and termination on Windows, where signal-hook has flags but no iterator: the
+/// flag is looked at every 20 ms.
+#[cfg(not(unix))]
+struct Signals {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(not(unix))]
+impl Signals {
+    fn start() -> Result<Self, CliError> {
+        Ok(Self {
+            stop: common::stop_flag()?,
+        })
+    }
+
+    /// `SIGTERM` once a stop was asked for, or `None` after `timeout`.
+    fn next(&self, timeout: Duration) -> Option<i32> {
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Some(SIGTERM);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn close(self) {}
 }

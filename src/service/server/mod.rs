@@ -350,7 +350,7 @@ impl Server {
             // keepalive does not probe).
             let socket = socket2::SockRef::from(&stream);
             let _ = socket.set_tcp_keepalive(&keepalive());
-            let _ = socket.set_tcp_user_timeout(Some(DEAD_PEER_TIMEOUT));
+            crate::platform::set_tcp_user_timeout(&socket, DEAD_PEER_TIMEOUT);
             let session = match (&self.tls, tls) {
                 (Some((_, config)), true) => {
                     match rustls::ServerConnection::new(Arc::clone(config)) {
