@@ -69,6 +69,14 @@ pub(crate) struct BenchArgs {
     /// fault hook in its transport), to watch recovery at work.
     #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
     loss: f64,
+    /// Frames the sender may run ahead of the receiver (the `[recovery] window_frames`
+    /// setting; default the library's).
+    #[arg(long, value_name = "FRAMES")]
+    window_frames: Option<u64>,
+    /// Turn recovery and flow control off on both nodes (`[recovery] enabled = false`):
+    /// the behaviour before them, for comparison.
+    #[arg(long)]
+    no_recovery: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -116,6 +124,13 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         .send_on_raise(args.send_on_raise)
         .dispatch_on_driver(args.dispatch_on_driver)
         .busy_poll(args.busy_poll(id == RECEIVER))
+        .recovery(herald::RecoveryConfig {
+            enabled: !args.no_recovery,
+            window_frames: args
+                .window_frames
+                .unwrap_or(herald::RecoveryConfig::default().window_frames),
+            ..herald::RecoveryConfig::default()
+        })
 }
 
 /// The receiving node, listening on `at`.
@@ -431,8 +446,9 @@ fn print(
         say!("  sent         {sent:>12}");
         say!("  delivered    {delivered:>12}");
         say!(
-            "  missed       {missed:>12}   (notices, covering {} frames)",
-            r.missed_frames
+            "  missed       {missed:>12}   (notices of events lost, covering {} frames; {} more of raises refused)",
+            r.missed_frames,
+            r.missed_overflow
         );
         say!("  dropped      {dropped:>12}   (frames refused or not dispatched)");
         let resent = resent.map_or_else(|| "(sender elsewhere)".to_owned(), |n| n.to_string());

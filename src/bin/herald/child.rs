@@ -151,6 +151,7 @@ mod tests {
         let r = Report {
             delivered: 5,
             missed: 1,
+            missed_overflow: 4,
             missed_frames: 2,
             dropped: 3,
             p50_us: 40,

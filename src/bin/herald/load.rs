@@ -168,6 +168,7 @@ pub(crate) struct Recorder {
     delivered: AtomicU64,
     missed: AtomicU64,
     missed_frames: AtomicU64,
+    overflow_notices: AtomicU64,
     latency: Mutex<Histogram<u64>>,
 }
 
@@ -177,8 +178,12 @@ pub(crate) struct Recorder {
 pub(crate) struct Report {
     /// Load events delivered to the subscriber.
     pub(crate) delivered: u64,
-    /// Missed notices.
+    /// Missed notices for events that were sent and lost (every reason but
+    /// `sender_overflowed`).
     pub(crate) missed: u64,
+    /// `sender_overflowed` notices: the sender's full ring refused raises (counted as
+    /// `refused`), so those events never reached the wire; nothing sent was lost.
+    pub(crate) missed_overflow: u64,
     /// Frames the Missed notices cover (when they say).
     pub(crate) missed_frames: u64,
     /// Frames refused or not dispatched (every reason).
@@ -198,6 +203,7 @@ impl Recorder {
             delivered: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             missed_frames: AtomicU64::new(0),
+            overflow_notices: AtomicU64::new(0),
             // 1 µs to 60 s, three significant digits: bounds that are always valid.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
@@ -226,6 +232,10 @@ impl Recorder {
             });
         let me = Arc::clone(self);
         let missed = router.on_missed(move |m| {
+            if m.reason == herald::MissedReason::SenderOverflowed {
+                me.overflow_notices.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             me.missed.fetch_add(1, Ordering::Relaxed);
             if let Some((a, b)) = m.range {
                 me.missed_frames
@@ -261,6 +271,7 @@ impl Recorder {
         Report {
             delivered: self.delivered(),
             missed: self.missed.load(Ordering::Relaxed),
+            missed_overflow: self.overflow_notices.load(Ordering::Relaxed),
             missed_frames: self.missed_frames.load(Ordering::Relaxed),
             dropped: m.drops_total() + m.dispatch_dropped,
             p50_us: h.value_at_quantile(0.5),
