@@ -333,10 +333,10 @@ pub struct RecoverySection {
     #[serde(default = "default_window_frames")]
     pub window_frames: u64,
     /// The longest random delay, in microseconds, before a receiver first asks for a gap.
-    /// Default 200 (at least 3000 on multicast).
+    /// Default 0: at the end of the turn that found it (at least 3000 on multicast).
     #[serde(default = "default_nak_delay_us")]
     pub nak_delay_us: u64,
-    /// How often a receiver asks again for a gap still open, in ms. Default 5.
+    /// How often a receiver asks again for a gap still open, in ms. Default 2.
     #[serde(default = "default_nak_interval_ms")]
     pub nak_interval_ms: u64,
     /// How long a gap may stay open while it is asked for before it is reported, in ms.
@@ -409,11 +409,11 @@ fn default_window_frames() -> u64 {
 }
 
 fn default_nak_delay_us() -> u64 {
-    u64::try_from(crate::RecoveryConfig::default().nak_delay.as_micros()).unwrap_or(200)
+    u64::try_from(crate::RecoveryConfig::default().nak_delay.as_micros()).unwrap_or(0)
 }
 
 fn default_nak_interval_ms() -> u64 {
-    u64::try_from(crate::RecoveryConfig::default().nak_interval.as_millis()).unwrap_or(5)
+    u64::try_from(crate::RecoveryConfig::default().nak_interval.as_millis()).unwrap_or(2)
 }
 
 fn default_give_up_ms() -> u64 {

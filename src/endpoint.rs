@@ -21,7 +21,8 @@
 //!
 //! A sender keeps its recent signed frames (up to [`RecoveryConfig::retention_bytes`]) and
 //! the event ids of older ones. A receiver that finds a gap asks for it in a status frame,
-//! after a short random delay, and again every [`RecoveryConfig::nak_interval`]; the sender
+//! at once (on multicast after a short random delay), and again every
+//! [`RecoveryConfig::nak_interval`]; the sender
 //! sends the frames again as they were signed, or answers that it no longer holds them, and
 //! only then (or after [`RecoveryConfig::give_up`]) does the receiver report [`Missed`],
 //! naming the lost events when the sender still knows them. Statuses also carry how far each
@@ -129,11 +130,14 @@ pub struct RecoveryConfig {
     pub retained_ids: usize,
     /// How many data frames a sender may run ahead of its slowest live receiver. Default 1024.
     pub window_frames: u64,
-    /// The longest random delay before a receiver first asks for a gap. Default 200 µs; a
-    /// router on multicast makes it at least 3 ms, so that receivers that lost the same frame
-    /// hear one another's request before they send their own.
+    /// The longest random delay before a receiver first asks for a gap. Default 0: it asks at
+    /// the end of the turn that found the gap (any frame that arrived in that turn has filled
+    /// its hole by then; reordering on a LAN is rare, and a needless request costs one
+    /// duplicate frame). A router on multicast makes it at least 3 ms, so that receivers that
+    /// lost the same frame hear one another's request before they send their own.
     pub nak_delay: Duration,
-    /// How often a receiver asks again for a gap still open. Default 5 ms.
+    /// How often a receiver asks again for a gap still open. Default 2 ms (a loopback or LAN
+    /// round trip is a fraction of that; raise it for long paths).
     pub nak_interval: Duration,
     /// How long a gap may stay open while it is asked for before it is reported as missed.
     /// Default 500 ms.
@@ -157,8 +161,8 @@ impl Default for RecoveryConfig {
             retention_bytes: 16 << 20,
             retained_ids: 1 << 20,
             window_frames: 1024,
-            nak_delay: Duration::from_micros(200),
-            nak_interval: Duration::from_millis(5),
+            nak_delay: Duration::ZERO,
+            nak_interval: Duration::from_millis(2),
             give_up: Duration::from_millis(500),
             status_interval: Duration::from_millis(10),
             receiver_timeout: Duration::from_millis(500),
@@ -345,7 +349,6 @@ impl Endpoint {
             nak_interval: r.nak_interval,
         };
         let timing = StatusTiming {
-            min_gap: Duration::from_millis(1).min(r.status_interval),
             keepalive: r.status_interval,
             active_for: r.receiver_timeout,
         };

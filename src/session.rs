@@ -56,8 +56,6 @@ pub(crate) struct Recovery {
 /// When a receiver tells a sender how far it has consumed.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StatusTiming {
-    /// The least time between two statuses that only report progress.
-    pub(crate) min_gap: Duration,
     /// How often a status goes out anyway while the sender sends data.
     pub(crate) keepalive: Duration,
     /// How long after its last data frame a sender still counts as sending.
@@ -454,8 +452,8 @@ impl Session {
     }
 
     /// Whether this node should tell the sender how far it has consumed: it made progress
-    /// worth a message (a quarter of `window` frames, or any once `min_gap` has passed since
-    /// the last status), or `keepalive` has passed while the sender sends data (the sender
+    /// worth a message (a quarter of `window` frames), or `keepalive` has passed since the
+    /// last status while there is progress to report or the sender sends data (the sender
     /// counts a receiver in its window only while it hears from it).
     pub(crate) fn status_due(&self, now: Instant, window: u64, timing: StatusTiming) -> bool {
         if self.silent || self.closed_cleanly() {
@@ -466,8 +464,7 @@ impl Session {
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
         let progress = self.consumed().saturating_sub(self.reported);
         progress >= (window / 4).max(1)
-            || (progress > 0 && since >= timing.min_gap)
-            || (since >= timing.keepalive && self.sending(now, timing.active_for))
+            || (since >= timing.keepalive && (progress > 0 || self.sending(now, timing.active_for)))
     }
 
     /// When a status is next due for the keepalive (or progress not yet reported).
@@ -476,10 +473,7 @@ impl Session {
             return None;
         }
         let at = self.reported_at?;
-        if self.consumed() > self.reported {
-            return Some(at + timing.min_gap);
-        }
-        self.sending(now, timing.active_for)
+        (self.consumed() > self.reported || self.sending(now, timing.active_for))
             .then_some(at + timing.keepalive)
     }
 
