@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::router::{Router, RouterBuilder};
 
+mod nats;
+pub use nats::NatsSection;
+
 /// A node's configuration. [`Config::from_toml`] and [`Config::load`] check it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +51,9 @@ pub struct Config {
     /// TCP transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSection>,
+    /// NATS transport (feature `nats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSection>,
     /// The ring between `raise` and the driver.
     #[serde(default)]
     pub ring: RingSection,
@@ -366,10 +372,14 @@ impl Config {
             key: path.display().to_string(),
             problem: format!("cannot read the config file: {e}"),
         })?;
-        Self::from_toml(&text).map_err(|e| ConfigError {
+        let mut config = Self::from_toml(&text).map_err(|e| ConfigError {
             key: format!("{}: {}", path.display(), e.key),
             problem: e.problem,
-        })
+        })?;
+        if let Some(nats) = &mut config.nats {
+            nats.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        }
+        Ok(config)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -472,10 +482,15 @@ impl Config {
                 }
             }
         }
-        if self.udp.is_none() && self.tcp.is_none() {
+        if let Some(nats) = &self.nats {
+            nats.check(&self.cluster)?;
+        }
+        if self.udp.is_none() && self.tcp.is_none() && self.nats.is_none() {
             return bad(
                 "udp",
-                "no transport: add a [udp] or [tcp] section so the node can reach its peers".into(),
+                "no transport: add a [udp], [tcp] or [nats] section so the node can reach its \
+                 peers"
+                    .into(),
             );
         }
         Ok(())
@@ -587,6 +602,10 @@ impl Config {
             for p in &tcp.peers {
                 b = b.tcp_peer(*p);
             }
+        }
+        #[cfg(feature = "nats")]
+        if let Some(nats) = &self.nats {
+            b = b.nats(nats.transport_config(Path::new("")));
         }
         b
     }

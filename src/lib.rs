@@ -96,7 +96,7 @@ pub mod wire;
 
 pub use config::{
     Config, ConfigError, LatencySection, LogFormat, LogSection, MetricsSection, MulticastSection,
-    RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
+    NatsSection, RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
 pub use error::Reject;

@@ -101,6 +101,8 @@ pub struct RouterBuilder {
     busy_poll: Duration,
     recovery: RecoveryConfig,
     linger: Duration,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::transport::NatsConfig>,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -185,6 +187,15 @@ impl RouterBuilder {
     /// Connect to this TCP peer and send it every frame (reconnecting with backoff).
     pub fn tcp_peer(mut self, addr: SocketAddr) -> Self {
         self.tcp_peers.push(addr);
+        self
+    }
+
+    /// Carry frames over NATS too (feature `nats`; see
+    /// [`NatsTransport`](crate::transport::NatsTransport)): the router connects when it is
+    /// built, and fails to build if no server takes its credentials.
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, config: crate::transport::NatsConfig) -> Self {
+        self.nats = Some(config);
         self
     }
 
@@ -484,10 +495,23 @@ impl RouterBuilder {
             })?;
             transports.push(Box::new(tcp));
         }
+        let node = self.node.unwrap_or_else(default_node_id);
+        #[cfg(feature = "nats")]
+        if let Some(config) = &self.nats {
+            if let Err((field, problem)) = config.check(&cluster) {
+                return Err(Self::invalid(field, problem));
+            }
+            let nats = crate::transport::NatsTransport::connect(config, &cluster, node).map_err(
+                |source| BuildError::Io {
+                    what: "nats".to_owned(),
+                    source,
+                },
+            )?;
+            transports.push(Box::new(nats));
+        }
         if transports.is_empty() {
             tracing::warn!("router built without a transport: events stay on this node");
         }
-        let node = self.node.unwrap_or_else(default_node_id);
         self.start(cluster, node, keyring, transports)
     }
 
@@ -792,6 +816,8 @@ impl Router {
             busy_poll: Duration::ZERO,
             recovery: RecoveryConfig::default(),
             linger: Duration::from_secs(1),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 
