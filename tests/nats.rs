@@ -177,3 +177,142 @@ fn a_forged_frame_published_to_the_subject_is_dropped_and_counted() {
         "the forged price never reaches a subscriber"
     );
 }
+
+/// A NATS server killed and started again while events stream: both nodes reconnect, and
+/// every event the receiver did not get is covered by a Missed from that sender, never
+/// silence; events raised after the restart arrive.
+#[test]
+fn a_server_restart_mid_stream_is_recovered_or_reported_never_silent() {
+    if !nats_server_available() {
+        return;
+    }
+    let mut server = NatsServer::start(&[]);
+    let sender_config = NatsConfig::new([server.url()]);
+    let stats = sender_config.stats();
+    let sender = counting_node("natsrestart", 1)
+        .nats(sender_config)
+        .build()
+        .expect("sender");
+    let receiver = nats_node("natsrestart", 2, &server.url());
+    wait_connected(&[sender.clone(), receiver.clone()]);
+    let event = EventId::from_name("stock.changed");
+    let (_sub, got) = receiver.event(event).receiver();
+    let (_missed_sub, missed) = receiver.missed_receiver();
+    let n: u64 = 6000;
+    let e = sender.event(event);
+    let raise = |i: u64| {
+        // A full ring while the server is away is the backpressure the transport asks for:
+        // wait, as an application would, rather than count it as lost.
+        while let Err(err) = e.raise(&i.to_le_bytes()) {
+            assert_eq!(err, herald::RaiseError::Full, "raise");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    };
+    for i in 0..n / 3 {
+        raise(i);
+    }
+    server.kill();
+    for i in n / 3..n / 2 {
+        raise(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart();
+    for i in n / 2..n {
+        raise(i);
+    }
+    // Wait until everything arrived, or until nothing more arrives.
+    let mut seen = vec![false; n as usize];
+    let mut last_progress = Instant::now();
+    while last_progress.elapsed() < Duration::from_secs(5) && seen.iter().any(|s| !s) {
+        if let Ok(m) = got.recv_timeout(Duration::from_millis(50)) {
+            let i = u64::from_le_bytes(m.payload[..8].try_into().unwrap());
+            assert!(!seen[i as usize], "event {i} delivered twice");
+            seen[i as usize] = true;
+            last_progress = Instant::now();
+        }
+    }
+    let delivered = seen.iter().filter(|s| **s).count();
+    let notices: Vec<_> = missed.try_iter().filter(|m| m.node == 1).collect();
+    eprintln!(
+        "delivered {delivered} of {n}; Missed notices {notices:?}; sender nats: reconnects {} \
+         disconnects {} publish errors {}; receiver {:?}",
+        stats.reconnects(),
+        stats.disconnects(),
+        stats.publish_errors(),
+        receiver.metrics()
+    );
+    assert!(
+        stats.disconnects() >= 1 && stats.reconnects() >= 1,
+        "the sender saw the restart"
+    );
+    assert!(stats.connected(), "and is connected again");
+    assert!(
+        seen[n as usize - 1],
+        "events raised after the restart arrive"
+    );
+    if delivered < n as usize {
+        assert!(
+            !notices.is_empty(),
+            "{} events lost without a Missed: silence",
+            n as usize - delivered
+        );
+    }
+}
+
+/// The sender's server dies for good: its client fails over to the other server of its
+/// list, and events flow again. (async-nats learns of a cluster's other servers only from
+/// the server it connects to at that moment, so a config lists them all.)
+#[test]
+fn a_dead_server_fails_over_to_another_of_the_cluster() {
+    if !nats_server_available() {
+        return;
+    }
+    let routes = util::free_tcp_addrs(2);
+    let route = |i: usize| format!("nats://127.0.0.1:{}", routes[i].port());
+    let b_port = util::free_tcp_addrs(1)[0].port();
+    let mut a = NatsServer::start(&["--cluster", &route(0), "--routes", &route(1)]);
+    // Server b is not up yet: the sender can only connect to a.
+    let config = NatsConfig::new([a.url(), format!("nats://127.0.0.1:{b_port}")]);
+    let stats = config.stats();
+    let sender = counting_node("natsfailover", 1)
+        .nats(config)
+        .build()
+        .expect("sender");
+    let b = NatsServer::start_on(b_port, &["--cluster", &route(1), "--routes", &route(0)]);
+    let receiver = nats_node("natsfailover", 2, &b.url());
+    wait_connected(&[sender.clone(), receiver.clone()]);
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stats.reconnects() == 0 {
+        assert!(Instant::now() < deadline, "never failed over: {stats:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_connected(&[sender.clone(), receiver.clone()]);
+    exchange_and_check(&[sender, receiver], 2000);
+}
+
+/// A router whose server has gone still shuts down (what it could not publish is dropped,
+/// with a warning) instead of waiting for a server forever.
+#[test]
+fn shutdown_without_a_server_returns() {
+    if !nats_server_available() {
+        return;
+    }
+    let mut server = NatsServer::start(&[]);
+    let router = nats_node("natsgone", 1, &server.url());
+    server.kill();
+    let e = router.event(EventId::from_name("x"));
+    for i in 0u64..5000 {
+        let _ = e.raise(&i.to_le_bytes());
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        router.shutdown();
+        drop(router);
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("shutdown returned although no server takes the frames");
+}

@@ -94,7 +94,17 @@ pub(super) fn start(
                     });
                 }
                 drop(in_tx);
-                publish(client, cluster_subject, out_rx, queue_frames, &shared).await;
+                let publishing = std::pin::pin!(publish(
+                    client,
+                    cluster_subject,
+                    out_rx,
+                    queue_frames,
+                    &shared
+                ));
+                // Closing normally ends `publish`; `abandon` ends it when no server is there
+                // to take what is queued.
+                let abandoned = std::pin::pin!(shared.abandon.notified());
+                let _ = futures_util::future::select(publishing, abandoned).await;
             });
         })?;
     Ok((out_tx, in_rx, thread))

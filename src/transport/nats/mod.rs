@@ -27,6 +27,9 @@ use crate::sync::plain::{Arc, AtomicBool, AtomicU64, Ordering};
 /// The subject prefix when none is set.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "herald";
 
+/// How long closing waits for queued frames to be published.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Frames one [`Transport::recv`] hands over at most before it lets the driver send.
 const RECV_BUDGET: usize = 1024;
 
@@ -316,6 +319,8 @@ struct Shared {
     wake_pending: AtomicBool,
     /// The driver was told of backpressure: wake it when the publish queue drains.
     held: AtomicBool,
+    /// Tells the client thread to stop publishing at once (closing without a server).
+    abandon: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -374,6 +379,7 @@ impl NatsTransport {
             waker: std::sync::OnceLock::new(),
             wake_pending: AtomicBool::new(false),
             held: AtomicBool::new(false),
+            abandon: tokio::sync::Notify::new(),
         });
         let (outbound, inbound, thread) = client::start(config, cluster, node, &shared)?;
         Ok(Self {
@@ -510,6 +516,16 @@ impl Drop for NatsTransport {
         // (bounded by a flush timeout when no server is reachable).
         self.outbound = None;
         if let Some(thread) = self.thread.take() {
+            let deadline = std::time::Instant::now() + CLOSE_WAIT;
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !thread.is_finished() {
+                tracing::warn!(
+                    "nats: frames still queued at shutdown were not published (no server)"
+                );
+                self.shared.abandon.notify_one();
+            }
             let _ = thread.join();
         }
     }
