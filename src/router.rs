@@ -199,6 +199,12 @@ impl RouterBuilder {
         self
     }
 
+    /// The counters of the NATS transport [`nats`](Self::nats) set up, if any (for metrics).
+    #[cfg(feature = "nats")]
+    pub fn nats_stats(&self) -> Option<crate::transport::NatsStats> {
+        self.nats.as_ref().map(crate::transport::NatsConfig::stats)
+    }
+
     /// Add a transport of your own (see [`Transport`]).
     pub fn transport(mut self, transport: impl Transport) -> Self {
         self.transports.push(Box::new(transport));

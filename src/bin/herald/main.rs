@@ -17,6 +17,8 @@ macro_rules! say {
 }
 
 mod bench;
+#[cfg(feature = "nats")]
+mod bench_nats;
 mod check;
 mod child;
 mod children;
@@ -27,6 +29,7 @@ mod http;
 mod keygen;
 mod keys;
 mod load;
+mod nats_server;
 mod node;
 mod raise;
 mod tail;
