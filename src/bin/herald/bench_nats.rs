@@ -179,3 +179,20 @@ pub(crate) fn print(r: &RawReport, payload: usize, json: bool) {
         );
     }
 }
+
+/// Publishes `frames` to `subject` with a client of its own, as a stranger on the bus would.
+pub(crate) fn publish_raw(url: &str, subject: &str, frames: &[&[u8]]) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let client = connect(url, None).await?;
+        for frame in frames {
+            client
+                .publish(subject.to_owned(), bytes::Bytes::copy_from_slice(frame))
+                .await
+                .map_err(|e| CliError::usage(format!("publish to {subject}: {e}")))?;
+        }
+        client
+            .flush()
+            .await
+            .map_err(|e| CliError::usage(format!("flush: {e}")))
+    })
+}

@@ -146,8 +146,9 @@ async fn publish(
         }
         if rx.len() <= queue_frames / 4 && shared.held.swap(false, Ordering::AcqRel) {
             // The driver held back for us: it may send again.
-            shared.wake_pending.store(false, Ordering::Release);
-            shared.wake();
+            if let Some(w) = shared.waker.get() {
+                w.wake();
+            }
         }
     }
     let _ = tokio::time::timeout(CLOSE_FLUSH, client.flush()).await;

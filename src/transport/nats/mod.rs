@@ -398,30 +398,29 @@ impl NatsTransport {
         self.shared.stats.clone()
     }
 
-    fn queue(&self, subject: Option<async_nats::Subject>, frame: &[u8]) -> Result<(), io::Error> {
+    fn queue(&self, subject: Option<async_nats::Subject>, frame: Bytes) -> Result<(), io::Error> {
         let Some(tx) = &self.outbound else {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "nats transport closed",
             ));
         };
-        tx.try_send((subject, Bytes::copy_from_slice(frame)))
-            .map_err(|e| {
-                self.shared
-                    .stats
-                    .0
-                    .publish_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                match e {
-                    tokio::sync::mpsc::error::TrySendError::Full(_) => io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        "nats publish queue full: no server connected, or the server is slow",
-                    ),
-                    tokio::sync::mpsc::error::TrySendError::Closed(_) => {
-                        io::Error::new(io::ErrorKind::NotConnected, "nats client thread ended")
-                    }
+        tx.try_send((subject, frame)).map_err(|e| {
+            self.shared
+                .stats
+                .0
+                .publish_errors
+                .fetch_add(1, Ordering::Relaxed);
+            match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "nats publish queue full: no server connected, or the server is slow",
+                ),
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                    io::Error::new(io::ErrorKind::NotConnected, "nats client thread ended")
                 }
-            })
+            }
+        })
     }
 }
 
@@ -445,15 +444,20 @@ impl Transport for NatsTransport {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        self.queue(None, frame)
+        self.queue(None, Bytes::copy_from_slice(frame))
             .map_err(|last| SendError { failed: 1, last })
     }
 
     fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
         // One NATS message per frame; the client thread flushes once per batch it takes.
+        // One copy of the whole batch, which the frames' messages share.
+        let bytes = Bytes::copy_from_slice(batch.as_bytes());
         let mut failed = 0;
         let mut last = None;
-        for frame in batch.iter() {
+        let mut start = 0;
+        for &len in batch.lens() {
+            let frame = bytes.slice(start..start + len);
+            start += len;
             if let Err(e) = self.queue(None, frame) {
                 failed += 1;
                 last = Some(e);
@@ -473,13 +477,14 @@ impl Transport for NatsTransport {
             ))),
             _ => None,
         };
-        self.queue(subject, frame)
+        self.queue(subject, Bytes::copy_from_slice(frame))
             .map_err(|last| SendError { failed: 1, last })
     }
 
     fn recv(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus> {
-        // From here on, a new frame needs a new wake.
-        self.shared.wake_pending.store(false, Ordering::Release);
+        // From here on, a new frame needs a new wake. A swap, not a store: reading the
+        // client thread's last swap makes every frame it queued before that visible here.
+        self.shared.wake_pending.swap(false, Ordering::AcqRel);
         for _ in 0..RECV_BUDGET {
             match self.inbound.try_recv() {
                 Ok(frame) => {
