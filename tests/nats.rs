@@ -316,3 +316,41 @@ fn shutdown_without_a_server_returns() {
         .recv_timeout(Duration::from_secs(30))
         .expect("shutdown returned although no server takes the frames");
 }
+
+/// One node on UDP and NATS at once: its events reach a UDP-only peer and a NATS-only peer.
+#[test]
+fn udp_and_nats_run_side_by_side() {
+    if !nats_server_available() {
+        return;
+    }
+    let server = NatsServer::start(&[]);
+    let udp = util::free_udp_addrs(2);
+    let both = counting_node("natsboth", 1)
+        .udp_bind(udp[0])
+        .udp_peer(udp[1])
+        .nats(NatsConfig::new([server.url()]))
+        .build()
+        .expect("udp and nats");
+    let udp_only = counting_node("natsboth", 2)
+        .udp_bind(udp[1])
+        .udp_peer(udp[0])
+        .build()
+        .expect("udp");
+    let nats_only = nats_node("natsboth", 3, &server.url());
+    util::wait_heard(&both, &udp_only);
+    util::wait_heard(&both, &nats_only);
+    let event = EventId::from_name("cart.changed");
+    let (_a, on_udp) = udp_only.event(event).receiver();
+    let (_b, on_nats) = nats_only.event(event).receiver();
+    for i in 0u64..100 {
+        both.event(event).raise(&i.to_le_bytes()).unwrap();
+    }
+    for (name, rx) in [("udp", &on_udp), ("nats", &on_nats)] {
+        for i in 0u64..100 {
+            let m = rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("{name} peer missed event {i}"));
+            assert_eq!(m.payload[..], i.to_le_bytes(), "{name}: in order, once");
+        }
+    }
+}

@@ -278,7 +278,10 @@ fn refusals(children: &mut Children, target: &Target) -> Result<(), Halt> {
             crate::bench_nats::publish_raw(url, "herald.demo-shop.frames", &frames)?;
         }
         #[cfg(not(feature = "nats"))]
-        Target::Nats(_) => {}
+        Target::Nats(url) => {
+            // Unreachable: `run` refuses --transport nats without the feature.
+            let _ = url;
+        }
     }
     for (what, _) in &cases {
         say!("  {what}");
