@@ -354,3 +354,34 @@ fn udp_and_nats_run_side_by_side() {
         }
     }
 }
+
+/// Files the config names but that cannot be used fail the build naming the key.
+#[test]
+fn unusable_credential_and_ca_files_fail_the_build_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |config: NatsConfig| {
+        counting_node("natsfiles", 1)
+            .nats(config)
+            .build()
+            .expect_err("the file cannot be used")
+            .to_string()
+    };
+    let mut c = NatsConfig::new(["nats://127.0.0.1:1"]);
+    c.tls_ca_file = Some(dir.path().join("missing-ca.pem"));
+    let err = build(c);
+    assert!(
+        err.contains("nats.tls_ca_file") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+    let mut c = NatsConfig::new(["nats://127.0.0.1:1"]);
+    c.auth = NatsAuth::CredsFile(dir.path().join("missing.creds"));
+    let err = build(c);
+    assert!(
+        err.contains("nats.creds_file") && err.contains("missing.creds"),
+        "{err}"
+    );
+    let mut c = NatsConfig::new(["nats://127.0.0.1:1"]);
+    c.auth = NatsAuth::NkeySeedFile(dir.path().join("missing.nk"));
+    let err = build(c);
+    assert!(err.contains("nats.nkey_seed_file"), "{err}");
+}

@@ -12,6 +12,9 @@
 //! waking the driver with the [`DriverWaker`].
 
 mod client;
+mod stats;
+
+pub use stats::NatsStats;
 
 use std::fmt;
 use std::io;
@@ -22,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{DriverWaker, FrameBatch, PeerAddr, RecvStatus, Registry, SendError, Token, Transport};
-use crate::sync::plain::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::plain::{Arc, AtomicBool, Ordering};
 
 /// The subject prefix when none is set.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "herald";
@@ -185,129 +188,6 @@ fn subject_token(token: &str) -> bool {
         && token
             .chars()
             .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>'))
-}
-
-/// Counters of a [`NatsTransport`] (a cheap clone of one shared set).
-#[derive(Clone, Debug, Default)]
-pub struct NatsStats(Arc<Counters>);
-
-#[derive(Debug, Default)]
-struct Counters {
-    connected: AtomicBool,
-    connects: AtomicU64,
-    disconnects: AtomicU64,
-    published: AtomicU64,
-    bytes_out: AtomicU64,
-    publish_errors: AtomicU64,
-    received: AtomicU64,
-    bytes_in: AtomicU64,
-    inbound_dropped: AtomicU64,
-    slow_consumer: AtomicU64,
-    server_errors: AtomicU64,
-}
-
-impl NatsStats {
-    /// Whether the client is connected to a server now.
-    pub fn connected(&self) -> bool {
-        self.0.connected.load(Ordering::Relaxed)
-    }
-    /// Connections made after the first one (reconnections and failovers).
-    pub fn reconnects(&self) -> u64 {
-        self.0.connects.load(Ordering::Relaxed).saturating_sub(1)
-    }
-    /// Times the connection was lost.
-    pub fn disconnects(&self) -> u64 {
-        self.0.disconnects.load(Ordering::Relaxed)
-    }
-    /// Frames handed to the client to publish.
-    pub fn published(&self) -> u64 {
-        self.0.published.load(Ordering::Relaxed)
-    }
-    /// Bytes of frames published.
-    pub fn bytes_out(&self) -> u64 {
-        self.0.bytes_out.load(Ordering::Relaxed)
-    }
-    /// Frames that could not be published: the queue was full (no server, or one too slow)
-    /// or the client refused them. Receivers recover them or report them missed.
-    pub fn publish_errors(&self) -> u64 {
-        self.0.publish_errors.load(Ordering::Relaxed)
-    }
-    /// Frames received.
-    pub fn received(&self) -> u64 {
-        self.0.received.load(Ordering::Relaxed)
-    }
-    /// Bytes of frames received.
-    pub fn bytes_in(&self) -> u64 {
-        self.0.bytes_in.load(Ordering::Relaxed)
-    }
-    /// Received frames dropped because the driver fell behind.
-    pub fn inbound_dropped(&self) -> u64 {
-        self.0.inbound_dropped.load(Ordering::Relaxed)
-    }
-    /// Slow-consumer events: the client's or the server's buffer for this node overflowed
-    /// and NATS dropped messages (they become gaps herald recovers or reports).
-    pub fn slow_consumer(&self) -> u64 {
-        self.0.slow_consumer.load(Ordering::Relaxed)
-    }
-    /// Errors the server reported (authorization, slow consumer, ...).
-    pub fn server_errors(&self) -> u64 {
-        self.0.server_errors.load(Ordering::Relaxed)
-    }
-
-    /// The counters in Prometheus' text format, every name starting `herald_nats_`.
-    ///
-    /// ```
-    /// let text = herald::transport::nats::NatsStats::default().to_prometheus();
-    /// assert!(text.contains("herald_nats_connected 0"));
-    /// ```
-    pub fn to_prometheus(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP herald_nats_connected Whether the NATS client is connected.\n\
-             # TYPE herald_nats_connected gauge\nherald_nats_connected {}",
-            u8::from(self.connected())
-        );
-        for (name, help, value) in [
-            (
-                "reconnects",
-                "NATS connections after the first.",
-                self.reconnects(),
-            ),
-            ("published", "Frames published to NATS.", self.published()),
-            ("bytes_out", "Bytes of frames published.", self.bytes_out()),
-            (
-                "publish_errors",
-                "Frames that could not be published.",
-                self.publish_errors(),
-            ),
-            ("received", "Frames received from NATS.", self.received()),
-            ("bytes_in", "Bytes of frames received.", self.bytes_in()),
-            (
-                "inbound_dropped",
-                "Received frames dropped: driver behind.",
-                self.inbound_dropped(),
-            ),
-            (
-                "slow_consumer",
-                "Slow-consumer events.",
-                self.slow_consumer(),
-            ),
-            (
-                "server_errors",
-                "Errors reported by the server.",
-                self.server_errors(),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP herald_nats_{name}_total {help}\n# TYPE herald_nats_{name}_total counter\n\
-                 herald_nats_{name}_total {value}"
-            );
-        }
-        out
-    }
 }
 
 /// What the runtime thread and the driver share.
