@@ -38,6 +38,9 @@ mod tests;
 
 pub use address::{Address, AddressError};
 
+mod nats;
+pub use nats::NatsSection;
+
 /// A node's configuration. [`Config::from_toml`] and [`Config::load`] check it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +64,9 @@ pub struct Config {
     /// TCP transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSection>,
+    /// NATS transport (feature `nats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSection>,
     /// The ring between `raise` and the driver.
     #[serde(default)]
     pub ring: RingSection,
@@ -638,8 +644,13 @@ impl Config {
                 problem: format!("cannot read the config file: {e}"),
             })
         });
-        text.and_then(|t| Self::from_toml(&t))
-            .map_err(|e| e.in_file(path))
+        let mut config = text
+            .and_then(|t| Self::from_toml(&t))
+            .map_err(|e| e.in_file(path))?;
+        if let Some(nats) = &mut config.nats {
+            nats.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        }
+        Ok(config)
     }
 
     /// The secret file's path, resolved against the config file's directory.

@@ -97,8 +97,8 @@ pub mod wire;
 
 pub use config::{
     Address, AddressError, Config, ConfigError, ConfigErrors, LatencySection, LogFormat,
-    LogSection, MetricsSection, MulticastSection, RingSection, ServiceSection, TcpSection,
-    TimingSection, UdpSection,
+    LogSection, MetricsSection, MulticastSection, NatsSection, RingSection, ServiceSection,
+    TcpSection, TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
 pub use error::Reject;

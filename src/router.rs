@@ -99,6 +99,8 @@ pub struct RouterBuilder {
     busy_poll: Duration,
     recovery: RecoveryConfig,
     linger: Duration,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::transport::NatsConfig>,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -187,6 +189,21 @@ impl RouterBuilder {
     pub fn tcp_peer(mut self, addr: SocketAddr) -> Self {
         self.tcp_peers.push(addr);
         self
+    }
+
+    /// Carry frames over NATS too (feature `nats`; see
+    /// [`NatsTransport`](crate::transport::NatsTransport)): the router connects when it is
+    /// built, and fails to build if no server takes its credentials.
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, config: crate::transport::NatsConfig) -> Self {
+        self.nats = Some(config);
+        self
+    }
+
+    /// The counters of the NATS transport [`nats`](Self::nats) set up, if any (for metrics).
+    #[cfg(feature = "nats")]
+    pub fn nats_stats(&self) -> Option<crate::transport::NatsStats> {
+        self.nats.as_ref().map(crate::transport::NatsConfig::stats)
     }
 
     /// Add a transport of your own (see [`Transport`]).
@@ -396,10 +413,23 @@ impl RouterBuilder {
             })?;
             transports.push(Box::new(tcp));
         }
+        let node = self.node.unwrap_or_else(default_node_id);
+        #[cfg(feature = "nats")]
+        if let Some(config) = &self.nats {
+            if let Err((field, problem)) = config.check(&cluster) {
+                return Err(Self::invalid(field, problem));
+            }
+            let nats = crate::transport::NatsTransport::connect(config, &cluster, node).map_err(
+                |source| BuildError::Io {
+                    what: "nats".to_owned(),
+                    source,
+                },
+            )?;
+            transports.push(Box::new(nats));
+        }
         if transports.is_empty() {
             tracing::warn!("router built without a transport: events stay on this node");
         }
-        let node = self.node.unwrap_or_else(default_node_id);
         self.start(cluster, node, keyring, transports)
     }
 
@@ -708,6 +738,8 @@ impl Router {
             busy_poll: Duration::ZERO,
             recovery: RecoveryConfig::default(),
             linger: Duration::from_secs(1),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 

@@ -54,11 +54,18 @@ impl Config {
                 "the section is empty, so TCP carries nothing: set tcp.listen to receive from peers, tcp.peers to send to them, or remove [tcp]",
             );
         }
-        if self.udp.is_none() && self.tcp.is_none() {
+        if self.udp.is_none() && self.tcp.is_none() && self.nats.is_none() {
             bad(
                 "udp",
-                "no transport: add a [udp] or [tcp] section so the node can reach its peers",
+                "no transport: add a [udp], [tcp] or [nats] section so the node can reach its peers",
             );
+        }
+        if let Some(e) = self
+            .nats
+            .as_ref()
+            .and_then(|n| n.check(&self.cluster).err())
+        {
+            bad(&e.key, &e.problem);
         }
         if let Some(svc) = &self.service {
             if svc.password.is_some() && svc.password_file.is_some() {
@@ -171,6 +178,10 @@ impl Config {
             .dispatch_on_driver(self.latency.dispatch_on_driver)
             .recovery(self.recovery.to_recovery())
             .linger(Duration::from_millis(self.recovery.linger_ms));
+        #[cfg(feature = "nats")]
+        if let Some(nats) = &self.nats {
+            b = b.nats(nats.transport_config(Path::new("")));
+        }
         if let Some(id) = self.node_id {
             b = b.node_id(id);
         }

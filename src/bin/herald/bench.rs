@@ -19,6 +19,7 @@ use crate::children::{Children, Halt, free_port};
 use crate::common;
 use crate::json;
 use crate::load::{self, Generated, Load, Recorder, Report};
+use crate::nats_server::LocalNats;
 
 /// Arguments of `herald bench`.
 #[derive(Debug, clap::Args)]
@@ -26,9 +27,15 @@ pub(crate) struct BenchArgs {
     /// Where the sending node runs: beside the receiver in this process, or in a child process.
     #[arg(long, value_enum, default_value = "in-process")]
     mode: Mode,
-    /// Transport between the two nodes.
+    /// Transport between the two nodes. `nats` starts a nats-server (unless --nats-url is
+    /// given); `nats-raw` measures plain async-nats publishing of the same payloads, one
+    /// message per event, for comparison (one producer).
     #[arg(long, value_enum, default_value = "udp")]
     transport: Transport,
+    /// The NATS server for `--transport nats` or `nats-raw` (default: start `nats-server` on
+    /// a free port of 127.0.0.1).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
     /// Payload bytes per event (at least 8: the send time travels in it).
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -106,6 +113,8 @@ enum Mode {
 enum Transport {
     Udp,
     Tcp,
+    Nats,
+    NatsRaw,
 }
 
 const RING: usize = 16 << 20;
@@ -133,12 +142,27 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         })
 }
 
-/// The receiving node, listening on `at`.
-fn receiver(args: &BenchArgs, keyring: Keyring, at: SocketAddr) -> Result<Router, CliError> {
+/// Adds the NATS transport on `url` (`None`: not a NATS run).
+fn with_nats(b: RouterBuilder, url: Option<&str>) -> RouterBuilder {
+    match url {
+        #[cfg(feature = "nats")]
+        Some(url) => b.nats(herald::transport::NatsConfig::new([url])),
+        _ => b,
+    }
+}
+
+/// The receiving node, listening on `at` (or on NATS at `nats`).
+fn receiver(
+    args: &BenchArgs,
+    keyring: Keyring,
+    at: SocketAddr,
+    nats: Option<&str>,
+) -> Result<Router, CliError> {
     let b = base(args, RECEIVER, keyring);
     let b = match args.transport {
         Transport::Tcp => b.tcp_listen(at),
         Transport::Udp => b.udp_bind(at),
+        Transport::Nats | Transport::NatsRaw => with_nats(b, nats),
     };
     let b = if args.loss > 0.0 {
         b.udp_fault_injection(herald::transport::FaultInjection {
@@ -196,9 +220,27 @@ fn progress_bar(args: &BenchArgs) -> Option<indicatif::ProgressBar> {
 pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
     let load = check(args)?;
     let stop = common::stop_flag()?;
+    let nats = match args.transport {
+        Transport::Nats | Transport::NatsRaw if cfg!(not(feature = "nats")) => {
+            return Err(CliError::usage(
+                "--transport: this herald was built without the `nats` feature",
+            ));
+        }
+        Transport::Nats | Transport::NatsRaw => {
+            Some(LocalNats::use_or_start(args.nats_url.as_deref())?)
+        }
+        _ => None,
+    };
+    let url = nats.as_ref().map(|n| n.url.as_str());
+    #[cfg(feature = "nats")]
+    if let (Transport::NatsRaw, Some(url)) = (args.transport, url) {
+        let report = crate::bench_nats::raw(url, &load, &stop)?;
+        crate::bench_nats::print(&report, args.payload, args.json);
+        return Ok(());
+    }
     let outcome = match args.mode {
-        Mode::InProcess => in_process(args, &load, &stop),
-        Mode::TwoProcess => two_process(args, &load, &stop),
+        Mode::InProcess => in_process(args, &load, &stop, url),
+        Mode::TwoProcess => two_process(args, &load, &stop, url),
     };
     match outcome {
         Ok(()) => Ok(()),
@@ -210,16 +252,22 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
     }
 }
 
-fn in_process(args: &BenchArgs, load: &Load, stop: &AtomicBool) -> Result<(), Halt> {
+fn in_process(
+    args: &BenchArgs,
+    load: &Load,
+    stop: &AtomicBool,
+    nats: Option<&str>,
+) -> Result<(), Halt> {
     let key = Key::generate().map_err(|e| CliError::usage(format!("no randomness: {e}")))?;
     let keyring = Keyring::new(1, key).map_err(CliError::usage)?;
     let tcp = args.transport == Transport::Tcp;
     let (a, b) = (free_port(tcp)?, free_port(tcp)?);
-    let receiver = receiver(args, keyring.clone(), b)?;
+    let receiver = receiver(args, keyring.clone(), b, nats)?;
     let sender = base(args, SENDER, keyring);
     let sender = match args.transport {
         Transport::Tcp => sender.tcp_peer(b),
         Transport::Udp => sender.udp_bind(a).udp_peer(b),
+        Transport::Nats | Transport::NatsRaw => with_nats(sender, nats),
     };
     let sender = sender
         .build()
@@ -247,15 +295,22 @@ fn in_process(args: &BenchArgs, load: &Load, stop: &AtomicBool) -> Result<(), Ha
     Ok(())
 }
 
-fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<(), Halt> {
+fn two_process(
+    args: &BenchArgs,
+    load: &Load,
+    stop: &Arc<AtomicBool>,
+    nats: Option<&str>,
+) -> Result<(), Halt> {
     let mut children = Children::new("herald-bench-", Arc::clone(stop))?;
     let secret = SecretFile::load(&children.secret()).map_err(CliError::from)?;
     let tcp = args.transport == Transport::Tcp;
     let (a, b) = (free_port(tcp)?, free_port(tcp)?);
-    let receiver = receiver(args, secret.keyring(), b)?;
+    let receiver = receiver(args, secret.keyring(), b, nats)?;
     let recorder = Recorder::new();
     let _subs = recorder.attach(&receiver);
-    let transport = if tcp {
+    let transport = if let Some(url) = nats {
+        format!("[nats]\nservers = [\"{url}\"]\n")
+    } else if tcp {
         format!("[tcp]\npeers = [\"{b}\"]\n")
     } else {
         format!("[udp]\nbind = \"{a}\"\npeers = [\"{b}\"]\n")
@@ -403,6 +458,8 @@ fn print(
             transport: match args.transport {
                 Transport::Udp => "udp",
                 Transport::Tcp => "tcp",
+                Transport::Nats => "nats",
+                Transport::NatsRaw => "nats-raw",
             },
             payload: args.payload,
             producers: args.producers,

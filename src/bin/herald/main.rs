@@ -17,6 +17,8 @@ macro_rules! say {
 }
 
 mod bench;
+#[cfg(feature = "nats")]
+mod bench_nats;
 mod check;
 mod child;
 mod children;
@@ -28,6 +30,7 @@ mod json;
 mod keygen;
 mod keys;
 mod load;
+mod nats_server;
 mod node;
 mod raise;
 mod tail;

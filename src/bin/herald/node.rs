@@ -42,7 +42,10 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
     let service_config = prepared.service.clone();
     let (builder, secret) = prepared.into_parts()?;
     let mut watch = KeyWatch::new(config.secret_path(&dir), &secret);
-    let router = common::build(builder.keyring(secret.keyring()))?;
+    let builder = builder.keyring(secret.keyring());
+    #[cfg(feature = "nats")]
+    let nats_stats = builder.nats_stats();
+    let router = common::build(builder)?;
     let service = match service_config {
         Some(c) => Some(Arc::new(Service::start(&router, c).map_err(|e| {
             CliError::usage(format!(
@@ -61,7 +64,15 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
                 peers_configured: peers_configured(&config),
                 unicast_peers: unicast_peers(&config),
             };
-            let handler: Handler = Arc::new(move |path: &str| health.reply(path));
+            let handler: Handler = Arc::new(move |path: &str| {
+                #[allow(unused_mut)]
+                let mut reply = health.reply(path);
+                #[cfg(feature = "nats")]
+                if let (Some(stats), "/metrics", 200) = (&nats_stats, path, reply.status) {
+                    reply.body.push_str(&stats.to_prometheus());
+                }
+                reply
+            });
             Some(HttpServer::start(m.listen, handler).map_err(|e| {
                 CliError::usage(format!(
                     "metrics.listen {}: {e}; change metrics.listen in the config or free the port",
@@ -131,6 +142,10 @@ fn log_start(
             listen.push(format!("tcp {l}"));
         }
         peers.extend(tcp.peers.iter().map(|p| format!("tcp {p}")));
+    }
+    if let Some(nats) = &config.nats {
+        let subject = format!("{}.{}", nats.subject_prefix, config.cluster);
+        peers.push(format!("nats {} ({subject}.>)", nats.servers.join(" ")));
     }
     if let Some(s) = service {
         listen.push(format!("service {}", s.local_addr()));
