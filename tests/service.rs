@@ -304,6 +304,10 @@ fn herald_node_starts_the_service_from_its_config() {
         .query(&mut con)
         .unwrap();
     assert_eq!(n, 0);
+    // The metrics listener starts just after the service: wait for it as for the service.
+    eventually("the node's metrics listener to accept", || {
+        std::net::TcpStream::connect(metrics).is_ok()
+    });
     let scrape = || {
         let mut http = std::net::TcpStream::connect(metrics).unwrap();
         std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
