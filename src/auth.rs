@@ -365,8 +365,10 @@ impl VerifyError {
     }
 }
 
+pub(crate) mod private_file;
 mod secret_file;
 
+pub(crate) use private_file::too_open;
 pub use secret_file::{SecretFile, SecretFileError};
 
 #[cfg(test)]

@@ -12,8 +12,11 @@
 //! assert_eq!(config.cluster, "shop");
 //! assert_eq!(config.timing.heartbeat_ms, 100);
 //!
-//! let err = herald::Config::from_toml("cluster = \"shop\"\n[udp]\nbindd = \"x\"\n").unwrap_err();
-//! assert!(err.to_string().starts_with("udp.bindd:"), "{err}");
+//! // Every problem at once, each naming its key.
+//! let err = herald::Config::from_toml("cluster = \"shop\"\n[udp]\nbindd = \"x\"\n[ring]\ncapacity = 2048\n")
+//!     .unwrap_err();
+//! let keys: Vec<&str> = err.iter().map(|e| e.key.as_str()).collect();
+//! assert_eq!(keys, ["udp.bindd", "ring.capacity", "udp.bind"]);
 //! ```
 
 use std::fmt;
@@ -23,7 +26,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::router::{Router, RouterBuilder};
+#[cfg(doc)]
+use crate::router::RouterBuilder;
+use crate::router::settings;
+
+mod address;
+mod parse;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use address::{Address, AddressError};
+
+mod nats;
+pub use nats::NatsSection;
 
 /// A node's configuration. [`Config::from_toml`] and [`Config::load`] check it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +64,9 @@ pub struct Config {
     /// TCP transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSection>,
+    /// NATS transport (feature `nats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSection>,
     /// The ring between `raise` and the driver.
     #[serde(default)]
     pub ring: RingSection,
@@ -57,6 +76,9 @@ pub struct Config {
     /// Which threads do the sending and the dispatching, traded for latency.
     #[serde(default)]
     pub latency: LatencySection,
+    /// Recovery of lost frames and flow control.
+    #[serde(default)]
+    pub recovery: RecoverySection,
     /// Prometheus metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSection>,
@@ -109,8 +131,9 @@ fn default_suspicion_mult() -> u32 {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
-    /// Where Redis clients connect, such as `"127.0.0.1:6380"` (required in the section).
-    pub listen: SocketAddr,
+    /// Where Redis clients connect, such as `"127.0.0.1:6380"` or `"localhost:6380"`
+    /// (required in the section).
+    pub listen: Address,
     /// A password clients must give with `AUTH` before anything else. Prefer
     /// `password_file`; `herald check` prints this one redacted.
     #[serde(
@@ -122,8 +145,8 @@ pub struct ServiceSection {
     /// A file holding the password (its first line), relative to the config file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    /// A client that sends nothing, not even `PING`, for this long is disconnected.
-    /// Default 120000.
+    /// A client without subscriptions that sends nothing, not even `PING`, for this long
+    /// is disconnected (subscribers never are). Default 120000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// The most bytes of pushes and replies waiting for one client; past it the client is
@@ -134,8 +157,29 @@ pub struct ServiceSection {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// The most channels and patterns per client. Default 10000.
-    #[serde(default = "default_max_connections")]
+    #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions_per_client: usize,
+    /// The longest channel name or pattern in bytes. Default 1024.
+    #[serde(default = "default_max_name_len")]
+    pub max_name_len: usize,
+    /// The most bytes of channel names and patterns all clients hold. Default 67108864.
+    #[serde(default = "default_name_memory_limit")]
+    pub name_memory_limit: usize,
+    /// Where TLS clients connect, beside `listen`; needs `tls_cert` and `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The PEM certificate chain for `tls_listen`, relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for `tls_listen`, relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, TLS clients must present a certificate they issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Event names known from the start, so patterns match events raised on other nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_names: Vec<String>,
 }
 
 impl fmt::Debug for ServiceSection {
@@ -151,8 +195,51 @@ impl fmt::Debug for ServiceSection {
                 "max_subscriptions_per_client",
                 &self.max_subscriptions_per_client,
             )
+            .field("max_name_len", &self.max_name_len)
+            .field("name_memory_limit", &self.name_memory_limit)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("event_names", &self.event_names)
             .finish()
     }
+}
+
+/// The TLS listener of `[service]`, if `tls_listen` is set, with its files resolved against
+/// the config file's directory.
+fn service_tls(
+    svc: &ServiceSection,
+    config_dir: &Path,
+) -> Result<Option<crate::service::ServiceTls>, ConfigError> {
+    let need = |key: &str| ConfigError {
+        key: format!("service.{key}"),
+        problem: "missing: service.tls_listen needs tls_cert and tls_key (PEM files)".into(),
+    };
+    let Some(listen) = svc.tls_listen else {
+        if let Some(key) = [
+            ("tls_cert", svc.tls_cert.is_some()),
+            ("tls_key", svc.tls_key.is_some()),
+            ("tls_client_ca", svc.tls_client_ca.is_some()),
+        ]
+        .iter()
+        .find_map(|(k, set)| set.then_some(*k))
+        {
+            return Err(ConfigError {
+                key: format!("service.{key}"),
+                problem:
+                    "is set but service.tls_listen is not: add the address TLS clients connect to"
+                        .into(),
+            });
+        }
+        return Ok(None);
+    };
+    let cert = svc.tls_cert.as_ref().ok_or_else(|| need("tls_cert"))?;
+    let key = svc.tls_key.as_ref().ok_or_else(|| need("tls_key"))?;
+    let mut tls =
+        crate::service::ServiceTls::new(listen, config_dir.join(cert), config_dir.join(key));
+    tls.client_ca = svc.tls_client_ca.as_ref().map(|p| config_dir.join(p));
+    Ok(Some(tls))
 }
 
 fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -163,26 +250,38 @@ fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok,
 }
 
 fn default_idle_timeout_ms() -> u64 {
-    120_000
+    millis(crate::service::DEFAULT_IDLE_TIMEOUT)
 }
 fn default_output_buffer_limit() -> usize {
     crate::service::DEFAULT_OUTPUT_BUFFER_LIMIT
 }
 fn default_max_connections() -> usize {
-    10_000
+    crate::service::DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_subscriptions() -> usize {
+    crate::service::DEFAULT_MAX_SUBSCRIPTIONS
+}
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+fn default_max_name_len() -> usize {
+    crate::service::DEFAULT_MAX_NAME_LEN
+}
+fn default_name_memory_limit() -> usize {
+    crate::service::DEFAULT_NAME_MEMORY_LIMIT
 }
 
 /// `[udp]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdpSection {
-    /// Address to receive on, such as `"0.0.0.0:7700"`. Default for multicast: `0.0.0.0` and
-    /// the group's port.
+    /// Address to receive on, such as `"0.0.0.0:7700"` or `"node-1.internal:7700"`.
+    /// Default for multicast: `0.0.0.0` and the group's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bind: Option<SocketAddr>,
-    /// Unicast peers: every frame is sent to each.
+    pub bind: Option<Address>,
+    /// Unicast peers (`IP:port` or `host:port`): every frame is sent to each.
     #[serde(default)]
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<Address>,
     /// A multicast group to join and send to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicast: Option<MulticastSection>,
@@ -202,12 +301,12 @@ pub struct MulticastSection {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpSection {
-    /// Address to accept peers' connections on.
+    /// Address to accept peers' connections on (`IP:port` or `host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Peers to connect to.
+    pub listen: Option<Address>,
+    /// Peers to connect to (`IP:port` or `host:port`).
     #[serde(default)]
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<Address>,
 }
 
 /// `[ring]`
@@ -254,6 +353,131 @@ impl Default for TimingSection {
             reorder_ms: default_reorder_ms(),
         }
     }
+}
+
+/// `[recovery]`: how lost frames are asked for and sent again, and how far a sender may run
+/// ahead of its slowest receiver (docs/architecture.md, "Recovery and flow control").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySection {
+    /// Ask for lost frames and send them again (default true). Off: a gap is reported
+    /// after `timing.reorder_ms`, and no window holds a sender back.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Bytes of recent signed frames a sender keeps to send again. Default 16777216 (16 MiB).
+    #[serde(default = "default_retention_bytes")]
+    pub retention_bytes: usize,
+    /// Event ids a sender keeps of frames it no longer holds, so a receiver that lost them
+    /// learns which events it lost. Default 1048576 (16 MiB).
+    #[serde(default = "default_retained_ids")]
+    pub retained_ids: usize,
+    /// How many data frames a sender may run ahead of its slowest live receiver. Default
+    /// 1024 (capped so the frames fit `retention_bytes`).
+    #[serde(default = "default_window_frames")]
+    pub window_frames: u64,
+    /// The longest random delay, in microseconds, before a receiver first asks for a gap.
+    /// Default 0: at the end of the turn that found it (at least 3000 on multicast).
+    #[serde(default = "default_nak_delay_us")]
+    pub nak_delay_us: u64,
+    /// How often a receiver asks again for a gap still open, in ms. Default 2.
+    #[serde(default = "default_nak_interval_ms")]
+    pub nak_interval_ms: u64,
+    /// How long a gap may stay open while it is asked for before it is reported, in ms.
+    /// Default 500.
+    #[serde(default = "default_give_up_ms")]
+    pub give_up_ms: u64,
+    /// How often a receiver tells a sender that sends data how far it has consumed, in ms.
+    /// Default 10.
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// How long a receiver may stay silent before it no longer holds a sender back, in ms.
+    /// Default 500.
+    #[serde(default = "default_receiver_timeout_ms")]
+    pub receiver_timeout_ms: u64,
+    /// How long a stopping node waits for its receivers to acknowledge its last frames, in
+    /// ms. Default 1000.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+}
+
+impl Default for RecoverySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_bytes: default_retention_bytes(),
+            retained_ids: default_retained_ids(),
+            window_frames: default_window_frames(),
+            nak_delay_us: default_nak_delay_us(),
+            nak_interval_ms: default_nak_interval_ms(),
+            give_up_ms: default_give_up_ms(),
+            status_interval_ms: default_status_interval_ms(),
+            receiver_timeout_ms: default_receiver_timeout_ms(),
+            linger_ms: default_linger_ms(),
+        }
+    }
+}
+
+impl RecoverySection {
+    /// The library's settings these stand for.
+    pub fn to_recovery(&self) -> crate::RecoveryConfig {
+        crate::RecoveryConfig {
+            enabled: self.enabled,
+            retention_bytes: self.retention_bytes,
+            retained_ids: self.retained_ids,
+            window_frames: self.window_frames,
+            nak_delay: Duration::from_micros(self.nak_delay_us),
+            nak_interval: Duration::from_millis(self.nak_interval_ms),
+            give_up: Duration::from_millis(self.give_up_ms),
+            status_interval: Duration::from_millis(self.status_interval_ms),
+            receiver_timeout: Duration::from_millis(self.receiver_timeout_ms),
+            shared_channel: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_retention_bytes() -> usize {
+    crate::RecoveryConfig::default().retention_bytes
+}
+
+fn default_retained_ids() -> usize {
+    crate::RecoveryConfig::default().retained_ids
+}
+
+fn default_window_frames() -> u64 {
+    crate::RecoveryConfig::default().window_frames
+}
+
+fn default_nak_delay_us() -> u64 {
+    u64::try_from(crate::RecoveryConfig::default().nak_delay.as_micros()).unwrap_or(0)
+}
+
+fn default_nak_interval_ms() -> u64 {
+    u64::try_from(crate::RecoveryConfig::default().nak_interval.as_millis()).unwrap_or(2)
+}
+
+fn default_give_up_ms() -> u64 {
+    u64::try_from(crate::RecoveryConfig::default().give_up.as_millis()).unwrap_or(500)
+}
+
+fn default_status_interval_ms() -> u64 {
+    u64::try_from(crate::RecoveryConfig::default().status_interval.as_millis()).unwrap_or(10)
+}
+
+fn default_receiver_timeout_ms() -> u64 {
+    u64::try_from(
+        crate::RecoveryConfig::default()
+            .receiver_timeout
+            .as_millis(),
+    )
+    .unwrap_or(500)
+}
+
+fn default_linger_ms() -> u64 {
+    1000
 }
 
 /// `[latency]`: two trades of work for latency, both off by default (docs/architecture.md,
@@ -320,27 +544,30 @@ fn default_secret_file() -> PathBuf {
 fn default_max_frame_len() -> usize {
     crate::wire::DEFAULT_UDP_FRAME_LEN
 }
+// The defaults are the router's own (src/router/settings.rs), in the config's units.
 fn default_ring_capacity() -> usize {
-    1 << 20
+    settings::RING_CAPACITY
 }
 fn default_heartbeat_ms() -> u64 {
-    100
+    millis(settings::HEARTBEAT)
 }
 fn default_dead_peer_ms() -> u64 {
-    1000
+    millis(settings::DEAD_PEER)
 }
 fn default_clock_skew_ms() -> u64 {
-    5000
+    millis(settings::CLOCK_SKEW)
 }
 fn default_reorder_ms() -> u64 {
-    20
+    millis(settings::REORDER)
 }
 
-/// A configuration that cannot be used: the key at fault (`udp.bind`, or the file) and what
-/// is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A setting that cannot be used: the key at fault (`udp.bind`, `ring.capacity`; for the
+/// builder its method's name) and what is wrong with it. Every refusal of a setting, by the
+/// config, the router's builder or the service, is one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigError {
-    /// The key's path, such as `udp.peers[1]`, or the file's path for I/O errors.
+    /// The key's path, such as `udp.peers[1]`; `config` for the file as a whole (TOML
+    /// syntax, with the line and column in the problem).
     pub key: String,
     /// What is wrong and what is allowed.
     pub problem: String,
@@ -354,168 +581,113 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every problem found in a configuration (never empty), in the order of the checks; shown
+/// one per line, after the file's name when it came from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    file: Option<PathBuf>,
+    errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    pub(crate) fn new(errors: Vec<ConfigError>) -> Self {
+        debug_assert!(!errors.is_empty());
+        Self { file: None, errors }
+    }
+
+    /// The problems.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.errors.iter()
+    }
+
+    /// How many problems.
+    #[allow(clippy::len_without_is_empty)] // never empty
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// The file they were found in, when they came from [`Config::load`].
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The same problems, said to be in `file`.
+    #[must_use]
+    pub fn in_file(mut self, file: &Path) -> Self {
+        self.file = Some(file.to_path_buf());
+        self
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        Self::new(vec![e])
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if let Some(file) = &self.file {
+                write!(f, "{}: ", file.display())?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 impl Config {
-    /// Parses and checks a configuration.
+    /// Parses and checks a configuration: TOML syntax (an error names its line and column),
+    /// unknown keys, types, and every rule that needs no lookup. Addresses are checked when
+    /// [`router_builder`](Self::router_builder) resolves them.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the key: unknown keys, wrong types, values out of range.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            // toml's message names the line; keep its first line only.
-            let message = inner
-                .message()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            // A missing key is reported at its parent: name the key itself.
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next());
-            let key = match (key.as_str(), missing) {
-                (".", Some(field)) => field.to_owned(),
-                (_, Some(field)) => format!("{key}.{field}"),
-                (".", None) => "config".to_owned(),
-                _ => key,
-            };
-            let problem = if missing.is_some() {
-                "missing: this key is required".to_owned()
-            } else {
-                message
-            };
-            ConfigError { key, problem }
-        })?;
-        config.check()?;
-        Ok(config)
+    /// [`ConfigErrors`]: every problem found, each naming its key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        let (config, schema) = parse::parse::<Self>(text);
+        // The rules run over what could be read, so one pass reports both kinds.
+        let rules = config.as_ref().map(Self::problems).unwrap_or_default();
+        let errors = parse::merge(schema, rules);
+        match config {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors::new(errors)),
+        }
     }
 
     /// Reads and checks a configuration file.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the file if it cannot be read, or the key at fault.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            key: path.display().to_string(),
-            problem: format!("cannot read the config file: {e}"),
-        })?;
-        Self::from_toml(&text).map_err(|e| ConfigError {
-            key: format!("{}: {}", path.display(), e.key),
-            problem: e.problem,
-        })
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, problem: String| {
-            Err(ConfigError {
-                key: key.to_owned(),
-                problem,
+    /// [`ConfigErrors`] naming the file: it cannot be read, or every problem in it.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::from(ConfigError {
+                key: "config".into(),
+                problem: format!("cannot read the config file: {e}"),
             })
-        };
-        if self.cluster.trim().is_empty() {
-            return bad("cluster", "must not be empty".into());
+        });
+        let mut config = text
+            .and_then(|t| Self::from_toml(&t))
+            .map_err(|e| e.in_file(path))?;
+        if let Some(nats) = &mut config.nats {
+            nats.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         }
-        if !(128 + crate::wire::FRAME_OVERHEAD..=crate::wire::MAX_FRAME_LEN)
-            .contains(&self.max_frame_len)
-        {
-            return bad(
-                "max_frame_len",
-                format!(
-                    "{} is out of range: use {} to {} (1472 for UDP on Ethernet)",
-                    self.max_frame_len,
-                    128 + crate::wire::FRAME_OVERHEAD,
-                    crate::wire::MAX_FRAME_LEN
-                ),
-            );
-        }
-        if !self.ring.capacity.is_power_of_two() {
-            return bad(
-                "ring.capacity",
-                format!("{} is not a power of two (try 1048576)", self.ring.capacity),
-            );
-        }
-        let t = &self.timing;
-        for (key, v) in [
-            ("timing.heartbeat_ms", t.heartbeat_ms),
-            ("timing.dead_peer_ms", t.dead_peer_ms),
-            ("timing.clock_skew_ms", t.clock_skew_ms),
-            ("timing.reorder_ms", t.reorder_ms),
-        ] {
-            if v == 0 {
-                return bad(key, "must be more than 0".into());
-            }
-        }
-        if t.dead_peer_ms < 2 * t.heartbeat_ms {
-            return bad(
-                "timing.dead_peer_ms",
-                format!(
-                    "{} is less than two heartbeats ({} ms): live peers would look dead",
-                    t.dead_peer_ms,
-                    2 * t.heartbeat_ms
-                ),
-            );
-        }
-        if let Some(udp) = &self.udp
-            && udp.bind.is_none()
-            && udp.multicast.is_none()
-        {
-            return bad(
-                "udp.bind",
-                "missing: set the address to receive on (or a udp.multicast group)".into(),
-            );
-        }
-        if let Some(svc) = &self.service {
-            if svc.password.is_some() && svc.password_file.is_some() {
-                return bad(
-                    "service.password_file",
-                    "give either service.password or service.password_file, not both".into(),
-                );
-            }
-            if svc.password.as_deref() == Some("") {
-                return bad(
-                    "service.password",
-                    "is empty: set a password, or leave the key out for no password".into(),
-                );
-            }
-            if svc.idle_timeout_ms == 0 {
-                return bad(
-                    "service.idle_timeout_ms",
-                    "must be more than 0 (default 120000)".into(),
-                );
-            }
-            if svc.output_buffer_limit < crate::service::MIN_OUTPUT_BUFFER_LIMIT {
-                return bad(
-                    "service.output_buffer_limit",
-                    format!(
-                        "{} is too small: use at least {} bytes (default 8388608)",
-                        svc.output_buffer_limit,
-                        crate::service::MIN_OUTPUT_BUFFER_LIMIT
-                    ),
-                );
-            }
-            for (key, v) in [
-                ("service.max_connections", svc.max_connections),
-                (
-                    "service.max_subscriptions_per_client",
-                    svc.max_subscriptions_per_client,
-                ),
-            ] {
-                if v == 0 {
-                    return bad(key, "must be at least 1".into());
-                }
-            }
-        }
-        if self.udp.is_none() && self.tcp.is_none() {
-            return bad(
-                "udp",
-                "no transport: add a [udp] or [tcp] section so the node can reach its peers".into(),
-            );
-        }
-        Ok(())
+        Ok(config)
     }
 
     /// The secret file's path, resolved against the config file's directory.
@@ -523,220 +695,9 @@ impl Config {
         config_dir.join(&self.secret_file)
     }
 
-    /// The subscription service's settings, if the config has a `[service]` section; reads
-    /// `service.password_file` (relative to `config_dir`).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] naming `service.password_file` when it cannot be read, is empty, or
-    /// group or others may access it.
-    pub fn service_config(
-        &self,
-        config_dir: &Path,
-    ) -> Result<Option<crate::service::ServiceConfig>, ConfigError> {
-        let Some(svc) = &self.service else {
-            return Ok(None);
-        };
-        let password = match &svc.password_file {
-            Some(file) => {
-                let path = config_dir.join(file);
-                // The same rule as the cluster's secret file: a password others can read is
-                // no password.
-                if let Ok(meta) = std::fs::metadata(&path) {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = meta.permissions().mode() & 0o777;
-                    if mode & 0o077 != 0 {
-                        return Err(ConfigError {
-                            key: "service.password_file".into(),
-                            problem: format!(
-                                "{} has mode {mode:o}, so others may read it: run chmod 600 on it",
-                                path.display()
-                            ),
-                        });
-                    }
-                }
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-                    key: "service.password_file".into(),
-                    problem: format!("cannot read {}: {e}", path.display()),
-                })?;
-                let first = text.lines().next().unwrap_or_default().to_owned();
-                if first.is_empty() {
-                    return Err(ConfigError {
-                        key: "service.password_file".into(),
-                        problem: format!(
-                            "{} is empty: put the password on its first line",
-                            path.display()
-                        ),
-                    });
-                }
-                Some(first)
-            }
-            None => svc.password.clone(),
-        };
-        let mut config = crate::service::ServiceConfig::new(svc.listen);
-        config.password = password;
-        config.idle_timeout = Some(Duration::from_millis(svc.idle_timeout_ms));
-        config.output_buffer_limit = svc.output_buffer_limit;
-        config.max_connections = svc.max_connections;
-        config.max_subscriptions_per_client = svc.max_subscriptions_per_client;
-        Ok(Some(config))
-    }
-
     /// The configuration as TOML, with every default filled in. The secret itself is never
     /// in the config (only the file's path), so there is nothing to redact here.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}"))
-    }
-
-    /// A router builder with these settings (keyring not included: give it the secret file
-    /// or a keyring).
-    pub fn router_builder(&self) -> RouterBuilder {
-        let t = &self.timing;
-        let mut b = Router::builder()
-            .cluster(&self.cluster)
-            .max_frame_len(self.max_frame_len)
-            .ring_capacity(self.ring.capacity)
-            .heartbeat_interval(Duration::from_millis(t.heartbeat_ms))
-            .dead_peer_timeout(Duration::from_millis(t.dead_peer_ms))
-            .clock_skew(Duration::from_millis(t.clock_skew_ms))
-            .reorder_window(Duration::from_millis(t.reorder_ms))
-            .send_on_raise(self.latency.send_on_raise)
-            .busy_poll(Duration::from_micros(self.latency.busy_poll_us))
-            .dispatch_on_driver(self.latency.dispatch_on_driver);
-        if let Some(id) = self.node_id {
-            b = b.node_id(id);
-        }
-        if let Some(udp) = &self.udp {
-            if let Some(bind) = udp.bind {
-                b = b.udp_bind(bind);
-            }
-            for p in &udp.peers {
-                b = b.udp_peer(*p);
-            }
-            if let Some(m) = &udp.multicast {
-                b = b.udp_multicast(m.group, m.interface);
-            }
-        }
-        if let Some(m) = &self.membership {
-            b = b.membership(crate::MembershipSettings {
-                seeds: m.seeds.clone(),
-                dns: m.dns.clone(),
-                dns_refresh: Duration::from_secs(m.dns_refresh_s),
-                probe_interval: Duration::from_millis(m.probe_interval_ms),
-                suspicion_mult: m.suspicion_mult,
-                resolver: None,
-            });
-        }
-        if let Some(tcp) = &self.tcp {
-            if let Some(listen) = tcp.listen {
-                b = b.tcp_listen(listen);
-            }
-            for p in &tcp.peers {
-                b = b.tcp_peer(*p);
-            }
-        }
-        b
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        Config::from_toml(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn defaults_fill_in() {
-        let c = Config::from_toml("cluster = \"c\"\n[tcp]\nlisten = \"127.0.0.1:1\"\n").unwrap();
-        assert_eq!(c.secret_file, PathBuf::from("herald.secret"));
-        assert_eq!(c.max_frame_len, 1472);
-        assert_eq!(c.ring.capacity, 1 << 20);
-        assert_eq!(c.timing, TimingSection::default());
-        assert_eq!(c.log.format, LogFormat::Text);
-        // What `check` prints parses back to the same config.
-        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
-    }
-
-    #[test]
-    fn the_commented_example_is_valid() {
-        let c = Config::from_toml(include_str!("../examples/herald.toml")).unwrap();
-        assert_eq!(c.cluster, "shop");
-        assert_eq!(c.timing, TimingSection::default());
-        assert_eq!(c.ring, RingSection::default());
-        assert_eq!(c.latency, LatencySection::default());
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let base = "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:1\"\n";
-        assert!(err("[udp]\nbind = \"127.0.0.1:1\"\n").starts_with("cluster:"));
-        assert!(err(&format!("{base}colour = 1\n")).starts_with("udp.colour:"));
-        assert!(err(&format!("{base}peers = [\"nope\"]\n")).starts_with("udp.peers[0]:"));
-        assert!(err(&format!("{base}[ring]\ncapacity = 1000\n")).starts_with("ring.capacity:"));
-        assert!(
-            err(&format!("{base}[latency]\nbusy_poll_us = -5\n"))
-                .starts_with("latency.busy_poll_us:")
-        );
-        assert!(
-            err(&format!("{base}[timing]\ndead_peer_ms = 50\n"))
-                .starts_with("timing.dead_peer_ms:")
-        );
-        assert!(err(&format!("{base}[log]\nformat = \"xml\"\n")).starts_with("log.format:"));
-        assert!(err("cluster = \"c\"\n").starts_with("udp:"));
-        assert!(err("cluster = \"c\"\n[udp]\npeers = []\n").starts_with("udp.bind:"));
-        assert!(err(&format!("max_frame_len = 10\n{base}")).starts_with("max_frame_len:"));
-        assert!(err(&format!("{base}max_frame_len = 10\n")).starts_with("udp.max_frame_len:"));
-        let svc = "[service]\nlisten = \"127.0.0.1:6380\"\n";
-        assert!(err(&format!("{base}[service]\n")).starts_with("service.listen:"));
-        assert!(err(&format!("{base}{svc}colour = 1\n")).starts_with("service.colour:"));
-        for (line, key) in [
-            ("idle_timeout_ms = 0", "service.idle_timeout_ms:"),
-            ("output_buffer_limit = 100", "service.output_buffer_limit:"),
-            ("max_connections = 0", "service.max_connections:"),
-            (
-                "max_subscriptions_per_client = 0",
-                "service.max_subscriptions_per_client:",
-            ),
-            ("password = \"\"", "service.password:"),
-            (
-                "password = \"a\"\npassword_file = \"p\"",
-                "service.password_file:",
-            ),
-        ] {
-            assert!(
-                err(&format!("{base}{svc}{line}\n")).starts_with(key),
-                "{line}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_service_section_fills_in_defaults_and_never_prints_the_password() {
-        let text = "cluster = \"c\"\n[tcp]\nlisten = \"127.0.0.1:1\"\n[service]\nlisten = \"127.0.0.1:6380\"\npassword = \"s3cret\"\n";
-        let c = Config::from_toml(text).unwrap();
-        let svc = c.service_config(Path::new(".")).unwrap().unwrap();
-        assert_eq!(svc.password.as_deref(), Some("s3cret"));
-        assert_eq!(svc.idle_timeout, Some(Duration::from_secs(120)));
-        assert_eq!(svc.output_buffer_limit, 8 << 20);
-        assert!(!c.to_toml().contains("s3cret"), "{}", c.to_toml());
-        assert!(!format!("{c:?}").contains("s3cret"));
-
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "from-file\n").unwrap();
-        let text = text.replace("password = \"s3cret\"", "password_file = \"pw\"");
-        let c = Config::from_toml(&text).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = c.service_config(dir.path()).unwrap_err();
-        assert_eq!(err.key, "service.password_file");
-        assert!(err.problem.contains("chmod 600"), "{err}");
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let svc = c.service_config(dir.path()).unwrap().unwrap();
-        assert_eq!(svc.password.as_deref(), Some("from-file"));
-        let err = c.service_config(Path::new("/nonexistent")).unwrap_err();
-        assert_eq!(err.key, "service.password_file");
     }
 }

@@ -21,7 +21,8 @@
 //!
 //! A sender keeps its recent signed frames (up to [`RecoveryConfig::retention_bytes`]) and
 //! the event ids of older ones. A receiver that finds a gap asks for it in a status frame,
-//! after a short random delay, and again every [`RecoveryConfig::nak_interval`]; the sender
+//! at once (on multicast after a short random delay), and again every
+//! [`RecoveryConfig::nak_interval`]; the sender
 //! sends the frames again as they were signed, or answers that it no longer holds them, and
 //! only then (or after [`RecoveryConfig::give_up`]) does the receiver report [`Missed`],
 //! naming the lost events when the sender still knows them. Statuses also carry how far each
@@ -130,9 +131,14 @@ pub struct RecoveryConfig {
     pub retained_ids: usize,
     /// How many data frames a sender may run ahead of its slowest live receiver. Default 1024.
     pub window_frames: u64,
-    /// The longest random delay before a receiver first asks for a gap. Default 200 µs.
+    /// The longest random delay before a receiver first asks for a gap. Default 0: it asks at
+    /// the end of the turn that found the gap (any frame that arrived in that turn has filled
+    /// its hole by then; reordering on a LAN is rare, and a needless request costs one
+    /// duplicate frame). A router on multicast makes it at least 3 ms, so that receivers that
+    /// lost the same frame hear one another's request before they send their own.
     pub nak_delay: Duration,
-    /// How often a receiver asks again for a gap still open. Default 5 ms.
+    /// How often a receiver asks again for a gap still open. Default 2 ms (a loopback or LAN
+    /// round trip is a fraction of that; raise it for long paths).
     pub nak_interval: Duration,
     /// How long a gap may stay open while it is asked for before it is reported as missed.
     /// Default 500 ms.
@@ -156,8 +162,8 @@ impl Default for RecoveryConfig {
             retention_bytes: 16 << 20,
             retained_ids: 1 << 20,
             window_frames: 1024,
-            nak_delay: Duration::from_micros(200),
-            nak_interval: Duration::from_millis(5),
+            nak_delay: Duration::ZERO,
+            nak_interval: Duration::from_millis(2),
             give_up: Duration::from_millis(500),
             status_interval: Duration::from_millis(10),
             receiver_timeout: Duration::from_millis(500),
@@ -247,7 +253,8 @@ pub struct EndpointStats {
     pub naks_sent: u64,
     /// Requests for lost frames received from receivers.
     pub naks_received: u64,
-    /// Requests held back because another receiver asked for the same gap (multicast).
+    /// Ranges left out of requests because another receiver had just asked for them
+    /// (multicast).
     pub naks_suppressed: u64,
     /// Data frames sent again.
     pub frames_resent: u64,
@@ -351,7 +358,6 @@ impl Endpoint {
             nak_interval: r.nak_interval,
         };
         let timing = StatusTiming {
-            min_gap: Duration::from_millis(1).min(r.status_interval),
             keepalive: r.status_interval,
             active_for: r.receiver_timeout,
         };
@@ -553,9 +559,9 @@ impl Endpoint {
                 self.ranges.extend(control.ranges());
                 if let Some(state) = self.nodes.get_mut(&control.target_node())
                     && state.session.incarnation() == control.target_incarnation()
-                    && state.session.hold_back_nak(now, &self.ranges)
+                    && !self.ranges.is_empty()
                 {
-                    self.stats.naks_suppressed += 1;
+                    state.session.heard_request(now, &self.ranges);
                 }
             }
             FrameKind::Evicted if for_me => {
@@ -818,7 +824,7 @@ impl Endpoint {
         let state = self.nodes.get_mut(&node)?;
         let session = &mut state.session;
         if session.nak_due(now.instant) {
-            session.take_nak(now.instant, &mut self.ranges);
+            self.stats.naks_suppressed += session.take_nak(now.instant, &mut self.ranges);
         } else {
             self.ranges.clear();
         }

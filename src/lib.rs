@@ -85,6 +85,7 @@ mod error;
 mod event;
 pub mod membership;
 mod metrics;
+mod platform;
 pub mod ringbuf;
 mod router;
 pub mod service;
@@ -96,8 +97,9 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Config, ConfigError, LatencySection, LogFormat, LogSection, MembershipSection, MetricsSection,
-    MulticastSection, RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
+    Address, AddressError, Config, ConfigError, ConfigErrors, LatencySection, LogFormat,
+    LogSection, MembershipSection, MetricsSection, MulticastSection, NatsSection, RingSection,
+    ServiceSection, TcpSection, TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
 pub use error::Reject;

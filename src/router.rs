@@ -12,6 +12,7 @@ use mio::{Poll, Token};
 use parking_lot::Mutex;
 
 use crate::auth::{Keyring, SecretFile, SecretFileError};
+use crate::config::{ConfigError, ConfigErrors};
 use crate::driver::{Core, Driver, DropLog, Output, Routes, Signals, ToDispatcher, WAKER};
 use crate::endpoint::{Endpoint, EndpointConfig, Now, RecoveryConfig, new_incarnation};
 use crate::event::{EventId, Missed};
@@ -22,25 +23,22 @@ use crate::sync::plain::{Arc, Ordering, Weak};
 use crate::transport::{
     DriverWaker, FaultInjection, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
 };
+use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, MAX_FRAME_LEN, max_payload};
+
 mod members;
 mod ops;
+pub(crate) mod settings;
 
 pub use members::MembershipSettings;
-
-use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN, max_payload};
 
 /// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// A setting is missing or out of range.
-    #[error("{field}: {problem}")]
-    Invalid {
-        /// The builder method (and config key) at fault.
-        field: &'static str,
-        /// What is wrong and what is allowed.
-        problem: String,
-    },
+    /// Settings are missing or out of range: every one at fault, each naming the builder
+    /// method (see [`RouterBuilder::check`]).
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
     /// The secret file could not be used.
     #[error(transparent)]
     Secret(#[from] SecretFileError),
@@ -107,6 +105,8 @@ pub struct RouterBuilder {
     membership: Option<MembershipSettings>,
     /// The UDP transport's index and bind address, for membership.
     membership_udp: Option<(usize, SocketAddr)>,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::transport::NatsConfig>,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -122,6 +122,9 @@ impl fmt::Debug for RouterBuilder {
             .finish_non_exhaustive()
     }
 }
+
+/// The least random delay before a first request on a shared channel (multicast).
+const SHARED_NAK_DELAY: Duration = Duration::from_millis(3);
 
 impl RouterBuilder {
     /// The cluster's name (required). Nodes of different clusters ignore each other.
@@ -192,6 +195,21 @@ impl RouterBuilder {
     pub fn tcp_peer(mut self, addr: SocketAddr) -> Self {
         self.tcp_peers.push(addr);
         self
+    }
+
+    /// Carry frames over NATS too (feature `nats`; see
+    /// [`NatsTransport`](crate::transport::NatsTransport)): the router connects when it is
+    /// built, and fails to build if no server takes its credentials.
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, config: crate::transport::NatsConfig) -> Self {
+        self.nats = Some(config);
+        self
+    }
+
+    /// The counters of the NATS transport [`nats`](Self::nats) set up, if any (for metrics).
+    #[cfg(feature = "nats")]
+    pub fn nats_stats(&self) -> Option<crate::transport::NatsStats> {
+        self.nats.as_ref().map(crate::transport::NatsConfig::stats)
     }
 
     /// Add a transport of your own (see [`Transport`]).
@@ -334,11 +352,11 @@ impl RouterBuilder {
         self
     }
 
-    fn invalid(field: &'static str, problem: impl Into<String>) -> BuildError {
-        BuildError::Invalid {
-            field,
+    fn invalid(field: &str, problem: impl Into<String>) -> BuildError {
+        BuildError::Invalid(ConfigErrors::new(vec![ConfigError {
+            key: field.to_owned(),
             problem: problem.into(),
-        }
+        }]))
     }
 
     /// Checks every setting, binds the sockets and starts the driver and dispatcher threads.
@@ -347,93 +365,8 @@ impl RouterBuilder {
     ///
     /// [`BuildError`] naming the setting at fault.
     pub fn build(mut self) -> Result<Router, BuildError> {
-        let cluster = match self.cluster.as_deref() {
-            Some(c) if !c.is_empty() => c.to_owned(),
-            _ => {
-                return Err(Self::invalid(
-                    "cluster",
-                    "missing: give the cluster's name, the same on every node",
-                ));
-            }
-        };
-        if !(FRAME_OVERHEAD + 128..=MAX_FRAME_LEN).contains(&self.max_frame_len) {
-            return Err(Self::invalid(
-                "max_frame_len",
-                format!(
-                    "{} is out of range: use {} to {MAX_FRAME_LEN} (1472 for UDP on Ethernet)",
-                    self.max_frame_len,
-                    FRAME_OVERHEAD + 128
-                ),
-            ));
-        }
-        let max_record = ring_record_len(self.max_frame_len);
-        if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 2 * max_record {
-            return Err(Self::invalid(
-                "ring_capacity",
-                format!(
-                    "{} must be a power of two of at least {} bytes (twice the largest record)",
-                    self.ring_capacity,
-                    (2 * max_record).next_power_of_two()
-                ),
-            ));
-        }
-        for (field, d) in [
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("dead_peer_timeout", self.dead_timeout),
-            ("clock_skew", self.clock_skew),
-        ] {
-            if d.is_zero() {
-                return Err(Self::invalid(field, "must be more than zero"));
-            }
-        }
-        if self.channel_capacity == 0 {
-            return Err(Self::invalid(
-                "channel_capacity",
-                "must be at least 1 message (65536 by default)",
-            ));
-        }
-        if self.dispatch_queue == 0 {
-            return Err(Self::invalid("dispatch_queue", "must be at least 1 frame"));
-        }
-        let r = &self.recovery;
-        if r.enabled {
-            for (field, d) in [
-                ("recovery.nak_interval", r.nak_interval),
-                ("recovery.give_up", r.give_up),
-                ("recovery.status_interval", r.status_interval),
-                ("recovery.receiver_timeout", r.receiver_timeout),
-            ] {
-                if d.is_zero() {
-                    return Err(Self::invalid(field, "must be more than zero"));
-                }
-            }
-            if r.give_up < r.nak_interval {
-                return Err(Self::invalid(
-                    "recovery.give_up",
-                    "must be at least one request interval (recovery.nak_interval), or gaps \
-                     are given up before they are asked for",
-                ));
-            }
-            if r.window_frames == 0 {
-                return Err(Self::invalid(
-                    "recovery.window",
-                    "must be at least one frame",
-                ));
-            }
-            if r.receiver_timeout <= r.status_interval {
-                return Err(Self::invalid(
-                    "recovery.receiver_timeout",
-                    "must be longer than recovery.status_interval, or live receivers drop out",
-                ));
-            }
-        }
-        if self.dead_timeout < self.heartbeat_interval * 2 {
-            return Err(Self::invalid(
-                "dead_peer_timeout",
-                "must be at least two heartbeat intervals, or live peers look dead",
-            ));
-        }
-        self.check_membership()?;
+        self.check()?;
+        let cluster = self.cluster.clone().unwrap_or_default();
         let keyring = match (self.keyring.take(), &self.secret_file) {
             (Some(k), None) => k,
             (None, Some(path)) => SecretFile::load(path)?.keyring(),
@@ -457,7 +390,7 @@ impl RouterBuilder {
                 (None, Some((group, _))) => {
                     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port()))
                 }
-                (None, None) => unreachable!("checked above"),
+                (None, None) => unreachable!("one of the two is set"),
             };
             let config = UdpConfig {
                 bind,
@@ -473,11 +406,6 @@ impl RouterBuilder {
             let bound = udp.local_addr().unwrap_or(bind);
             self.membership_udp = Some((transports.len(), bound));
             transports.push(Box::new(udp));
-        } else if !self.udp_peers.is_empty() {
-            return Err(Self::invalid(
-                "udp_bind",
-                "UDP peers are set but no UDP bind address: set udp_bind",
-            ));
         }
         if self.tcp_listen.is_some() || !self.tcp_peers.is_empty() {
             let mut config = TcpConfig::new(self.max_frame_len);
@@ -493,10 +421,23 @@ impl RouterBuilder {
             })?;
             transports.push(Box::new(tcp));
         }
+        let node = self.node.unwrap_or_else(default_node_id);
+        #[cfg(feature = "nats")]
+        if let Some(config) = &self.nats {
+            if let Err((field, problem)) = config.check(&cluster) {
+                return Err(Self::invalid(field, problem));
+            }
+            let nats = crate::transport::NatsTransport::connect(config, &cluster, node).map_err(
+                |source| BuildError::Io {
+                    what: "nats".to_owned(),
+                    source,
+                },
+            )?;
+            transports.push(Box::new(nats));
+        }
         if transports.is_empty() {
             tracing::warn!("router built without a transport: events stay on this node");
         }
-        let node = self.node.unwrap_or_else(default_node_id);
         self.start(cluster, node, keyring, transports)
     }
 
@@ -555,6 +496,18 @@ impl RouterBuilder {
         let held = u64::try_from(self.recovery.retention_bytes / self.max_frame_len).unwrap_or(1);
         config.recovery.window_frames = config.recovery.window_frames.min(held).max(1);
         config.recovery.shared_channel |= self.multicast.is_some();
+        if config.recovery.shared_channel {
+            // Receivers that lost the same frame should hear each other's request before
+            // sending their own: the driver's timers tick in milliseconds, so a delay spread
+            // over less than that would fire everywhere at once.
+            config.recovery.nak_delay = config.recovery.nak_delay.max(SHARED_NAK_DELAY);
+        }
+        if self.membership.is_some() && self.membership_udp.is_none() {
+            return Err(Self::invalid(
+                "membership",
+                "needs UDP: set udp.bind (membership messages travel over UDP unicast)",
+            ));
+        }
         let membership = self.membership_udp.and_then(|(udp, bind)| {
             self.make_membership(node, config.incarnation, udp, bind, now.instant)
         });
@@ -656,9 +609,7 @@ impl RouterBuilder {
                 crate::service::ServiceError::Io { what, source } => {
                     BuildError::Io { what, source }
                 }
-                crate::service::ServiceError::Invalid { field, problem } => {
-                    BuildError::Invalid { field, problem }
-                }
+                crate::service::ServiceError::Invalid(errors) => BuildError::Invalid(errors),
             })?;
             *router.inner.service.lock() = Some(service);
         }
@@ -796,17 +747,17 @@ impl Router {
             tcp_listen: None,
             tcp_peers: Vec::new(),
             udp_faults: None,
-            dispatch_queue: 4096,
+            dispatch_queue: settings::DISPATCH_QUEUE,
             transports: Vec::new(),
-            ring_capacity: 1 << 20,
+            ring_capacity: settings::RING_CAPACITY,
             max_frame_len: DEFAULT_UDP_FRAME_LEN,
-            heartbeat_interval: Duration::from_millis(100),
-            dead_timeout: Duration::from_secs(1),
-            clock_skew: Duration::from_secs(5),
-            reorder_window: Duration::from_millis(20),
+            heartbeat_interval: settings::HEARTBEAT,
+            dead_timeout: settings::DEAD_PEER,
+            clock_skew: settings::CLOCK_SKEW,
+            reorder_window: settings::REORDER,
             trust_authenticated: false,
             service: None,
-            channel_capacity: 65_536,
+            channel_capacity: settings::CHANNEL_CAPACITY,
             send_on_raise: false,
             dispatch_on_driver: false,
             busy_poll: Duration::ZERO,
@@ -814,6 +765,8 @@ impl Router {
             linger: Duration::from_secs(1),
             membership: None,
             membership_udp: None,
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 

@@ -56,13 +56,14 @@ pub(crate) struct Recovery {
 /// When a receiver tells a sender how far it has consumed.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StatusTiming {
-    /// The least time between two statuses that only report progress.
-    pub(crate) min_gap: Duration,
     /// How often a status goes out anyway while the sender sends data.
     pub(crate) keepalive: Duration,
     /// How long after its last data frame a sender still counts as sending.
     pub(crate) active_for: Duration,
 }
+
+/// The most requests a head gap needs before it may be given up for time.
+const MIN_REQUESTS: u32 = 10;
 
 /// Ranges the sender said it no longer holds, remembered until the gap reaches them.
 const MAX_EVICTED: usize = 16;
@@ -113,6 +114,15 @@ pub(crate) struct Session {
     /// The newest timestamp of a control frame accepted from this node (control frames are
     /// not sequenced: each must be newer than the last).
     control_ts: u64,
+    /// Requests sent while `next` was `asked_head`: a head gap is given up only once it was
+    /// asked for often enough, not merely once enough time passed (a node starved of CPU
+    /// would otherwise give up gaps it never got to ask for, and every gap behind them).
+    asked: u32,
+    asked_head: u64,
+    /// Ranges another receiver just asked this session's sender for, and until when this
+    /// node leaves them out of its own requests.
+    heard: Vec<(u64, u64)>,
+    heard_until: Option<Instant>,
     /// Spreads the first request for a gap over the request delay (seeded per session, so a
     /// simulation replays exactly).
     rng: crate::testing::SimRng,
@@ -147,6 +157,10 @@ impl Session {
             reported: next - 1,
             reported_at: None,
             control_ts: 0,
+            asked: 0,
+            asked_head: 0,
+            heard: Vec::new(),
+            heard_until: None,
             rng: crate::testing::SimRng::new(node ^ incarnation.rotate_left(32)),
         }
     }
@@ -334,7 +348,7 @@ impl Session {
             reorder
         };
         while let Some(noticed) = self.head_gap_noticed() {
-            if now.saturating_duration_since(noticed) < give_up {
+            if now.saturating_duration_since(noticed) < give_up || !self.asked_enough() {
                 break;
             }
             self.give_up_head_gap(MissedReason::Gap, None, out);
@@ -360,9 +374,24 @@ impl Session {
         } else {
             reorder
         };
-        let gap = self.head_gap_noticed().map(|t| t + give_up);
+        let gap = self
+            .head_gap_noticed()
+            .filter(|_| self.asked_enough())
+            .map(|t| t + give_up);
         let silent = (!self.silent && !self.closed_cleanly()).then(|| self.last_heard + dead);
         [gap, silent].into_iter().flatten().min()
+    }
+
+    /// Whether the head gap may be given up for time: without recovery always; with it, once
+    /// it was asked for as many times as the give-up time holds request intervals (at most
+    /// ten).
+    fn asked_enough(&self) -> bool {
+        if !self.recovery.enabled {
+            return true;
+        }
+        let interval = self.recovery.nak_interval.as_nanos().max(1);
+        let fit = u32::try_from(self.recovery.give_up.as_nanos() / interval).unwrap_or(u32::MAX);
+        self.asked_head == self.next && self.asked >= fit.clamp(1, MIN_REQUESTS)
     }
 
     /// When the open gaps are next to be asked for.
@@ -375,25 +404,19 @@ impl Session {
         self.nak_at.is_some_and(|t| t <= now)
     }
 
-    /// Puts the next request off by a request interval (another receiver asked for the same
-    /// gap on a shared channel, so the answer will reach this node too). Returns whether a
-    /// request was due soon and so was held back.
-    pub(crate) fn hold_back_nak(&mut self, now: Instant, ranges: &[(u64, u64)]) -> bool {
-        let covered = ranges
-            .iter()
-            .any(|&(first, last)| first <= self.next && self.next <= last);
-        match self.nak_at {
-            Some(at) if covered && at < now + self.recovery.nak_interval => {
-                self.nak_at = Some(now + self.recovery.nak_interval);
-                true
-            }
-            _ => false,
-        }
+    /// Notes another receiver's request to this session's sender (on a shared channel: the
+    /// resends it brings reach this node too). For a request interval, this node leaves the
+    /// ranges it covers out of its own requests.
+    pub(crate) fn heard_request(&mut self, now: Instant, ranges: &[(u64, u64)]) {
+        self.heard.clear();
+        self.heard.extend_from_slice(ranges);
+        self.heard_until = Some(now + self.recovery.nak_interval);
     }
 
-    /// The missing ranges, ascending (at most [`MAX_RANGES`]), for a request; schedules the
-    /// next request.
-    pub(crate) fn take_nak(&mut self, now: Instant, ranges: &mut Vec<(u64, u64)>) {
+    /// The missing ranges, ascending (at most [`MAX_RANGES`]), for a request, less those
+    /// another receiver just asked for; schedules the next request. Returns how many ranges
+    /// were left out for that reason.
+    pub(crate) fn take_nak(&mut self, now: Instant, ranges: &mut Vec<(u64, u64)>) -> u64 {
         ranges.clear();
         let mut from = self.next;
         for &seq in self.pending.keys() {
@@ -409,11 +432,28 @@ impl Session {
             ranges.push((from, self.known_high));
         }
         self.nak_at = (!ranges.is_empty()).then(|| now + self.recovery.nak_interval);
+        let mut held_back = 0;
+        if self.heard_until.is_some_and(|until| now < until) {
+            let heard = &self.heard;
+            ranges.retain(|&(first, last)| {
+                let covered = heard.iter().any(|&(a, b)| a <= first && last <= b);
+                held_back += u64::from(covered);
+                !covered
+            });
+        }
+        if ranges.first().is_some_and(|&(first, _)| first == self.next) {
+            if self.asked_head != self.next {
+                self.asked_head = self.next;
+                self.asked = 0;
+            }
+            self.asked = self.asked.saturating_add(1);
+        }
+        held_back
     }
 
     /// Whether this node should tell the sender how far it has consumed: it made progress
-    /// worth a message (a quarter of `window` frames, or any once `min_gap` has passed since
-    /// the last status), or `keepalive` has passed while the sender sends data (the sender
+    /// worth a message (a quarter of `window` frames), or `keepalive` has passed since the
+    /// last status while there is progress to report or the sender sends data (the sender
     /// counts a receiver in its window only while it hears from it).
     pub(crate) fn status_due(&self, now: Instant, window: u64, timing: StatusTiming) -> bool {
         if self.silent || self.closed_cleanly() {
@@ -424,8 +464,7 @@ impl Session {
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
         let progress = self.consumed().saturating_sub(self.reported);
         progress >= (window / 4).max(1)
-            || (progress > 0 && since >= timing.min_gap)
-            || (since >= timing.keepalive && self.sending(now, timing.active_for))
+            || (since >= timing.keepalive && (progress > 0 || self.sending(now, timing.active_for)))
     }
 
     /// When a status is next due for the keepalive (or progress not yet reported).
@@ -434,10 +473,7 @@ impl Session {
             return None;
         }
         let at = self.reported_at?;
-        if self.consumed() > self.reported {
-            return Some(at + timing.min_gap);
-        }
-        self.sending(now, timing.active_for)
+        (self.consumed() > self.reported || self.sending(now, timing.active_for))
             .then_some(at + timing.keepalive)
     }
 

@@ -164,7 +164,12 @@ pub enum RecvStatus {
 }
 
 mod blocks;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod tcp;
+
+#[cfg(feature = "nats")]
+pub use nats::{NatsAuth, NatsConfig, NatsStats, NatsTransport};
 
 pub use tcp::{TcpConfig, TcpTransport};
 

@@ -1,4 +1,7 @@
 //! Drives the built `herald` binary the way a person would.
+//!
+//! Unix only: it checks file modes and stops processes with signals.
+#![cfg(unix)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -561,4 +564,78 @@ fn bench_rejects_bad_flags_with_one_line_and_exit_2() {
         assert!(err.contains(named), "{named} not named: {err}");
         assert_eq!(err.lines().count(), 1, "one line: {err}");
     }
+}
+
+#[test]
+fn tail_json_writes_large_ids_as_strings() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("herald.secret");
+    assert!(
+        herald(&["keygen", secret.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (tail_port, raise_port) = (free_port(), free_port());
+    let tail_cfg = dir.path().join("tail.toml");
+    fs::write(
+        &tail_cfg,
+        format!("cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:{tail_port}\"\n"),
+    )
+    .unwrap();
+    let raise_cfg = dir.path().join("raise.toml");
+    fs::write(
+        &raise_cfg,
+        format!(
+            "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:{raise_port}\"\npeers = [\"localhost:{tail_port}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["tail", "--json", "--event", "product.changed", "--config"])
+        .arg(&tail_cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Past 2^53: a JSON number would come back rounded.
+    let node = (1u64 << 60) + 1;
+    let mut line = None;
+    for _ in 0..20 {
+        let raise = herald(&[
+            "raise",
+            "--config",
+            raise_cfg.to_str().unwrap(),
+            "--event",
+            "product.changed",
+            "--payload",
+            "42 \"quoted\"",
+            "--node-id",
+            &node.to_string(),
+        ]);
+        assert!(raise.status.success(), "{}", stderr(&raise));
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            line = Some(l);
+            break;
+        }
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let line = line.expect("tail printed the event");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["type"], "event", "{line}");
+    assert_eq!(v["node"], node.to_string(), "{line}");
+    assert!(v["incarnation"].is_string(), "{line}");
+    assert_eq!(v["event"], "product.changed", "{line}");
+    assert_eq!(v["payload"], "42 \"quoted\"", "{line}");
 }

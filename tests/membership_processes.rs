@@ -356,8 +356,8 @@ fn tail_shows_membership_changes() {
     };
     // Joined after the tail started, or already there when it subscribed.
     let joined = |t: &str| {
-        t.contains("\"change\":\"joined\",\"node\":1")
-            || t.contains("\"change\":\"present\",\"node\":1")
+        t.contains("\"change\":\"joined\",\"node\":\"1\"")
+            || t.contains("\"change\":\"present\",\"node\":\"1\"")
     };
     assert!(
         read_until(&joined, Duration::from_secs(10)),
@@ -365,7 +365,7 @@ fn tail_shows_membership_changes() {
         node.log()
     );
     node.signal("-TERM");
-    let left = |t: &str| t.contains("\"change\":\"left\",\"node\":1");
+    let left = |t: &str| t.contains("\"change\":\"left\",\"node\":\"1\"");
     assert!(read_until(&left, Duration::from_secs(3)));
     let _ = tail.kill();
     let _ = tail.wait();

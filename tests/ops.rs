@@ -1,5 +1,7 @@
 //! A running `herald node` as an operator sees it: its HTTP side (`/metrics`, `/healthz`,
 //! `/readyz`) under idle connections, SIGTERM, and keys rotated without a restart.
+// Signals, file modes and processes: Unix only.
+#![cfg(unix)]
 #![allow(clippy::disallowed_types)]
 
 mod util;

@@ -198,10 +198,13 @@ fn resp3_pushes_patterns_and_limits() {
         assert_eq!(raw.line(), expected);
     }
     raw.command(&[b"PSUBSCRIBE", b"product.*"]);
-    assert!(
-        raw.line()
-            .starts_with("-ERR herald supports only the pattern '*'")
-    );
+    for expected in [">3", "$10", "psubscribe", "$9", "product.*", ":2"] {
+        assert_eq!(raw.line(), expected);
+    }
+    raw.command(&[b"PUNSUBSCRIBE", b"product.*"]);
+    for expected in [">3", "$12", "punsubscribe", "$9", "product.*", ":1"] {
+        assert_eq!(raw.line(), expected);
+    }
     raw.command(&[b"SUBSCRIBE", b"known", b"one-too-many"]);
     for expected in [">3", "$9", "subscribe", "$5", "known", ":2"] {
         assert_eq!(raw.line(), expected);
@@ -272,6 +275,7 @@ fn herald_node_starts_the_service_from_its_config() {
     };
     let pw = dir.path().join("service.pw");
     std::fs::write(&pw, "pw-from-file\n").unwrap();
+    #[cfg(unix)]
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let cfg = dir.path().join("herald.toml");
     std::fs::write(
@@ -300,6 +304,10 @@ fn herald_node_starts_the_service_from_its_config() {
         .query(&mut con)
         .unwrap();
     assert_eq!(n, 0);
+    // The metrics listener starts just after the service: wait for it as for the service.
+    eventually("the node's metrics listener to accept", || {
+        std::net::TcpStream::connect(metrics).is_ok()
+    });
     let scrape = || {
         let mut http = std::net::TcpStream::connect(metrics).unwrap();
         std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();

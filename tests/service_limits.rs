@@ -172,12 +172,12 @@ fn bad_input_gets_an_error_reply_or_a_close_and_the_service_lives_on() {
 
     // Half-closed: the reply to what was sent still arrives, then the close.
     let mut raw = Raw::connect(addr);
-    raw.send(b"*2\r\n$4\r\nECHO\r\n$1\r\nx\r\nPING\r\n");
+    raw.send(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\nPING\r\n");
     raw.reader
         .get_ref()
         .shutdown(std::net::Shutdown::Write)
         .unwrap();
-    assert!(raw.line().starts_with("-ERR unknown command 'ECHO'"));
+    assert!(raw.line().starts_with("-ERR unknown command 'GET'"));
     assert_eq!(raw.line(), "+PONG");
     raw.expect_closed();
 

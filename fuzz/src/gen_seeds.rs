@@ -5,9 +5,10 @@
 use std::fs;
 use std::path::Path;
 
+use herald::EventId;
 use herald::wire::{
-    FrameKind, FrameWriter, GossipKind, GossipMessage, MAX_ENTRIES, MAX_FRAME_LEN, MemberRecord,
-    MemberState, write_membership,
+    ControlFrame, Flags, FrameKind, FrameWriter, GossipKind, GossipMessage, MAX_ENTRIES,
+    MAX_FRAME_LEN, MemberRecord, MemberState, write_control, write_membership,
 };
 use herald_fuzz::{ArbHeader, encode_all, test_keyring};
 
@@ -88,6 +89,42 @@ fn main() {
     bad_tag[100] ^= 0x80;
     seeds.push(("broken-tag", bad_tag));
 
+    // Control frames: a status asking for two ranges, an evicted answer naming two events,
+    // one that does not know them all, and a status whose ranges are out of order.
+    let control = |kind: FrameKind, flags: Flags, ranges: &[(u64, u64)], ids: &[EventId]| {
+        let mut fields = header.fields();
+        fields.kind = kind;
+        fields.flags = flags;
+        let mut buf = vec![0u8; 1472];
+        let c = ControlFrame {
+            target_node: 9,
+            target_incarnation: 0xfeed,
+            consumed: if kind == FrameKind::Status { 40 } else { 0 },
+            ranges,
+            ids,
+        };
+        write_control(&mut buf, &fields, &c, &keyring)
+            .unwrap()
+            .to_vec()
+    };
+    let ids = [EventId::from_bytes([1; 16]), EventId::from_bytes([2; 16])];
+    seeds.push((
+        "status",
+        control(FrameKind::Status, Flags::EMPTY, &[(41, 41), (43, 50)], &[]),
+    ));
+    seeds.push((
+        "evicted",
+        control(FrameKind::Evicted, Flags::EMPTY, &[(3, 9)], &ids),
+    ));
+    seeds.push((
+        "evicted-incomplete",
+        control(FrameKind::Evicted, Flags::IDS_INCOMPLETE, &[(3, 9)], &[]),
+    ));
+    let mut disordered = control(FrameKind::Status, Flags::EMPTY, &[(41, 41), (43, 50)], &[]);
+    // The second range's first sequence (body offset 24 + 16) before the first range.
+    disordered[64 + 40] = 1;
+    seeds.push(("broken-range-order", disordered));
+
     // Membership frames (kind 5): a ping, a full member-list page, and a broken entry.
     let member = |node: u64, state: MemberState, addr: &str| MemberRecord {
         node,
@@ -96,8 +133,8 @@ fn main() {
         state,
         addr: addr.parse().ok(),
     };
-    let mut fields = header.fields();
-    fields.kind = FrameKind::Membership;
+    let mut member_fields = header.fields();
+    member_fields.kind = FrameKind::Membership;
     let mut gossip = |kind: GossipKind, entries: &[MemberRecord]| {
         let msg = GossipMessage {
             kind,
@@ -107,7 +144,7 @@ fn main() {
             target_addr: "127.0.0.1:7700".parse().ok(),
             entries,
         };
-        write_membership(&mut buf, &fields, &msg, &keyring)
+        write_membership(&mut buf, &member_fields, &msg, &keyring)
             .unwrap()
             .to_vec()
     };
@@ -126,7 +163,7 @@ fn main() {
     seeds.push(("broken-membership-state", broken));
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for target in ["frame_parse", "roundtrip", "tamper"] {
+    for target in ["frame_parse", "roundtrip", "tamper", "control"] {
         let dir = root.join(target);
         fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in &seeds {

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use ring::hmac;
@@ -136,8 +135,7 @@ impl SecretFile {
                 path: path.to_owned(),
             });
         }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if let Some(mode) = super::private_file::too_open(&meta, path) {
             return Err(SecretFileError::TooOpen {
                 path: path.to_owned(),
                 mode,
@@ -204,23 +202,18 @@ impl SecretFile {
     }
 
     fn write_new(&self, path: &Path) -> Result<(), SecretFileError> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| {
-                if source.kind() == io::ErrorKind::AlreadyExists {
-                    SecretFileError::Exists {
-                        path: path.to_owned(),
-                    }
-                } else {
-                    SecretFileError::Io {
-                        path: path.to_owned(),
-                        source,
-                    }
+        let mut file = super::private_file::create_new(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                SecretFileError::Exists {
+                    path: path.to_owned(),
                 }
-            })?;
+            } else {
+                SecretFileError::Io {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
         let mut text = self.render();
         let written = file
             .write_all(text.as_bytes())

@@ -1,6 +1,7 @@
 //! Tests of the keyring, verification and secret files.
 
 use std::fs;
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt as _;
 
 use super::*;
@@ -218,8 +219,11 @@ fn secret_file_is_created_private_and_loads_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secret.toml");
     let created = SecretFile::create(&path).unwrap();
-    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    #[cfg(unix)]
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let loaded = SecretFile::load(&path).unwrap();
     assert_eq!(loaded.signing_key_id(), 1);
     // Same key: a frame signed by one verifies with the other.
@@ -251,6 +255,7 @@ fn secret_file_never_overwritten_by_create() {
     assert_eq!(fs::read(&path).unwrap(), before);
 }
 
+#[cfg(unix)] // Windows: see auth::private_file
 #[test]
 fn secret_file_readable_by_others_is_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,6 +287,7 @@ fn secret_file_errors_name_the_problem() {
     let write = |text: &str| {
         let _ = fs::remove_file(&path);
         fs::write(&path, text).unwrap();
+        #[cfg(unix)]
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         SecretFile::load(&path).unwrap_err().to_string()
     };
@@ -338,6 +344,7 @@ fn secret_file_rotation_round_trip() {
     let id = secret.add_generated(true).unwrap();
     assert_eq!(id, 2);
     secret.save(&path).unwrap();
+    #[cfg(unix)]
     assert_eq!(
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600

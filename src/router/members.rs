@@ -67,23 +67,11 @@ impl RouterBuilder {
         self
     }
 
-    /// Checks the membership settings (as [`build`](Self::build) does first), without binding
-    /// anything: `herald check` uses it.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::Invalid`](crate::BuildError::Invalid) naming the setting (as its config
-    /// key) and the fix.
-    pub fn check_membership(&self) -> Result<(), crate::BuildError> {
+    /// Checks the membership settings; part of [`check`](Self::check).
+    pub(super) fn check_membership(&self) -> Result<(), crate::BuildError> {
         let Some(m) = &self.membership else {
             return Ok(());
         };
-        if self.udp_bind.is_none() {
-            return Err(Self::invalid(
-                "membership",
-                "needs UDP: set udp.bind (membership messages travel over UDP unicast)",
-            ));
-        }
         if m.probe_interval < Duration::from_millis(10) {
             return Err(Self::invalid(
                 "membership.probe_interval_ms",

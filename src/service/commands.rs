@@ -5,7 +5,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::conn::Session;
-use super::index::Index;
+use super::index::{Index, shrink_map};
+use super::introspect;
 use super::metrics::{Counters, Disconnect};
 use super::resp::Writer;
 use super::{MISSED_CHANNEL, ServiceConfig, channel_event};
@@ -19,12 +20,12 @@ pub(crate) struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ranges.len()
     }
 
     /// Argument `i`, or empty bytes past the end (callers check the count first).
-    fn get(&self, i: usize) -> &'a [u8] {
+    pub(crate) fn get(&self, i: usize) -> &'a [u8] {
         self.ranges
             .get(i)
             .and_then(|r| self.buf.get(r.clone()))
@@ -68,6 +69,12 @@ pub(crate) struct Ctx<'a> {
     pub(crate) token: usize,
     pub(crate) conn_id: u64,
     pub(crate) now: Instant,
+    /// When the service started.
+    pub(crate) started: Instant,
+    /// This node's id.
+    pub(crate) node: u64,
+    /// The plain listener's port.
+    pub(crate) port: u16,
 }
 
 /// Commands a RESP2 client may send while it is subscribed to something.
@@ -122,6 +129,7 @@ pub(crate) fn execute(
         "publish" => args.len() == 3,
         "client" => args.len() >= 2,
         "quit" | "reset" => args.len() == 1,
+        "select" | "echo" => args.len() == 2,
         _ => true,
     };
     if !arity_ok {
@@ -132,6 +140,14 @@ pub(crate) fn execute(
     }
     match name {
         "ping" => ping(session, w, args),
+        "echo" => w.bulk(args.get(1)),
+        // Pub/sub ignores the database; clients configured with `/0` in their URL select it.
+        "select" => match args.get(1) {
+            b"0" => w.simple("OK"),
+            _ => w.error(
+                "ERR DB index is out of range (herald has only database 0, and pub/sub ignores it)",
+            ),
+        },
         "auth" => {
             let (user, pass) = if args.len() == 3 {
                 (Some(args.get(1)), args.get(2))
@@ -149,6 +165,8 @@ pub(crate) fn execute(
         "punsubscribe" => punsubscribe(ctx, session, w, args),
         "publish" => publish(ctx, w, args),
         "client" => client(ctx, session, w, args),
+        "info" => introspect::info(ctx, w, args),
+        "command" => introspect::command(w, args),
         "quit" => {
             w.simple("OK");
             return Some(Disconnect::Quit);
@@ -178,7 +196,7 @@ pub(crate) fn execute(
 }
 
 /// Up to 64 bytes of a client's argument, for an error message.
-fn printable(bytes: &[u8]) -> String {
+pub(crate) fn printable(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
@@ -187,7 +205,17 @@ fn printable(bytes: &[u8]) -> String {
 
 /// Removes every subscription of a client from the service's index.
 pub(crate) fn forget_subscriptions(index: &mut Index, token: usize, session: &Session) {
-    index.remove_client(token, session.by_event.keys().copied());
+    for (channel, event) in &session.channels {
+        index.release_name(*event, channel);
+    }
+    for event in session.by_event.keys() {
+        index.remove_event(*event, token);
+    }
+    for pattern in index.patterns_of(token).to_vec() {
+        index.remove_pattern(token, &pattern);
+    }
+    index.set_missed(token, false);
+    index.session_bytes_changed(0, session.name_bytes());
 }
 
 fn ping(session: &Session, w: &mut Writer<'_>, args: Args<'_>) {
@@ -314,21 +342,57 @@ fn limit_reached(ctx: &Ctx<'_>, w: &mut Writer<'_>) {
     ));
 }
 
+/// Whether a channel name or pattern is within `service.max_name_len`; if not, writes the
+/// error reply (the connection stays open).
+fn name_fits(ctx: &Ctx<'_>, w: &mut Writer<'_>, what: &str, name: &[u8]) -> bool {
+    if name.len() <= ctx.config.max_name_len {
+        return true;
+    }
+    Counters::add(&ctx.counters.names_refused, 1);
+    w.error(&format!(
+        "ERR {what} is {} bytes, longer than service.max_name_len ({}): use a shorter name, or raise the limit",
+        name.len(),
+        ctx.config.max_name_len
+    ));
+    false
+}
+
+/// Whether `more` bytes of names fit the service-wide `service.name_memory_limit`; if not,
+/// writes the error reply.
+fn memory_fits(ctx: &Ctx<'_>, w: &mut Writer<'_>, more: usize) -> bool {
+    if ctx.index.held_bytes().saturating_add(more) <= ctx.config.name_memory_limit {
+        return true;
+    }
+    Counters::add(&ctx.counters.names_refused, 1);
+    w.error(&format!(
+        "ERR the service holds {} bytes of channel names and patterns, service.name_memory_limit is {}: unsubscribe elsewhere, or raise the limit",
+        ctx.index.held_bytes(),
+        ctx.config.name_memory_limit
+    ));
+    false
+}
+
 fn subscribe(ctx: &mut Ctx<'_>, session: &mut Session, w: &mut Writer<'_>, args: Args<'_>) {
     for channel in args.iter() {
-        let is_new = if channel == MISSED_CHANNEL.as_bytes() {
-            !session.missed
-        } else {
-            !session.channels.contains_key(channel)
-        };
-        if is_new && session.count() >= ctx.config.max_subscriptions_per_client {
-            limit_reached(ctx, w);
-            continue;
-        }
         if channel == MISSED_CHANNEL.as_bytes() {
+            if !session.missed && session.count() >= ctx.config.max_subscriptions_per_client {
+                limit_reached(ctx, w);
+                continue;
+            }
             session.missed = true;
             ctx.index.set_missed(ctx.token, true);
-        } else if is_new {
+        } else if !session.channels.contains_key(channel) {
+            if !name_fits(ctx, w, "channel name", channel) {
+                continue;
+            }
+            if session.count() >= ctx.config.max_subscriptions_per_client {
+                limit_reached(ctx, w);
+                continue;
+            }
+            // Kept twice in the session, once more in the index's names.
+            if !memory_fits(ctx, w, 3 * channel.len()) {
+                continue;
+            }
             let Some(event) = channel_event(channel) else {
                 w.error(
                     "ERR channel names must be UTF-8 (an event name, or an event id as a UUID)",
@@ -341,7 +405,8 @@ fn subscribe(ctx: &mut Ctx<'_>, session: &mut Session, w: &mut Writer<'_>, args:
                 ctx.index.add_event(event, ctx.token);
             }
             names.push(channel.to_vec());
-            ctx.index.learn_name(event, channel);
+            ctx.index.hold_name(event, channel);
+            ctx.index.session_bytes_changed(2 * channel.len(), 0);
         }
         confirm(w, b"subscribe", Some(channel), session.count());
     }
@@ -363,14 +428,18 @@ fn unsubscribe(ctx: &mut Ctx<'_>, session: &mut Session, w: &mut Writer<'_>, arg
         if channel == MISSED_CHANNEL.as_bytes() {
             session.missed = false;
             ctx.index.set_missed(ctx.token, false);
-        } else if let Some(event) = session.channels.remove(&channel)
-            && let Some(names) = session.by_event.get_mut(&event)
-        {
-            names.retain(|n| *n != channel);
-            if names.is_empty() {
-                session.by_event.remove(&event);
-                ctx.index.remove_event(event, ctx.token);
+        } else if let Some(event) = session.channels.remove(&channel) {
+            if let Some(names) = session.by_event.get_mut(&event) {
+                names.retain(|n| *n != channel);
+                if names.is_empty() {
+                    session.by_event.remove(&event);
+                    ctx.index.remove_event(event, ctx.token);
+                }
             }
+            ctx.index.release_name(event, &channel);
+            ctx.index.session_bytes_changed(0, 2 * channel.len());
+            shrink_map(&mut session.channels);
+            shrink_map(&mut session.by_event);
         }
         confirm(w, b"unsubscribe", Some(&channel), session.count());
     }
@@ -378,36 +447,51 @@ fn unsubscribe(ctx: &mut Ctx<'_>, session: &mut Session, w: &mut Writer<'_>, arg
 
 fn psubscribe(ctx: &mut Ctx<'_>, session: &mut Session, w: &mut Writer<'_>, args: Args<'_>) {
     for pattern in args.iter() {
-        if pattern != b"*" {
-            w.error("ERR herald supports only the pattern '*' (every event): subscribe to other events by name");
-            continue;
+        let is_new = !ctx
+            .index
+            .patterns_of(ctx.token)
+            .iter()
+            .any(|p| **p == *pattern);
+        if is_new {
+            if !name_fits(ctx, w, "pattern", pattern) {
+                continue;
+            }
+            if session.count() >= ctx.config.max_subscriptions_per_client {
+                limit_reached(ctx, w);
+                continue;
+            }
+            if !memory_fits(ctx, w, pattern.len()) {
+                continue;
+            }
+            if ctx.index.add_pattern(ctx.token, pattern) {
+                session.patterns += 1;
+            }
         }
-        if !session.all && session.count() >= ctx.config.max_subscriptions_per_client {
-            limit_reached(ctx, w);
-            continue;
-        }
-        session.all = true;
-        ctx.index.set_all(ctx.token, true);
         confirm(w, b"psubscribe", Some(pattern), session.count());
     }
 }
 
 fn punsubscribe(ctx: &mut Ctx<'_>, session: &mut Session, w: &mut Writer<'_>, args: Args<'_>) {
-    if args.len() == 1 && !session.all {
-        confirm(w, b"punsubscribe", None, session.count());
-        return;
-    }
-    let patterns: Vec<&[u8]> = if args.len() == 1 {
-        vec![b"*"]
+    let patterns: Vec<Vec<u8>> = if args.len() == 1 {
+        let all: Vec<Vec<u8>> = ctx
+            .index
+            .patterns_of(ctx.token)
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        if all.is_empty() {
+            confirm(w, b"punsubscribe", None, session.count());
+            return;
+        }
+        all
     } else {
-        args.iter().collect()
+        args.iter().map(<[u8]>::to_vec).collect()
     };
     for pattern in patterns {
-        if pattern == b"*" {
-            session.all = false;
-            ctx.index.set_all(ctx.token, false);
+        if ctx.index.remove_pattern(ctx.token, &pattern) {
+            session.patterns = session.patterns.saturating_sub(1);
         }
-        confirm(w, b"punsubscribe", Some(pattern), session.count());
+        confirm(w, b"punsubscribe", Some(&pattern), session.count());
     }
 }
 
@@ -417,12 +501,15 @@ fn publish(ctx: &mut Ctx<'_>, w: &mut Writer<'_>, args: Args<'_>) {
         w.error("ERR herald:missed is reserved: herald publishes Missed notices there");
         return;
     }
+    if !name_fits(ctx, w, "channel name", channel) {
+        return;
+    }
     let Some(event) = channel_event(channel) else {
         w.error("ERR channel names must be UTF-8 (an event name, or an event id as a UUID)");
         return;
     };
-    ctx.index.learn_name(event, channel);
-    let receivers = ctx.index.receivers(&event);
+    ctx.index.learn_published(event, channel);
+    let receivers = ctx.index.receivers(&event, &ctx.index.name_of(&event));
     // The service holds the router weakly, so that a router that owns its service (started
     // by the builder) is not kept alive by it.
     let Some(router) = ctx.router.upgrade() else {

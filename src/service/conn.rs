@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
+use rustls::ServerConnection;
 
 use crate::event::EventId;
 
 use super::metrics::Disconnect;
 use super::resp::MAX_COMMAND;
+use super::tls::{self, TlsRead};
 
 /// The most input bytes buffered before commands are parsed out of them: one longest
 /// command plus a read's worth. A full buffer therefore always starts with a whole command
@@ -36,8 +38,10 @@ pub(crate) struct Session {
     pub(crate) channels: HashMap<Vec<u8>, EventId>,
     /// Event to the channels the client used for it (usually one).
     pub(crate) by_event: HashMap<EventId, Vec<Vec<u8>>>,
-    /// `PSUBSCRIBE *`.
-    pub(crate) all: bool,
+    /// How many patterns (`PSUBSCRIBE`) it has; the patterns are in the [`Index`].
+    ///
+    /// [`Index`]: super::index::Index
+    pub(crate) patterns: usize,
     /// Subscribed to `herald:missed`.
     pub(crate) missed: bool,
 }
@@ -45,7 +49,13 @@ pub(crate) struct Session {
 impl Session {
     /// Channels and patterns subscribed to (the count Redis replies with).
     pub(crate) fn count(&self) -> usize {
-        self.channels.len() + usize::from(self.missed) + usize::from(self.all)
+        self.channels.len() + usize::from(self.missed) + self.patterns
+    }
+
+    /// Bytes of channel names this session holds (each is kept twice: as a key of
+    /// `channels` and in `by_event`).
+    pub(crate) fn name_bytes(&self) -> usize {
+        2 * self.channels.keys().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -60,12 +70,18 @@ pub(crate) enum Filled {
     Eof,
     /// The socket failed.
     Failed,
+    /// The TLS handshake or records were bad (the error is in [`Conn::tls_error`]).
+    TlsFailed,
 }
 
 /// A client's connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    /// The TLS session, for a client of the TLS listener.
+    tls: Option<Box<ServerConnection>>,
+    /// Why the TLS session failed, once it has.
+    pub(crate) tls_error: Option<rustls::Error>,
     pub(crate) peer: SocketAddr,
     pub(crate) id: u64,
     pub(crate) session: Session,
@@ -88,6 +104,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         stream: TcpStream,
+        tls: Option<ServerConnection>,
         peer: SocketAddr,
         id: u64,
         authed: bool,
@@ -95,6 +112,8 @@ impl Conn {
     ) -> Self {
         Self {
             stream,
+            tls: tls.map(Box::new),
+            tls_error: None,
             peer,
             id,
             session: Session {
@@ -114,6 +133,9 @@ impl Conn {
     /// Reads until the socket would block, the client closes, the input buffer is full, or
     /// [`READ_BUDGET`] bytes were read.
     pub(crate) fn fill(&mut self, now: Instant) -> Filled {
+        if self.tls.is_some() {
+            return self.fill_tls(now);
+        }
         let mut chunk = [0u8; READ_CHUNK];
         let mut read = 0;
         loop {
@@ -131,6 +153,52 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Filled::Failed,
             }
+        }
+    }
+
+    /// [`fill`](Self::fill) through the TLS session: plaintext first, then more records.
+    fn fill_tls(&mut self, now: Instant) -> Filled {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut read = 0;
+        let mut closed = false;
+        let Some(session) = self.tls.as_deref_mut() else {
+            return Filled::Failed;
+        };
+        loop {
+            if self.input.len() >= MAX_INPUT || read >= READ_BUDGET {
+                return Filled::More;
+            }
+            match tls::read_plaintext(session, &mut chunk) {
+                Ok(0) => {}
+                Ok(n) => {
+                    read += n;
+                    self.last_input = now;
+                    self.input.extend_from_slice(&chunk[..n]);
+                    continue;
+                }
+                Err(_) => return Filled::Failed,
+            }
+            if closed {
+                return Filled::Eof;
+            }
+            match tls::read_records(session, &mut self.stream) {
+                TlsRead::Plaintext => {}
+                TlsRead::Blocked => return Filled::Drained,
+                TlsRead::Closed => closed = true,
+                TlsRead::Failed(e) => {
+                    self.tls_error = Some(e);
+                    return Filled::TlsFailed;
+                }
+                TlsRead::Io => return Filled::Failed,
+            }
+        }
+    }
+
+    /// Says goodbye to a TLS client (`close_notify`), as far as the socket takes it.
+    pub(crate) fn close_tls(&mut self) {
+        if let Some(session) = self.tls.as_deref_mut() {
+            session.send_close_notify();
+            let _ = tls::write(session, &mut self.stream, &[]);
         }
     }
 
@@ -153,6 +221,12 @@ impl Conn {
     ///
     /// The socket's error (the client is gone).
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
+        if let Some(session) = self.tls.as_deref_mut() {
+            self.out_pos += tls::write(session, &mut self.stream, &self.out[self.out_pos..])?;
+            let records_left = session.wants_write();
+            let done = self.compact();
+            return Ok(done && !records_left);
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -162,19 +236,24 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+        Ok(self.compact())
+    }
+
+    /// Forgets what was written; true if nothing is left.
+    fn compact(&mut self) -> bool {
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
             if self.out.capacity() > KEEP_CAPACITY {
                 self.out.shrink_to(KEEP_CAPACITY);
             }
-            return Ok(true);
+            return true;
         }
         // Keep the buffer from growing by what was already written.
         if self.out_pos >= self.out.len() / 2 {
             self.out.drain(..self.out_pos);
             self.out_pos = 0;
         }
-        Ok(false)
+        false
     }
 }

@@ -1,5 +1,6 @@
 //! The service's counters and their snapshot [`ServiceMetrics`].
 
+use super::index::Sizes;
 use crate::sync::plain::{AtomicU64, Ordering};
 
 /// Why a client's connection ended. Each has a stable short name (a metrics label).
@@ -17,18 +18,22 @@ pub(crate) enum Disconnect {
     ProtocolError,
     /// A socket error.
     IoError,
+    /// A TLS handshake or record failed (a plain-text client on the TLS port, a client
+    /// without an acceptable certificate).
+    TlsError,
     /// The service shut down.
     Shutdown,
 }
 
 impl Disconnect {
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::ClientClosed,
         Self::Quit,
         Self::IdleTimeout,
         Self::OutputLimit,
         Self::ProtocolError,
         Self::IoError,
+        Self::TlsError,
         Self::Shutdown,
     ];
 
@@ -40,6 +45,7 @@ impl Disconnect {
             Self::OutputLimit => "output_limit",
             Self::ProtocolError => "protocol_error",
             Self::IoError => "io_error",
+            Self::TlsError => "tls_error",
             Self::Shutdown => "shutdown",
         }
     }
@@ -57,7 +63,7 @@ pub struct ServiceMetrics {
     pub connections_open: u64,
     /// Connections ended, by reason, as (short name, count), every reason listed:
     /// `client_closed`, `quit`, `idle_timeout`, `output_limit`, `protocol_error`, `io_error`,
-    /// `shutdown`.
+    /// `tls_error`, `shutdown`.
     pub disconnects: Vec<(&'static str, u64)>,
     /// Commands executed (whatever their reply, errors included).
     pub commands: u64,
@@ -72,6 +78,19 @@ pub struct ServiceMetrics {
     /// Events dropped because the service thread fell behind the router (each run reported
     /// to `herald:missed` subscribers as `local_overflow`).
     pub queue_dropped: u64,
+    /// Channel names and patterns refused: longer than `service.max_name_len`, or past
+    /// `service.name_memory_limit`.
+    pub names_refused: u64,
+    /// Events some client subscribed to by channel, now.
+    pub subscribed_events: u64,
+    /// Patterns, over all clients, now.
+    pub patterns: u64,
+    /// Event names the service remembers (for pattern pushes), now.
+    pub names_known: u64,
+    /// Bytes of names the service holds now: clients' channel names and patterns and the
+    /// names it remembers. Bounded by `service.name_memory_limit` plus 1 MiB of names
+    /// learned from `PUBLISH`; back to 0 when no client subscribes to anything.
+    pub name_bytes: u64,
 }
 
 impl ServiceMetrics {
@@ -152,6 +171,37 @@ impl ServiceMetrics {
             "Events dropped because the service thread fell behind.",
             self.queue_dropped,
         );
+        metric(
+            "herald_service_names_refused_total",
+            c,
+            "Channel names and patterns refused (too long, or over the name memory limit).",
+            self.names_refused,
+        );
+        let g = "gauge";
+        metric(
+            "herald_service_subscribed_events",
+            g,
+            "Events some client subscribed to by channel.",
+            self.subscribed_events,
+        );
+        metric(
+            "herald_service_patterns",
+            g,
+            "Patterns, over all clients.",
+            self.patterns,
+        );
+        metric(
+            "herald_service_names_known",
+            g,
+            "Event names remembered for pattern pushes.",
+            self.names_known,
+        );
+        metric(
+            "herald_service_name_bytes",
+            g,
+            "Bytes of channel names, patterns and remembered names held.",
+            self.name_bytes,
+        );
         let name = "herald_service_disconnects_total";
         let _ = writeln!(out, "# HELP {name} Connections ended, by reason.");
         let _ = writeln!(out, "# TYPE {name} counter");
@@ -175,6 +225,11 @@ pub(crate) struct Counters {
     pub(crate) auth_failures: AtomicU64,
     pub(crate) pushes: AtomicU64,
     pub(crate) queue_dropped: AtomicU64,
+    pub(crate) names_refused: AtomicU64,
+    pub(crate) subscribed_events: AtomicU64,
+    pub(crate) patterns: AtomicU64,
+    pub(crate) names_known: AtomicU64,
+    pub(crate) name_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -187,6 +242,15 @@ impl Counters {
             Self::add(&self.disconnects[i], 1);
         }
         self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records the sizes of the service's tables.
+    pub(crate) fn set_sizes(&self, sizes: Sizes) {
+        let set = |a: &AtomicU64, v: usize| a.store(v as u64, Ordering::Relaxed);
+        set(&self.subscribed_events, sizes.events);
+        set(&self.patterns, sizes.patterns);
+        set(&self.names_known, sizes.names);
+        set(&self.name_bytes, sizes.name_bytes);
     }
 
     pub(crate) fn snapshot(&self) -> ServiceMetrics {
@@ -206,6 +270,11 @@ impl Counters {
             auth_failures: get(&self.auth_failures),
             pushes: get(&self.pushes),
             queue_dropped: get(&self.queue_dropped),
+            names_refused: get(&self.names_refused),
+            subscribed_events: get(&self.subscribed_events),
+            patterns: get(&self.patterns),
+            names_known: get(&self.names_known),
+            name_bytes: get(&self.name_bytes),
         }
     }
 }

@@ -240,6 +240,11 @@ impl Writer<'_> {
         self.number(if self.resp3 { b'>' } else { b'*' }, n as i64);
     }
 
+    /// A set of `n` values (`~` in RESP3; an array in RESP2).
+    pub(crate) fn set(&mut self, n: usize) {
+        self.number(if self.resp3 { b'~' } else { b'*' }, n as i64);
+    }
+
     /// A map of `n` pairs (`%` in RESP3; a flat array of `2n` values in RESP2).
     pub(crate) fn map(&mut self, n: usize) {
         if self.resp3 {

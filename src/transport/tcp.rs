@@ -173,7 +173,7 @@ impl TcpTransport {
     fn tune(&self, stream: &TcpStream) {
         let sock = SockRef::from(stream);
         let _ = sock.set_tcp_nodelay(true);
-        let _ = sock.set_tcp_user_timeout(Some(self.config.user_timeout));
+        crate::platform::set_tcp_user_timeout(&sock, self.config.user_timeout);
         let _ = sock.set_keepalive(true);
     }
 

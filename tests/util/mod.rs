@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::disallowed_types)]
 
 pub(crate) mod audit;
+pub(crate) mod nats;
 pub(crate) mod netns;
 pub(crate) mod service;
 

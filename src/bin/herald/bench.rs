@@ -17,7 +17,9 @@ use herald::{Router, RouterBuilder};
 use crate::CliError;
 use crate::children::{Children, Halt, free_port};
 use crate::common;
-use crate::load::{self, Generated, Load, Recorder};
+use crate::json;
+use crate::load::{self, Generated, Load, Recorder, Report};
+use crate::nats_server::LocalNats;
 
 /// Arguments of `herald bench`.
 #[derive(Debug, clap::Args)]
@@ -25,9 +27,15 @@ pub(crate) struct BenchArgs {
     /// Where the sending node runs: beside the receiver in this process, or in a child process.
     #[arg(long, value_enum, default_value = "in-process")]
     mode: Mode,
-    /// Transport between the two nodes.
+    /// Transport between the two nodes. `nats` starts a nats-server (unless --nats-url is
+    /// given); `nats-raw` measures plain async-nats publishing of the same payloads, one
+    /// message per event, for comparison (one producer).
     #[arg(long, value_enum, default_value = "udp")]
     transport: Transport,
+    /// The NATS server for `--transport nats` or `nats-raw` (default: start `nats-server` on
+    /// a free port of 127.0.0.1).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
     /// Payload bytes per event (at least 8: the send time travels in it).
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -68,6 +76,14 @@ pub(crate) struct BenchArgs {
     /// fault hook in its transport), to watch recovery at work.
     #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
     loss: f64,
+    /// Frames the sender may run ahead of the receiver (the `[recovery] window_frames`
+    /// setting; default the library's).
+    #[arg(long, value_name = "FRAMES")]
+    window_frames: Option<u64>,
+    /// Turn recovery and flow control off on both nodes (`[recovery] enabled = false`):
+    /// the behaviour before them, for comparison.
+    #[arg(long)]
+    no_recovery: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +113,8 @@ enum Mode {
 enum Transport {
     Udp,
     Tcp,
+    Nats,
+    NatsRaw,
 }
 
 const RING: usize = 16 << 20;
@@ -115,14 +133,36 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         .send_on_raise(args.send_on_raise)
         .dispatch_on_driver(args.dispatch_on_driver)
         .busy_poll(args.busy_poll(id == RECEIVER))
+        .recovery(herald::RecoveryConfig {
+            enabled: !args.no_recovery,
+            window_frames: args
+                .window_frames
+                .unwrap_or(herald::RecoveryConfig::default().window_frames),
+            ..herald::RecoveryConfig::default()
+        })
 }
 
-/// The receiving node, listening on `at`.
-fn receiver(args: &BenchArgs, keyring: Keyring, at: SocketAddr) -> Result<Router, CliError> {
+/// Adds the NATS transport on `url` (`None`: not a NATS run).
+fn with_nats(b: RouterBuilder, url: Option<&str>) -> RouterBuilder {
+    match url {
+        #[cfg(feature = "nats")]
+        Some(url) => b.nats(herald::transport::NatsConfig::new([url])),
+        _ => b,
+    }
+}
+
+/// The receiving node, listening on `at` (or on NATS at `nats`).
+fn receiver(
+    args: &BenchArgs,
+    keyring: Keyring,
+    at: SocketAddr,
+    nats: Option<&str>,
+) -> Result<Router, CliError> {
     let b = base(args, RECEIVER, keyring);
     let b = match args.transport {
         Transport::Tcp => b.tcp_listen(at),
         Transport::Udp => b.udp_bind(at),
+        Transport::Nats | Transport::NatsRaw => with_nats(b, nats),
     };
     let b = if args.loss > 0.0 {
         b.udp_fault_injection(herald::transport::FaultInjection {
@@ -180,9 +220,27 @@ fn progress_bar(args: &BenchArgs) -> Option<indicatif::ProgressBar> {
 pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
     let load = check(args)?;
     let stop = common::stop_flag()?;
+    let nats = match args.transport {
+        Transport::Nats | Transport::NatsRaw if cfg!(not(feature = "nats")) => {
+            return Err(CliError::usage(
+                "--transport: this herald was built without the `nats` feature",
+            ));
+        }
+        Transport::Nats | Transport::NatsRaw => {
+            Some(LocalNats::use_or_start(args.nats_url.as_deref())?)
+        }
+        _ => None,
+    };
+    let url = nats.as_ref().map(|n| n.url.as_str());
+    #[cfg(feature = "nats")]
+    if let (Transport::NatsRaw, Some(url)) = (args.transport, url) {
+        let report = crate::bench_nats::raw(url, &load, &stop)?;
+        crate::bench_nats::print(&report, args.payload, args.json);
+        return Ok(());
+    }
     let outcome = match args.mode {
-        Mode::InProcess => in_process(args, &load, &stop),
-        Mode::TwoProcess => two_process(args, &load, &stop),
+        Mode::InProcess => in_process(args, &load, &stop, url),
+        Mode::TwoProcess => two_process(args, &load, &stop, url),
     };
     match outcome {
         Ok(()) => Ok(()),
@@ -194,16 +252,22 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
     }
 }
 
-fn in_process(args: &BenchArgs, load: &Load, stop: &AtomicBool) -> Result<(), Halt> {
+fn in_process(
+    args: &BenchArgs,
+    load: &Load,
+    stop: &AtomicBool,
+    nats: Option<&str>,
+) -> Result<(), Halt> {
     let key = Key::generate().map_err(|e| CliError::usage(format!("no randomness: {e}")))?;
     let keyring = Keyring::new(1, key).map_err(CliError::usage)?;
     let tcp = args.transport == Transport::Tcp;
     let (a, b) = (free_port(tcp)?, free_port(tcp)?);
-    let receiver = receiver(args, keyring.clone(), b)?;
+    let receiver = receiver(args, keyring.clone(), b, nats)?;
     let sender = base(args, SENDER, keyring);
     let sender = match args.transport {
         Transport::Tcp => sender.tcp_peer(b),
         Transport::Udp => sender.udp_bind(a).udp_peer(b),
+        Transport::Nats | Transport::NatsRaw => with_nats(sender, nats),
     };
     let sender = sender
         .build()
@@ -231,15 +295,22 @@ fn in_process(args: &BenchArgs, load: &Load, stop: &AtomicBool) -> Result<(), Ha
     Ok(())
 }
 
-fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<(), Halt> {
+fn two_process(
+    args: &BenchArgs,
+    load: &Load,
+    stop: &Arc<AtomicBool>,
+    nats: Option<&str>,
+) -> Result<(), Halt> {
     let mut children = Children::new("herald-bench-", Arc::clone(stop))?;
     let secret = SecretFile::load(&children.secret()).map_err(CliError::from)?;
     let tcp = args.transport == Transport::Tcp;
     let (a, b) = (free_port(tcp)?, free_port(tcp)?);
-    let receiver = receiver(args, secret.keyring(), b)?;
+    let receiver = receiver(args, secret.keyring(), b, nats)?;
     let recorder = Recorder::new();
     let _subs = recorder.attach(&receiver);
-    let transport = if tcp {
+    let transport = if let Some(url) = nats {
+        format!("[nats]\nservers = [\"{url}\"]\n")
+    } else if tcp {
         format!("[tcp]\npeers = [\"{b}\"]\n")
     } else {
         format!("[udp]\nbind = \"{a}\"\npeers = [\"{b}\"]\n")
@@ -303,6 +374,57 @@ fn two_process(args: &BenchArgs, load: &Load, stop: &Arc<AtomicBool>) -> Result<
     Ok(())
 }
 
+/// `herald bench --json`: one object, documented in docs/bench.md. The receiver's figures
+/// are [`Report`]'s fields, flattened in: a field added there appears here too.
+#[derive(Debug, serde::Serialize)]
+struct BenchJson {
+    /// `in-process` or `two-process`.
+    mode: &'static str,
+    /// `udp` or `tcp`.
+    transport: &'static str,
+    /// Bytes per event.
+    payload: usize,
+    /// Threads raising.
+    producers: usize,
+    /// Largest frame, bytes.
+    frame: usize,
+    send_on_raise: bool,
+    dispatch_on_driver: bool,
+    busy_poll_us_receiver: u64,
+    busy_poll_us_sender: u64,
+    /// How long the load ran, seconds (to the millisecond).
+    seconds: f64,
+    /// Events delivered per second (whole events).
+    events_per_sec: f64,
+    /// Payload megabytes (10^6) delivered per second (to 0.01).
+    mb_per_sec: f64,
+    /// Raise attempts: events taken into the sender's ring, and raises its full ring refused
+    /// (the bench raises those again until they are taken).
+    raised: u64,
+    /// Raises the full ring refused. `delivered == raised - refused` when nothing is lost.
+    refused: u64,
+    /// Events the sender raised into its ring.
+    sent: u64,
+    /// Frames the sender sent again because the receiver asked (`null` when the sender runs
+    /// in another process).
+    resent: Option<u64>,
+    /// Requests for lost frames the receiver sent.
+    naks: u64,
+    /// Times the sender's flow-control window closed (it waited for the receiver), `null`
+    /// when the sender runs in another process.
+    window_stalls: Option<u64>,
+    /// The share of datagrams the receiver dropped on purpose (`--loss`), percent.
+    loss_percent: f64,
+    #[serde(flatten)]
+    receiver: Report,
+}
+
+/// `x` rounded to `decimals` places, so the JSON shows the precision the figure has.
+fn rounded(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
+
 fn print(
     args: &BenchArgs,
     done: Generated,
@@ -314,10 +436,8 @@ fn print(
     let (refused, raised) = (done.refused, done.sent + done.refused);
     let naks = receiver.metrics().recovery("naks_sent");
     // The sender's own counters are at hand only when it runs in this process.
-    let resent = sender.map_or_else(
-        || "null".to_owned(),
-        |s| s.metrics().recovery("frames_resent").to_string(),
-    );
+    let resent = sender.map(|s| s.metrics().recovery("frames_resent"));
+    let window_stalls = sender.map(|s| s.metrics().recovery("window_stalls"));
     let secs = done.elapsed.as_secs_f64().max(1e-9);
     let eps = r.delivered as f64 / secs;
     let mbps = eps * args.payload as f64 / 1e6;
@@ -333,15 +453,33 @@ fn print(
         args.busy_poll(false).as_micros(),
     );
     if args.json {
-        say!(
-            "{{\"mode\":\"{mode}\",\"transport\":\"{:?}\",\"payload\":{},\"producers\":{},\"frame\":{},\"send_on_raise\":{inline_send},\"dispatch_on_driver\":{inline_dispatch},\"busy_poll_us_receiver\":{busy_rx},\"busy_poll_us_sender\":{busy_tx},\"seconds\":{secs:.3},\"events_per_sec\":{eps:.0},\"mb_per_sec\":{mbps:.2},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"raised\":{raised},\"refused\":{refused},\"sent\":{sent},\"delivered\":{delivered},\"missed\":{missed},\"missed_frames\":{},\"dropped\":{dropped},\"resent\":{resent},\"naks\":{naks},\"loss_percent\":{}}}",
-            args.transport,
-            args.payload,
-            args.producers,
-            args.frame,
-            r.missed_frames,
-            args.loss
-        );
+        json::print(&BenchJson {
+            mode,
+            transport: match args.transport {
+                Transport::Udp => "udp",
+                Transport::Tcp => "tcp",
+                Transport::Nats => "nats",
+                Transport::NatsRaw => "nats-raw",
+            },
+            payload: args.payload,
+            producers: args.producers,
+            frame: args.frame,
+            send_on_raise: inline_send,
+            dispatch_on_driver: inline_dispatch,
+            busy_poll_us_receiver: u64::try_from(busy_rx).unwrap_or(u64::MAX),
+            busy_poll_us_sender: u64::try_from(busy_tx).unwrap_or(u64::MAX),
+            seconds: rounded(secs, 3),
+            events_per_sec: rounded(eps, 0),
+            mb_per_sec: rounded(mbps, 2),
+            raised,
+            refused,
+            sent,
+            resent,
+            naks,
+            window_stalls,
+            loss_percent: args.loss,
+            receiver: r,
+        });
     } else {
         say!(
             "herald bench: {:?} on loopback, {mode}, {}-byte payloads, {} producer(s), {}-byte frames, {secs:.1} s",
@@ -365,10 +503,12 @@ fn print(
         say!("  sent         {sent:>12}");
         say!("  delivered    {delivered:>12}");
         say!(
-            "  missed       {missed:>12}   (notices, covering {} frames)",
-            r.missed_frames
+            "  missed       {missed:>12}   (notices of events lost, covering {} frames; {} more of raises refused)",
+            r.missed_frames,
+            r.missed_overflow
         );
         say!("  dropped      {dropped:>12}   (frames refused or not dispatched)");
+        let resent = resent.map_or_else(|| "(sender elsewhere)".to_owned(), |n| n.to_string());
         say!("  recovery     {naks:>12}   requests for lost frames, {resent} frames sent again");
     }
 }

@@ -9,7 +9,7 @@
 //! | `cache` | `cache SKU=CENTS …` |
 //! | `load PAYLOAD PRODUCERS SECONDS RATE` | `progress SENT` about every 100 ms, then `loaded SENT MICROS REFUSED` |
 //! | `drops` | `drops REASON=COUNT …`: frames refused, by reason (only reasons that occurred) |
-//! | `stats` | `stats DELIVERED MISSED MISSED_FRAMES DROPPED P50 P99 P999` (see `load::Report`) |
+//! | `stats` | `stats` and `load::Report` as one JSON object |
 //! | `members` | `members N`: the live members this node sees, itself included (0 without membership) |
 //! | `quit`, or end of input | exits 0 after a clean shutdown |
 //!
@@ -56,8 +56,8 @@ pub(crate) fn run(args: &ChildArgs) -> Result<(), CliError> {
         Arc::new(AtomicBool::new(false)),
     )
     .map_err(|e| CliError::usage(format!("cannot handle signals: {e}")))?;
-    let builder = config.router_builder().dispatch_queue(1 << 16);
-    let router = common::build(common::with_secret(builder, &config, &dir, false)?)?;
+    let builder = common::router_builder(&config, &args.config.config)?.dispatch_queue(1 << 16);
+    let router = common::build(common::with_secret(builder, &config, &dir)?)?;
 
     let cache: Arc<Mutex<BTreeMap<String, u32>>> = Arc::new(Mutex::new(
         PRICES.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
@@ -153,6 +153,7 @@ mod tests {
         let r = Report {
             delivered: 5,
             missed: 1,
+            missed_overflow: 4,
             missed_frames: 2,
             dropped: 3,
             p50_us: 40,

@@ -26,6 +26,7 @@ use crate::child::{PRICES, PRODUCT_CHANGED};
 use crate::children::{Children, Halt, free_port};
 use crate::common;
 use crate::load::{Load, Report};
+use crate::nats_server::LocalNats;
 
 /// Arguments of `herald demo`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,25 @@ pub(crate) struct DemoArgs {
     /// takes them, where latency includes the queue that builds up).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
+    /// What carries the frames between the nodes: UDP on loopback, or a NATS server (started
+    /// as a child `nats-server` unless --nats-url is given).
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: DemoTransport,
+    /// The NATS server for `--transport nats` (default: start `nats-server` on a free port).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DemoTransport {
+    Udp,
+    Nats,
+}
+
+/// Where the untrusted frames of the demo go.
+enum Target {
+    Udp(SocketAddr),
+    Nats(String),
 }
 
 const NODES: usize = 3;
@@ -54,9 +74,18 @@ fn price(cents: &str) -> String {
 
 pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
     let stop = common::stop_flag()?;
+    let nats = match args.transport {
+        DemoTransport::Nats if cfg!(not(feature = "nats")) => {
+            return Err(CliError::usage(
+                "--transport nats: this herald was built without the `nats` feature",
+            ));
+        }
+        DemoTransport::Nats => Some(LocalNats::use_or_start(args.nats_url.as_deref())?),
+        DemoTransport::Udp => None,
+    };
     let mut children = Children::new("herald-demo-", Arc::clone(&stop))?;
     let dir = children.dir().to_path_buf();
-    let result = script(args, &mut children);
+    let result = script(args, &mut children, nats.as_ref().map(|n| n.url.as_str()));
     drop(children); // stops the nodes, removes the directory
     match result {
         Ok(()) => {
@@ -101,7 +130,7 @@ fn wait_for_members(children: &mut Children, n: usize) -> Result<(), Halt> {
     Ok(())
 }
 
-fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
+fn script(args: &DemoArgs, children: &mut Children, nats: Option<&str>) -> Result<(), Halt> {
     let addrs = (0..NODES)
         .map(|_| free_port(false))
         .collect::<Result<Vec<_>, _>>()?;
@@ -110,20 +139,37 @@ fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
         "They share a fresh 256-bit secret, {} (mode 0600), removed at exit.",
         children.secret().display()
     );
-    // No peer lists: each node knows only the first as its seed, and membership finds the rest.
+    // On UDP, no peer lists: each node knows only the first as its seed, and membership
+    // finds the rest.
     let seed = addrs[0];
     for (i, addr) in addrs.iter().enumerate() {
+        let transport = match nats {
+            Some(url) => format!("[nats]\nservers = [\"{url}\"]\n"),
+            None => format!("[udp]\nbind = \"{addr}\"\n[membership]\nseeds = [\"{seed}\"]\n"),
+        };
         let config = format!(
-            "cluster = \"demo-shop\"\nnode_id = {}\n[ring]\ncapacity = {}\n[udp]\nbind = \"{addr}\"\n\
-             [membership]\nseeds = [\"{seed}\"]\n",
+            "cluster = \"demo-shop\"\nnode_id = {}\n[ring]\ncapacity = {}\n{transport}",
             i + 1,
             8 << 20,
         );
         let n = children.spawn(&config)?;
-        say!("  node {} is pid {}, on UDP {addr}", n + 1, children.pid(n));
+        match nats {
+            Some(url) => say!(
+                "  node {} is pid {}, on NATS {url} (subject herald.demo-shop.frames)",
+                n + 1,
+                children.pid(n)
+            ),
+            None => say!("  node {} is pid {}, on UDP {addr}", n + 1, children.pid(n)),
+        }
     }
-    wait_for_members(children, addrs.len())?;
-    say!("They found each other from one seed ({seed}): every node lists all three members.");
+    if nats.is_some() {
+        // Each node learns of the others by their first frames.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    if nats.is_none() {
+        wait_for_members(children, addrs.len())?;
+        say!("They found each other from one seed ({seed}): every node lists all three members.");
+    }
     let all: Vec<String> = PRICES
         .iter()
         .map(|(sku, c)| format!("{sku} {}", price(&c.to_string())))
@@ -165,7 +211,11 @@ fn script(args: &DemoArgs, children: &mut Children) -> Result<(), Halt> {
         say!("  node {}: {}", i + 1, items.join(", "));
     }
 
-    refusals(children, addrs[2])?;
+    let target = match nats {
+        Some(url) => Target::Nats(url.to_owned()),
+        None => Target::Udp(addrs[2]),
+    };
+    refusals(children, &target)?;
     if args.seconds > 0 {
         throughput(args, children)?;
     }
@@ -197,8 +247,16 @@ fn frame(keyring: &Keyring, cluster: &str, sku: &str) -> Result<Vec<u8>, CliErro
 
 /// Datagrams that must not be trusted, sent to node 3: it refuses each, counts it by reason,
 /// and its cache does not change.
-fn refusals(children: &mut Children, node3: SocketAddr) -> Result<(), Halt> {
-    say!("\nDatagrams that must not be trusted, sent to node 3 from outside the cluster:");
+fn refusals(children: &mut Children, target: &Target) -> Result<(), Halt> {
+    match target {
+        Target::Udp(_) => {
+            say!("\nDatagrams that must not be trusted, sent to node 3 from outside the cluster:")
+        }
+        Target::Nats(_) => say!(
+            "\nFrames that must not be trusted, published straight to the cluster's subject by \
+             a stranger on the bus (every node gets them; node 3 reports):"
+        ),
+    }
     let cluster = SecretFile::load(&children.secret())
         .map_err(CliError::from)?
         .keyring();
@@ -230,12 +288,28 @@ fn refusals(children: &mut Children, node3: SocketAddr) -> Result<(), Halt> {
         ),
         ("an HTTP request", garbage),
     ];
-    let socket = UdpSocket::bind("127.0.0.1:0")
-        .map_err(|e| CliError::usage(format!("no free port on 127.0.0.1: {e}")))?;
-    for (what, bytes) in &cases {
-        socket
-            .send_to(bytes, node3)
-            .map_err(|e| CliError::usage(format!("cannot send to node 3: {e}")))?;
+    match target {
+        Target::Udp(node3) => {
+            let socket = UdpSocket::bind("127.0.0.1:0")
+                .map_err(|e| CliError::usage(format!("no free port on 127.0.0.1: {e}")))?;
+            for (_, bytes) in &cases {
+                socket
+                    .send_to(bytes, node3)
+                    .map_err(|e| CliError::usage(format!("cannot send to node 3: {e}")))?;
+            }
+        }
+        #[cfg(feature = "nats")]
+        Target::Nats(url) => {
+            let frames: Vec<&[u8]> = cases.iter().map(|(_, b)| b.as_slice()).collect();
+            crate::bench_nats::publish_raw(url, "herald.demo-shop.frames", &frames)?;
+        }
+        #[cfg(not(feature = "nats"))]
+        Target::Nats(url) => {
+            // Unreachable: `run` refuses --transport nats without the feature.
+            let _ = url;
+        }
+    }
+    for (what, _) in &cases {
         say!("  {what}");
     }
     let mut line = String::new();

@@ -1,7 +1,6 @@
 //! The node's secret file while it runs: reloaded on SIGHUP and when the file changes, the
 //! new keyring handed to the router, and the outcome kept for `/readyz`.
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -57,25 +56,27 @@ pub(crate) fn read(status: &SharedKeyStatus) -> KeyStatus {
 /// What identifies one version of the file: a rename over it (what `herald keygen` and
 /// most deploy tools do) changes the inode, an edit in place the mtime or size, `chmod` the
 /// ctime and mode.
+/// What tells one version of the file from another: on Unix its inode, times, length and
+/// mode (a file copied over in the same second still differs by inode or ctime); elsewhere
+/// its modification time and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
-    dev: u64,
-    ino: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
     len: u64,
-    mode: u32,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    unix: (u64, u64, (i64, i64), u32),
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp {
-        dev: m.dev(),
-        ino: m.ino(),
-        mtime: (m.mtime(), m.mtime_nsec()),
-        ctime: (m.ctime(), m.ctime_nsec()),
         len: m.len(),
-        mode: m.mode(),
+        modified: m.modified().ok(),
+        #[cfg(unix)]
+        unix: {
+            use std::os::unix::fs::MetadataExt as _;
+            (m.dev(), m.ino(), (m.ctime(), m.ctime_nsec()), m.mode())
+        },
     })
 }
 

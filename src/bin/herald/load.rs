@@ -12,16 +12,28 @@ use parking_lot::Mutex;
 /// The event the load is raised as.
 pub(crate) const LOAD_EVENT: &str = "herald.load";
 
-/// Nanoseconds of `CLOCK_MONOTONIC`.
+/// Nanoseconds of one clock for the whole machine, not per process, so a sender can put this
+/// value in a payload and a receiver in another process can subtract it from its own reading:
+/// that is how latency is measured across processes.
 ///
-/// On Linux this clock is one clock for the whole machine, not per process, so a sender can
-/// put this value in a payload and a receiver in another process can subtract it from its own
-/// reading: that is how latency is measured across processes.
+/// On Unix that is `CLOCK_MONOTONIC`. Elsewhere (Windows) std does not expose the machine's
+/// monotonic counter as a number, so it is the system clock since the Unix epoch: the same
+/// for every process too, but a clock step during a run shows as a latency outlier.
 pub(crate) fn mono_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+        secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    }
+    #[cfg(not(unix))]
+    {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Flat out, one event in this many carries its send time and the others carry 0, and the
@@ -156,16 +168,22 @@ pub(crate) struct Recorder {
     delivered: AtomicU64,
     missed: AtomicU64,
     missed_frames: AtomicU64,
+    overflow_notices: AtomicU64,
     latency: Mutex<Histogram<u64>>,
 }
 
-/// A receiving node's figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A receiving node's figures: the receiver's part of `bench --json` (docs/bench.md) and
+/// the child's `stats` line. A field added here shows in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Report {
     /// Load events delivered to the subscriber.
     pub(crate) delivered: u64,
-    /// Missed notices.
+    /// Missed notices for events that were sent and lost (every reason but
+    /// `sender_overflowed`).
     pub(crate) missed: u64,
+    /// `sender_overflowed` notices: the sender's full ring refused raises (counted as
+    /// `refused`), so those events never reached the wire; nothing sent was lost.
+    pub(crate) missed_overflow: u64,
     /// Frames the Missed notices cover (when they say).
     pub(crate) missed_frames: u64,
     /// Frames refused or not dispatched (every reason).
@@ -185,6 +203,7 @@ impl Recorder {
             delivered: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             missed_frames: AtomicU64::new(0),
+            overflow_notices: AtomicU64::new(0),
             // 1 µs to 60 s, three significant digits: bounds that are always valid.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
@@ -213,6 +232,10 @@ impl Recorder {
             });
         let me = Arc::clone(self);
         let missed = router.on_missed(move |m| {
+            if m.reason == herald::MissedReason::SenderOverflowed {
+                me.overflow_notices.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             me.missed.fetch_add(1, Ordering::Relaxed);
             if let Some((a, b)) = m.range {
                 me.missed_frames
@@ -248,6 +271,7 @@ impl Recorder {
         Report {
             delivered: self.delivered(),
             missed: self.missed.load(Ordering::Relaxed),
+            missed_overflow: self.overflow_notices.load(Ordering::Relaxed),
             missed_frames: self.missed_frames.load(Ordering::Relaxed),
             dropped: m.drops_total() + m.dispatch_dropped,
             p50_us: h.value_at_quantile(0.5),
@@ -258,48 +282,13 @@ impl Recorder {
 }
 
 impl Report {
-    /// One line of the child protocol: `stats` and seven numbers.
+    /// One line of the child protocol: `stats` and the report as JSON.
     pub(crate) fn to_line(self) -> String {
-        format!(
-            "stats {} {} {} {} {} {} {}",
-            self.delivered,
-            self.missed,
-            self.missed_frames,
-            self.dropped,
-            self.p50_us,
-            self.p99_us,
-            self.p999_us
-        )
+        format!("stats {}", crate::json::line(&self))
     }
 
     /// Parses a `stats` line.
     pub(crate) fn parse(line: &str) -> Option<Self> {
-        let n: Vec<u64> = line
-            .strip_prefix("stats ")?
-            .split(' ')
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .ok()?;
-        let [
-            delivered,
-            missed,
-            missed_frames,
-            dropped,
-            p50_us,
-            p99_us,
-            p999_us,
-        ] = n[..]
-        else {
-            return None;
-        };
-        Some(Self {
-            delivered,
-            missed,
-            missed_frames,
-            dropped,
-            p50_us,
-            p99_us,
-            p999_us,
-        })
+        serde_json::from_str(line.strip_prefix("stats ")?).ok()
     }
 }

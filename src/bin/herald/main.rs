@@ -17,6 +17,8 @@ macro_rules! say {
 }
 
 mod bench;
+#[cfg(feature = "nats")]
+mod bench_nats;
 mod check;
 mod child;
 mod children;
@@ -24,10 +26,12 @@ mod common;
 mod demo;
 mod health;
 mod http;
+mod json;
 mod keygen;
 mod keys;
 mod load;
 mod members;
+mod nats_server;
 mod node;
 mod raise;
 mod tail;
@@ -58,7 +62,8 @@ enum Command {
     Members(members::MembersArgs),
     /// Raise an event cluster-wide and exit once it has been sent.
     Raise(raise::RaiseArgs),
-    /// Check a config file and print it with every default (the secret is never printed).
+    /// Check a config file as `node` would before starting, report every problem, and print
+    /// it with every default (the secret is never printed).
     Check(check::CheckArgs),
     /// Load between two nodes on loopback: events/s, MB/s, latency percentiles, losses.
     Bench(bench::BenchArgs),
@@ -76,6 +81,11 @@ pub(crate) struct CliError(String);
 impl CliError {
     pub(crate) fn usage(message: impl fmt::Display) -> Self {
         Self(message.to_string())
+    }
+
+    /// Exit code 2 with nothing more on stderr: the output already said what went wrong.
+    pub(crate) fn quiet() -> Self {
+        Self(String::new())
     }
 }
 
@@ -141,7 +151,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herald: {e}");
+            if !e.0.is_empty() {
+                eprintln!("herald: {e}");
+            }
             ExitCode::from(2)
         }
     }

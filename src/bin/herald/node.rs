@@ -4,10 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(unix)]
 use crossbeam_channel::RecvTimeoutError;
 use herald::service::Service;
 use herald::{Config, Router};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::SIGTERM;
+#[cfg(unix)]
+use signal_hook::consts::{SIGHUP, SIGINT};
+
+/// Windows has no SIGHUP: keys are reloaded when the file changes.
+#[cfg(not(unix))]
+const SIGHUP: i32 = -1;
 
 use crate::CliError;
 use crate::common::{self, ConfigArgs};
@@ -28,12 +35,16 @@ pub(crate) struct NodeArgs {
 pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
     common::init_logging(&config, args.config.log_format);
+    // Every check `herald check` makes, before anything binds.
+    let prepared = common::prepare(&config, &dir, &args.config.config)?;
     // Signals first: a SIGTERM during start-up then stops the node cleanly once it runs.
     let signals = Signals::start()?;
-    let secret = common::load_secret(&config, &dir, true)?;
+    let service_config = prepared.service.clone();
+    let (builder, secret) = prepared.into_parts()?;
     let mut watch = KeyWatch::new(config.secret_path(&dir), &secret);
-    let builder = config.router_builder().keyring(secret.keyring());
-    let service_config = config.service_config(&dir).map_err(CliError::usage)?;
+    let builder = builder.keyring(secret.keyring());
+    #[cfg(feature = "nats")]
+    let nats_stats = builder.nats_stats();
     let router = common::build(builder)?;
     let service = match service_config {
         Some(c) => Some(Arc::new(Service::start(&router, c).map_err(|e| {
@@ -53,7 +64,15 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
                 peers_configured: peers_configured(&config),
                 unicast_peers: unicast_peers(&config),
             };
-            let handler: Handler = Arc::new(move |path: &str| health.reply(path));
+            let handler: Handler = Arc::new(move |path: &str| {
+                #[allow(unused_mut)]
+                let mut reply = health.reply(path);
+                #[cfg(feature = "nats")]
+                if let (Some(stats), "/metrics", 200) = (&nats_stats, path, reply.status) {
+                    reply.body.push_str(&stats.to_prometheus());
+                }
+                reply
+            });
             Some(HttpServer::start(m.listen, handler).map_err(|e| {
                 CliError::usage(format!(
                     "metrics.listen {}: {e}; change metrics.listen in the config or free the port",
@@ -109,7 +128,7 @@ fn log_start(
     let mut listen = Vec::new();
     let mut peers = Vec::new();
     if let Some(udp) = &config.udp {
-        if let Some(bind) = udp.bind {
+        if let Some(bind) = &udp.bind {
             listen.push(format!("udp {bind}"));
         }
         if let Some(m) = &udp.multicast {
@@ -134,10 +153,14 @@ fn log_start(
         ));
     }
     if let Some(tcp) = &config.tcp {
-        if let Some(l) = tcp.listen {
+        if let Some(l) = &tcp.listen {
             listen.push(format!("tcp {l}"));
         }
         peers.extend(tcp.peers.iter().map(|p| format!("tcp {p}")));
+    }
+    if let Some(nats) = &config.nats {
+        let subject = format!("{}.{}", nats.subject_prefix, config.cluster);
+        peers.push(format!("nats {} ({subject}.>)", nats.servers.join(" ")));
     }
     if let Some(s) = service {
         listen.push(format!("service {}", s.local_addr()));
@@ -169,11 +192,13 @@ fn log_start(
 
 /// SIGINT, SIGTERM and SIGHUP, handed over on a channel by a thread of their own, so the
 /// node's main thread sleeps until one arrives (or its timeout) rather than polling a flag.
+#[cfg(unix)]
 struct Signals {
     handle: signal_hook::iterator::Handle,
     received: crossbeam_channel::Receiver<i32>,
 }
 
+#[cfg(unix)]
 impl Signals {
     fn start() -> Result<Self, CliError> {
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -206,4 +231,34 @@ impl Signals {
     fn close(self) {
         self.handle.close();
     }
+}
+
+/// Ctrl-C and termination on Windows, where signal-hook has flags but no iterator: the
+/// flag is looked at every 20 ms.
+#[cfg(not(unix))]
+struct Signals {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(not(unix))]
+impl Signals {
+    fn start() -> Result<Self, CliError> {
+        Ok(Self {
+            stop: common::stop_flag()?,
+        })
+    }
+
+    /// `SIGTERM` once a stop was asked for, or `None` after `timeout`.
+    fn next(&self, timeout: Duration) -> Option<i32> {
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Some(SIGTERM);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn close(self) {}
 }

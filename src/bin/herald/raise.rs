@@ -79,18 +79,23 @@ pub(crate) fn run(args: &RaiseArgs) -> Result<(), CliError> {
     // Run as a sender of its own beside the node: its own node id, no listening.
     config.node_id = args.node_id;
     if let Some(udp) = &mut config.udp {
-        udp.bind = Some(ephemeral(
-            udp.bind.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-        ));
+        let bind = match &udp.bind {
+            Some(a) => a
+                .resolve()
+                .map_err(|e| CliError::usage(format!("udp.bind: cannot resolve {a}: {e}")))?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        udp.bind = Some(ephemeral(bind).into());
         if let Some(m) = udp.multicast.take() {
-            udp.peers.push(SocketAddr::V4(m.group));
-            udp.bind = Some(SocketAddr::new(IpAddr::V4(m.interface), 0));
+            udp.peers.push(SocketAddr::V4(m.group).into());
+            udp.bind = Some(SocketAddr::new(IpAddr::V4(m.interface), 0).into());
         }
     }
     if let Some(tcp) = &mut config.tcp {
         tcp.listen = None;
     }
-    let builder = common::with_secret(config.router_builder(), &config, &dir, false)?;
+    let builder = common::router_builder(&config, &args.config.config)?;
+    let builder = common::with_secret(builder, &config, &dir)?;
     let router = common::build(builder)?;
     let event = router.event(EventId::from_name(&args.event));
     let mut buf = payload.clone();

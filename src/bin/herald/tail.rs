@@ -7,6 +7,7 @@ use herald::EventId;
 
 use crate::CliError;
 use crate::common::{self, ConfigArgs};
+use crate::json;
 
 /// Arguments of `herald tail`.
 #[derive(Debug, clap::Args)]
@@ -27,11 +28,10 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     // A person reading a tail wants every event: let it queue far more than a node does,
     // about a million events while the terminal or pipe catches up (it still never slows the
     // sockets; past this it reports local_overflow, or a LOST line for its own channel).
-    let builder = config
-        .router_builder()
+    let builder = common::router_builder(&config, &args.config.config)?
         .dispatch_queue(1 << 16)
         .channel_capacity(1 << 20);
-    let builder = common::with_secret(builder, &config, &dir, false)?;
+    let builder = common::with_secret(builder, &config, &dir)?;
     let router = common::build(builder)?;
     let names: Vec<(EventId, String)> = args
         .event
@@ -53,7 +53,14 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
         }
     }
     let stop = common::stop_flag()?;
+    let mut asked = 0;
     while !stop.load(Ordering::Relaxed) {
+        // Frames lost on the way here and sent again on request: said once a second at most.
+        let now_asked = router.metrics().recovery("naks_sent");
+        if now_asked > asked {
+            say!("{}", format_recovered(now_asked - asked, json));
+            asked = now_asked;
+        }
         crossbeam_channel::select! {
             recv(rx) -> m => if let Ok(m) = m {
                 if m.lost_before > 0 {
@@ -67,7 +74,7 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
                 say!("{}", format_event(&m, name, json));
             },
             recv(missed_rx) -> m => if let Ok(m) = m {
-                say!("{}", format_missed(&m, json));
+                say!("{}", format_missed(&m, &names, json));
             },
             recv(members_rx) -> e => if let Ok(e) = e {
                 say!("{}", format_member(change_name(e.kind), e.node, e.incarnation, e.addr, json));
@@ -122,37 +129,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn format_event(m: &herald::Message, name: Option<&str>, json: bool) -> String {
     let event = name.map_or_else(|| m.event.to_string(), str::to_owned);
     let text = as_text(&m.payload);
     if json {
-        let payload = match text {
-            Some(t) => format!("\"payload\":{}", json_string(t)),
-            None => format!("\"payload_hex\":\"{}\"", hex(&m.payload)),
-        };
-        format!(
-            "{{\"time\":\"{}\",\"type\":\"event\",\"node\":{},\"incarnation\":{},\"event\":{},\"sequence\":{},{payload}}}",
-            now_rfc3339(),
-            m.node,
-            m.frame.0,
-            json_string(&event),
-            m.frame.1
-        )
+        json::line(&json::TailEvent {
+            time: &now_rfc3339(),
+            kind: "event",
+            node: m.node,
+            incarnation: m.frame.0,
+            event: &event,
+            sequence: m.frame.1,
+            payload: text,
+            payload_hex: text.is_none().then(|| hex(&m.payload)),
+        })
     } else {
         let payload = text.map_or_else(|| format!("0x{}", hex(&m.payload)), |t| format!("{t:?}"));
         format!("{} node {} {event} {payload}", now_rfc3339(), m.node)
@@ -162,10 +152,12 @@ fn format_event(m: &herald::Message, name: Option<&str>, json: bool) -> String {
 /// A line for events this tail dropped itself because it could not print them fast enough.
 fn format_lost(count: u64, json: bool) -> String {
     if json {
-        format!(
-            "{{\"time\":\"{}\",\"type\":\"lost\",\"count\":{count},\"reason\":\"tail_too_slow\"}}",
-            now_rfc3339()
-        )
+        json::line(&json::TailLost {
+            time: &now_rfc3339(),
+            kind: "lost",
+            count,
+            reason: "tail_too_slow",
+        })
     } else {
         format!(
             "{} LOST {count} events: this tail fell behind (its output is read too slowly)",
@@ -194,13 +186,14 @@ fn format_member(
 ) -> String {
     let addr = addr.map(|a| a.to_string());
     if json {
-        let addr = addr.map_or_else(|| "null".to_owned(), |a| json_string(&a));
-        format!(
-            "{{\"time\":\"{}\",\"type\":\"member\",\"change\":\"{what}\",\"node\":{},\"incarnation\":{},\"addr\":{addr}}}",
-            now_rfc3339(),
+        json::line(&json::TailMember {
+            time: &now_rfc3339(),
+            kind: "member",
+            change: what,
             node,
-            incarnation
-        )
+            incarnation,
+            addr,
+        })
     } else {
         format!(
             "{} MEMBER {what}: node {} at {}",
@@ -211,26 +204,58 @@ fn format_member(
     }
 }
 
-fn format_missed(m: &herald::Missed, json: bool) -> String {
-    let range = m.range.map(|(a, b)| format!("{a}..={b}"));
+/// A Missed line: the lost frames, and the events they carried when the sender still knew
+/// them (by name where this tail was given the name, else by id).
+fn format_missed(m: &herald::Missed, names: &[(EventId, String)], json: bool) -> String {
+    let events: Option<Vec<String>> = m.events.as_ref().map(|ids| {
+        ids.iter()
+            .map(|id| {
+                names
+                    .iter()
+                    .find(|(n, _)| n == id)
+                    .map_or_else(|| id.to_string(), |(_, name)| name.clone())
+            })
+            .collect()
+    });
     if json {
-        let range = m
-            .range
-            .map_or_else(|| "null".to_owned(), |(a, b)| format!("[{a},{b}]"));
-        format!(
-            "{{\"time\":\"{}\",\"type\":\"missed\",\"node\":{},\"incarnation\":{},\"reason\":\"{}\",\"range\":{range}}}",
-            now_rfc3339(),
-            m.node,
-            m.incarnation,
-            m.reason.name()
-        )
+        json::line(&json::TailMissed {
+            time: &now_rfc3339(),
+            kind: "missed",
+            node: m.node,
+            incarnation: m.incarnation,
+            reason: m.reason.name(),
+            range: m.range.map(|(a, b)| [a, b]),
+            events,
+        })
     } else {
+        let range = m.range.map(|(a, b)| format!("{a}..={b}"));
+        let scope = events.map_or_else(
+            || " (events unknown: drop whatever came from that node)".to_owned(),
+            |e| format!(" events {}", e.join(", ")),
+        );
         format!(
-            "{} MISSED from node {} ({}){}",
+            "{} MISSED from node {} ({}){}{scope}",
             now_rfc3339(),
             m.node,
             m.reason,
             range.map(|r| format!(" frames {r}")).unwrap_or_default()
+        )
+    }
+}
+
+/// A line when this node recovered lost frames since the last such line: frames the senders
+/// sent again after it asked (none of them became a Missed).
+fn format_recovered(asked: u64, json: bool) -> String {
+    if json {
+        json::line(&json::TailRecovered {
+            time: &now_rfc3339(),
+            kind: "recovered",
+            requests: asked,
+        })
+    } else {
+        format!(
+            "{} RECOVERED lost frames: asked senders {asked} time(s) to send them again",
+            now_rfc3339()
         )
     }
 }

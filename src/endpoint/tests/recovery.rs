@@ -109,8 +109,9 @@ fn frames_no_longer_held_become_one_missed_naming_exactly_their_events() {
 #[test]
 fn the_window_holds_a_sender_to_its_slowest_live_receiver_until_it_times_out() {
     let now = start();
+    // The window is a cluster setting: b reports its progress every quarter of it.
     let mut a = node(1, now, |r| r.window_frames = 4);
-    let mut b = node(2, now, |_| {});
+    let mut b = node(2, now, |r| r.window_frames = 4);
     let mut sent = Vec::new();
     let (producer, mut consumer) = ring(1 << 14, 1 << 10).unwrap();
     let mut buf = vec![0; 200];

@@ -22,9 +22,10 @@ use super::commands::{self, Args, Ctx, LogLimit};
 use super::conn::{Conn, Filled};
 use super::index::Index;
 use super::metrics::{Counters, Disconnect};
-use super::push::{Scratch, missed_json};
+use super::push::Scratch;
 use super::resp::{self, Writer};
-use super::{MISSED_CHANNEL, ServiceConfig, ServiceError};
+use super::tls;
+use super::{ServiceConfig, ServiceError};
 use crate::event::{EventId, Missed};
 use crate::router::{Router, WeakRouter};
 use crate::subscription::Subscription;
@@ -32,8 +33,9 @@ use crate::sync::plain::{Arc, AtomicBool, AtomicU64, Ordering};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
-/// The most queued events one turn hands out before it looks at the sockets again.
-const DELIVERY_BUDGET: usize = 4096;
+const TLS_LISTENER: Token = Token(2);
+
+mod deliver;
 
 /// What the service thread shares with the router's threads and the [`Service`](super::Service)
 /// handle.
@@ -74,10 +76,7 @@ enum Inbound {
 }
 
 /// Binds, subscribes to the router, and starts the thread.
-pub(crate) fn spawn(
-    router: &Router,
-    config: ServiceConfig,
-) -> Result<(SocketAddr, Arc<Shared>, JoinHandle<()>), ServiceError> {
+pub(crate) fn spawn(router: &Router, config: ServiceConfig) -> Result<Spawned, ServiceError> {
     let io = |what: String| move |source| ServiceError::Io { what, source };
     let poll = Poll::new().map_err(io("service poller".into()))?;
     let mut listener = TcpListener::bind(config.listen)
@@ -88,6 +87,20 @@ pub(crate) fn spawn(
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(io("service listener".into()))?;
+    let tls = match &config.tls {
+        Some(settings) => {
+            let server_config = tls::server_config(settings)?;
+            let what = format!("service.tls_listen {}", settings.listen);
+            let mut tls_listener = TcpListener::bind(settings.listen).map_err(io(what.clone()))?;
+            let addr = tls_listener.local_addr().map_err(io(what))?;
+            poll.registry()
+                .register(&mut tls_listener, TLS_LISTENER, Interest::READABLE)
+                .map_err(io("service TLS listener".into()))?;
+            Some((tls_listener, server_config, addr))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().map(|t| t.2);
     let waker = Waker::new(poll.registry(), WAKER).map_err(io("service waker".into()))?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -114,17 +127,19 @@ pub(crate) fn spawn(
             }
         })
     };
+    let index = Index::with_names(config.event_names.iter().map(String::as_str));
     let server = Server {
         poll,
         listener,
+        tls: tls.map(|(l, c, _)| (l, c)),
         shared: Arc::clone(&shared),
         rx,
         router: router.downgrade(),
         node: router.node_id(),
         config,
-        index: Index::default(),
+        index,
         conns: HashMap::new(),
-        next_token: 2,
+        next_token: 3,
         next_id: 1,
         dirty: Vec::new(),
         doomed: Vec::new(),
@@ -133,19 +148,41 @@ pub(crate) fn spawn(
         log: LogLimit::default(),
         last_sweep: Instant::now(),
         scratch: Scratch::default(),
+        started: Instant::now(),
+        port: local_addr.port(),
         _subscriptions: [events, missed],
     };
     let thread = std::thread::Builder::new()
         .name("herald-service".into())
         .spawn(move || server.run())
         .map_err(io("service thread".into()))?;
-    tracing::info!(listen = %local_addr, "subscription service listening");
-    Ok((local_addr, shared, thread))
+    match tls_addr {
+        Some(tls) => {
+            tracing::info!(listen = %local_addr, tls_listen = %tls, "subscription service listening");
+        }
+        None => tracing::info!(listen = %local_addr, "subscription service listening"),
+    }
+    Ok(Spawned {
+        local_addr,
+        tls_addr,
+        shared,
+        thread,
+    })
+}
+
+/// What [`spawn`] started.
+pub(crate) struct Spawned {
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) tls_addr: Option<SocketAddr>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) thread: JoinHandle<()>,
 }
 
 struct Server {
     poll: Poll,
     listener: TcpListener,
+    /// The TLS listener and its settings, when configured.
+    tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     shared: Arc<Shared>,
     rx: Receiver<Inbound>,
     router: WeakRouter,
@@ -166,7 +203,25 @@ struct Server {
     log: LogLimit,
     last_sweep: Instant,
     scratch: Scratch,
+    /// When the service started (`INFO`'s uptime).
+    started: Instant,
+    /// The plain listener's port (`INFO`'s `tcp_port`).
+    port: u16,
     _subscriptions: [Subscription; 2],
+}
+
+/// How long a client's TCP peer may leave data or keepalive probes unacknowledged before
+/// the kernel gives up on it (`TCP_USER_TIMEOUT`): the keepalive schedule's 60 + 3 × 10 s.
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// TCP keepalive for clients: first probe after 60 s of silence, then every 10 s; three
+/// unanswered probes close the connection (the next read fails and it is counted as
+/// `io_error`).
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3)
 }
 
 /// Marks a connection to close at the end of the turn (the first reason wins).
@@ -222,7 +277,8 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(now, false),
+                    TLS_LISTENER => self.accept(now, true),
                     WAKER => {}
                     Token(t) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -255,9 +311,13 @@ impl Server {
             })
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, now: Instant, tls: bool) {
         loop {
-            let (mut stream, peer) = match self.listener.accept() {
+            let accepted = match (&self.tls, tls) {
+                (Some((listener, _)), true) => listener.accept(),
+                _ => self.listener.accept(),
+            };
+            let (mut stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -270,17 +330,39 @@ impl Server {
             };
             if self.conns.len() >= self.config.max_connections {
                 Counters::add(&self.shared.metrics.refused, 1);
-                // Best effort: a fresh socket takes this much without blocking.
-                let _ = std::io::Write::write(
-                    &mut stream,
-                    b"-ERR max number of clients reached (service.max_connections)\r\n",
-                );
+                // Best effort: a fresh socket takes this much without blocking. A TLS client
+                // could not read plain text: it just sees the close.
+                if !tls {
+                    let _ = std::io::Write::write(
+                        &mut stream,
+                        b"-ERR max number of clients reached (service.max_connections)\r\n",
+                    );
+                }
                 if let Some(suppressed) = self.log.allow(now) {
                     tracing::warn!(%peer, suppressed, "service: max_connections reached, client refused");
                 }
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            // A subscriber may stay silent for days: keepalive probes find a peer that went
+            // away without a word (host crash, cable, NAT state lost) within about 90 s, and
+            // the user timeout bounds the same wait when pushes sit unacknowledged (where
+            // keepalive does not probe).
+            let socket = socket2::SockRef::from(&stream);
+            let _ = socket.set_tcp_keepalive(&keepalive());
+            crate::platform::set_tcp_user_timeout(&socket, DEAD_PEER_TIMEOUT);
+            let session = match (&self.tls, tls) {
+                (Some((_, config)), true) => {
+                    match rustls::ServerConnection::new(Arc::clone(config)) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "service: cannot start a TLS session");
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let token = self.next_token;
             self.next_token += 1;
             if let Err(e) =
@@ -295,7 +377,7 @@ impl Server {
             self.next_id += 1;
             let authed = self.config.password.is_none();
             self.conns
-                .insert(token, Conn::new(stream, peer, id, authed, now));
+                .insert(token, Conn::new(stream, session, peer, id, authed, now));
             Counters::add(&self.shared.metrics.accepted, 1);
             Counters::add(&self.shared.metrics.open, 1);
             tracing::debug!(%peer, client = id, "service: client connected");
@@ -321,6 +403,15 @@ impl Server {
             Filled::Drained => {}
             Filled::Eof => doom(&mut self.doomed, token, conn, Disconnect::ClientClosed),
             Filled::Failed => doom(&mut self.doomed, token, conn, Disconnect::IoError),
+            Filled::TlsFailed => {
+                if let Some(suppressed) = self.log.allow(now) {
+                    let error = conn.tls_error.as_ref().map(ToString::to_string);
+                    tracing::warn!(peer = %conn.peer, error, suppressed, "service: TLS handshake or record failed, client closed");
+                }
+                // rustls queued an alert saying why: the flush below writes it.
+                mark_dirty(&mut self.dirty, token, conn);
+                doom(&mut self.doomed, token, conn, Disconnect::TlsError);
+            }
         }
     }
 
@@ -345,6 +436,9 @@ impl Server {
                             token,
                             conn_id: conn.id,
                             now,
+                            started: self.started,
+                            node: self.node,
+                            port: self.port,
                         };
                         let args = Args {
                             buf: input,
@@ -377,112 +471,20 @@ impl Server {
         }
         conn.consume(consumed);
         mark_dirty(&mut self.dirty, token, conn);
+        self.tables_changed();
+    }
+
+    /// Publishes whether anyone listens and the tables' sizes, after they may have changed.
+    fn tables_changed(&self) {
         self.shared
             .active
             .store(!self.index.is_empty(), Ordering::Relaxed);
+        self.shared.metrics.set_sizes(self.index.sizes());
     }
 
-    /// Hands queued events and Missed notices to their subscribers' output buffers.
-    fn deliver(&mut self) {
-        for _ in 0..DELIVERY_BUDGET {
-            match self.rx.try_recv() {
-                Ok(Inbound::Event(event, payload)) => self.deliver_event(event, &payload),
-                Ok(Inbound::Missed(m)) => self.deliver_missed(&missed_json(&m)),
-                Err(_) => break,
-            }
-        }
-        let dropped = self.shared.unreported.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            let json = format!(
-                "{{\"node\":{},\"incarnation\":0,\"reason\":\"local_overflow\",\"range\":null}}",
-                self.node
-            );
-            self.deliver_missed(&json);
-        }
-    }
-
-    fn deliver_event(&mut self, event: EventId, payload: &[u8]) {
-        self.scratch.clear();
-        let limit = self.config.output_buffer_limit;
-        let mut pushes = 0;
-        for &t in self.index.event_listeners(&event) {
-            let Some(conn) = self.conns.get_mut(&t) else {
-                continue;
-            };
-            if conn.closing.is_some() {
-                continue;
-            }
-            let Some(names) = conn.session.by_event.get(&event) else {
-                continue;
-            };
-            for name in names {
-                // Clients usually share a channel name: encode once, copy to each.
-                if !self.scratch.holds(false, name, conn.session.resp3) {
-                    self.scratch.encode(false, name, conn.session.resp3, |w| {
-                        w.push(3);
-                        w.bulk(b"message");
-                        w.bulk(name);
-                        w.bulk(payload);
-                    });
-                }
-                conn.out.extend_from_slice(&self.scratch.bytes);
-                pushes += 1;
-            }
-            check_limit(&mut self.doomed, t, conn, limit);
-            mark_dirty(&mut self.dirty, t, conn);
-        }
-        if !self.index.all_listeners().is_empty() {
-            let name = self.index.name_of(&event);
-            for &t in self.index.all_listeners() {
-                let Some(conn) = self.conns.get_mut(&t) else {
-                    continue;
-                };
-                if conn.closing.is_some() {
-                    continue;
-                }
-                if !self.scratch.holds(true, &name, conn.session.resp3) {
-                    self.scratch.encode(true, &name, conn.session.resp3, |w| {
-                        w.push(4);
-                        w.bulk(b"pmessage");
-                        w.bulk(b"*");
-                        w.bulk(&name);
-                        w.bulk(payload);
-                    });
-                }
-                conn.out.extend_from_slice(&self.scratch.bytes);
-                pushes += 1;
-                check_limit(&mut self.doomed, t, conn, limit);
-                mark_dirty(&mut self.dirty, t, conn);
-            }
-        }
-        Counters::add(&self.shared.metrics.pushes, pushes);
-    }
-
-    fn deliver_missed(&mut self, json: &str) {
-        let mut pushes = 0;
-        for &t in self.index.missed_listeners() {
-            let Some(conn) = self.conns.get_mut(&t) else {
-                continue;
-            };
-            if conn.closing.is_some() {
-                continue;
-            }
-            let mut w = Writer {
-                out: &mut conn.out,
-                resp3: conn.session.resp3,
-            };
-            w.push(3);
-            w.bulk(b"message");
-            w.bulk(MISSED_CHANNEL.as_bytes());
-            w.bulk(json.as_bytes());
-            pushes += 1;
-            check_limit(&mut self.doomed, t, conn, self.config.output_buffer_limit);
-            mark_dirty(&mut self.dirty, t, conn);
-        }
-        Counters::add(&self.shared.metrics.pushes, pushes);
-    }
-
-    /// Closes clients that have sent nothing for the idle timeout.
+    /// Closes clients that have sent nothing for the idle timeout, unless they are
+    /// subscribed: a subscriber only listens, as with Redis, and TCP keepalive finds the
+    /// dead ones.
     fn sweep(&mut self, now: Instant) {
         let Some(idle) = self.config.idle_timeout else {
             return;
@@ -492,7 +494,7 @@ impl Server {
         }
         self.last_sweep = now;
         for (&t, conn) in &mut self.conns {
-            if now.duration_since(conn.last_input) >= idle {
+            if conn.session.count() == 0 && now.duration_since(conn.last_input) >= idle {
                 doom(&mut self.doomed, t, conn, Disconnect::IdleTimeout);
             }
         }
@@ -554,10 +556,12 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
+        super::index::shrink_map(&mut self.conns);
         commands::forget_subscriptions(&mut self.index, token, &conn.session);
-        self.shared
-            .active
-            .store(!self.index.is_empty(), Ordering::Relaxed);
+        self.tables_changed();
+        if !matches!(why, Disconnect::IoError | Disconnect::TlsError) {
+            conn.close_tls();
+        }
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.shared.metrics.disconnected(why);
         if why == Disconnect::OutputLimit
