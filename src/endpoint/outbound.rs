@@ -38,8 +38,8 @@ struct Receiver {
     incarnation: u64,
     consumed: u64,
     last_status: Instant,
-    /// Whether it counts in the window (it has spoken within the receiver timeout, and, after
-    /// being dropped, came back within a window of the sender).
+    /// Whether it counts in the window: from its first status on, until it is silent for the
+    /// receiver timeout; after that, once it is back within a window of the sender.
     live: bool,
 }
 
@@ -242,11 +242,13 @@ impl Outbound {
             self.forget_quietest();
         }
         let window = self.config.window_frames;
+        // A new receiver counts at once, however far behind it is: holding the sender back
+        // until it catches up is what the window is for.
         let receiver = self.receivers.entry(from).or_insert(Receiver {
             incarnation,
             consumed,
             last_status: now,
-            live: false,
+            live: true,
         });
         if receiver.incarnation != incarnation {
             receiver.incarnation = incarnation;
@@ -254,8 +256,8 @@ impl Outbound {
         }
         receiver.consumed = receiver.consumed.max(consumed);
         receiver.last_status = now;
-        // A receiver (new, or back after being dropped) joins the window only once it is
-        // within a window of the sender, so that one that fell far behind does not stall it.
+        // One dropped for silence joins the window again only once it is within a window of
+        // the sender, so that one that fell far behind does not stall it again.
         if !receiver.live && receiver.consumed.saturating_add(window) >= last_seq {
             receiver.live = true;
         }
