@@ -341,3 +341,65 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_frozen_receiver_drops_out_of_the_window_and_the_others_go_on() {
+    let now = start();
+    let window = |r: &mut RecoveryConfig| r.window_frames = 4;
+    let (mut a, mut b, mut c) = (
+        node(1, now, window),
+        node(2, now, window),
+        node(3, now, window),
+    );
+    let (producer, mut consumer) = ring(1 << 14, 1 << 10).unwrap();
+    let mut buf = vec![0; 200];
+    let mut send = |a: &mut Endpoint, at: Now| {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            // While the window holds the sender, its ring fills and refuses: as it should.
+            let _ = producer.push(&EventId::from_name("e"), &[0; 60]);
+        }
+        while let Some(len) = a.encode_from_ring(at, &mut consumer, &mut buf) {
+            out.push(Bytes::copy_from_slice(&buf[..len]));
+        }
+        out
+    };
+    // Both receivers take the first frames and say so.
+    let first = send(&mut a, now);
+    assert_eq!(first.len(), 4);
+    for r in [&mut b, &mut c] {
+        for f in &first {
+            r.handle_datagram(now, f.clone()).unwrap();
+        }
+        for (_, status) in transmits(r, now) {
+            a.handle_datagram(now, status).unwrap();
+        }
+    }
+    // b freezes; c goes on taking frames and reporting. The window holds a at b's position
+    // until b has been silent for the receiver timeout, then c alone sets the pace.
+    let mut t = now;
+    let mut delivered_to_c = 4;
+    let timeout = a.config().recovery.receiver_timeout;
+    for _ in 0..80 {
+        t = t.after(Duration::from_millis(10));
+        a.handle_timeout(t.instant);
+        for f in send(&mut a, t) {
+            c.handle_datagram(t, f).unwrap();
+            delivered_to_c += 1;
+        }
+        for (_, status) in transmits(&mut c, t) {
+            a.handle_datagram(t, status).unwrap();
+        }
+    }
+    assert!(t.instant.duration_since(now.instant) > timeout);
+    assert_eq!(
+        a.stats().receivers_dropped,
+        1,
+        "b was dropped from the window"
+    );
+    // Held at b's position, a could have sent c at most 4 + 4 frames.
+    assert!(
+        delivered_to_c > 4 + 8,
+        "c kept receiving once b was dropped: {delivered_to_c} frames"
+    );
+}
