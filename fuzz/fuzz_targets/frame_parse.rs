@@ -60,8 +60,9 @@ fuzz_target!(|data: &[u8]| {
                 entries: &entries,
             };
             let mut buf = vec![0u8; MAX_FRAME_LEN];
-            let out = herald::wire::write_membership(&mut buf, &frame.header_fields(), &msg, &keyring)
-                .expect("a parsed membership frame re-encodes");
+            let out =
+                herald::wire::write_membership(&mut buf, &frame.header_fields(), &msg, &keyring)
+                    .expect("a parsed membership frame re-encodes");
             assert_eq!(&out[..out.len() - TAG_LEN], frame.signed_bytes());
         }
         return;

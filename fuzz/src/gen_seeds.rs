@@ -151,9 +151,21 @@ fn main() {
     seeds.push(("membership-ping", gossip(GossipKind::Ping, &[])));
     let page: Vec<MemberRecord> = (1..=MAX_ENTRIES as u64)
         .map(|n| {
-            let state = [MemberState::Alive, MemberState::Suspect, MemberState::Failed, MemberState::Left]
-                [(n % 4) as usize];
-            member(n, state, if n % 2 == 0 { "10.0.0.1:7700" } else { "[::1]:7700" })
+            let state = [
+                MemberState::Alive,
+                MemberState::Suspect,
+                MemberState::Failed,
+                MemberState::Left,
+            ][(n % 4) as usize];
+            member(
+                n,
+                state,
+                if n % 2 == 0 {
+                    "10.0.0.1:7700"
+                } else {
+                    "[::1]:7700"
+                },
+            )
         })
         .collect();
     seeds.push(("membership-sync-full", gossip(GossipKind::Sync, &page)));
