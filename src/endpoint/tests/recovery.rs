@@ -2,6 +2,7 @@
 //! "no longer held" answers that name the lost events, the window, and hostile claims.
 
 use super::*;
+use crate::wire::ControlFrame;
 
 /// A node with recovery, as routers run it; `tweak` changes its recovery settings.
 fn node(id: u64, now: Now, tweak: impl FnOnce(&mut RecoveryConfig)) -> Endpoint {
