@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{EncodeError, Endpoint, Flags, FrameKind, HeaderFields, Now, Reject, SharedFrame};
+use super::{EncodeError, Endpoint, Flags, FrameKind, Now, Reject, SharedFrame};
 
 impl Endpoint {
     /// Makes room for a new sender. Without membership: forgets one silent long enough (see
@@ -80,19 +80,8 @@ impl Endpoint {
         message: &crate::wire::GossipMessage<'_>,
         buf: &mut [u8],
     ) -> Result<usize, EncodeError> {
-        let fields = HeaderFields {
-            kind: FrameKind::Membership,
-            flags: Flags::EMPTY,
-            key_id: self.keyring.signing_key_id(),
-            cluster: self.config.cluster,
-            node: self.config.node,
-            incarnation: self.config.incarnation,
-            sequence: self.last_seq,
-            timestamp_ns: now.unix_ns.max(self.control_ts + 1),
-        };
-        let len = crate::wire::write_membership(buf, &fields, message, &self.keyring)?.len();
-        self.control_ts = fields.timestamp_ns;
-        Ok(len)
+        let fields = self.control_fields(now, FrameKind::Membership, Flags::EMPTY);
+        Ok(crate::wire::write_membership(buf, &fields, message, &self.keyring)?.len())
     }
 
     /// Keeps a verified membership frame for [`poll_membership`](Self::poll_membership);

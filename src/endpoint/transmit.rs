@@ -114,7 +114,12 @@ impl Endpoint {
 
     /// The header of a control frame: strictly rising timestamps (receivers refuse a control
     /// frame no newer than the last), and the last data sequence, as on a heartbeat.
-    fn control_fields(&mut self, now: Now, kind: FrameKind, flags: Flags) -> HeaderFields {
+    pub(super) fn control_fields(
+        &mut self,
+        now: Now,
+        kind: FrameKind,
+        flags: Flags,
+    ) -> HeaderFields {
         let timestamp_ns = now.unix_ns.max(self.control_ts + 1);
         self.control_ts = timestamp_ns;
         HeaderFields {
@@ -189,6 +194,10 @@ impl Endpoint {
     }
 
     fn encode_status(&mut self, now: Now, node: u64, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.nodes.contains_key(&node) {
+            return None;
+        }
+        let fields = self.control_fields(now, FrameKind::Status, Flags::EMPTY);
         let state = self.nodes.get_mut(&node)?;
         let session = &mut state.session;
         if session.nak_due(now.instant) {
@@ -204,17 +213,6 @@ impl Endpoint {
             ranges: &self.ranges,
             ids: &[],
         };
-        let fields = HeaderFields {
-            kind: FrameKind::Status,
-            flags: Flags::EMPTY,
-            key_id: self.keyring.signing_key_id(),
-            cluster: self.config.cluster,
-            node: self.config.node,
-            incarnation: self.config.incarnation,
-            sequence: self.last_seq,
-            timestamp_ns: now.unix_ns.max(self.control_ts + 1),
-        };
-        self.control_ts = fields.timestamp_ns;
         let len = crate::wire::write_control(buf, &fields, &control, &self.keyring)
             .ok()?
             .len();

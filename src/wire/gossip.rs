@@ -17,8 +17,7 @@ use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{
-    ClusterId, EncodeError, FrameHeader, HEADER_LEN, HeaderFields, MAGIC, MAX_FRAME_LEN,
-    ParseError, TAG_LEN, VERSION,
+    EncodeError, FrameHeader, HEADER_LEN, HeaderFields, MAX_FRAME_LEN, ParseError, TAG_LEN,
 };
 use crate::auth::Keyring;
 
@@ -306,22 +305,12 @@ pub fn write_membership<'b>(
         return Err(EncodeError::BadBufferLen(buf.len()));
     }
     let body = len - HEADER_LEN - TAG_LEN;
-    let header = FrameHeader {
-        magic: MAGIC,
-        version: VERSION,
-        kind: super::FrameKind::Membership.to_byte(),
-        flags: U16::ZERO,
-        key_id: U32::new(keyring.signing_key_id()),
-        record_count: U16::new(u16::try_from(n).unwrap_or(0)),
-        event_count: U16::ZERO,
-        cluster: U64::new(ClusterId::raw(fields.cluster)),
-        node: U64::new(fields.node),
-        incarnation: U64::new(fields.incarnation),
-        sequence: U64::new(fields.sequence),
-        timestamp_ns: U64::new(fields.timestamp_ns),
-        body_len: U32::new(u32::try_from(body).unwrap_or(u32::MAX)),
-        reserved1: U32::ZERO,
+    let membership = HeaderFields {
+        kind: super::FrameKind::Membership,
+        flags: super::Flags::EMPTY,
+        ..*fields
     };
+    let header = FrameHeader::new(&membership, keyring.signing_key_id(), (n, 0), body);
     let (family, port, ip) = encode_addr(message.target_addr);
     let gossip = GossipHeader {
         message: message.kind.to_byte(),

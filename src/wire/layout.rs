@@ -30,6 +30,35 @@ pub struct FrameHeader {
     pub(super) reserved1: U32,
 }
 
+impl FrameHeader {
+    /// The header of a frame with `fields`, signed with key `key_id`, with `counts` (records
+    /// or ranges, event ids) and a body of `body_len` bytes.
+    pub(super) fn new(
+        fields: &super::HeaderFields,
+        key_id: u32,
+        (records, events): (usize, usize),
+        body_len: usize,
+    ) -> Self {
+        Self {
+            magic: MAGIC,
+            version: super::VERSION,
+            kind: fields.kind.to_byte(),
+            flags: U16::new(fields.flags.bits()),
+            key_id: U32::new(key_id),
+            record_count: U16::new(u16::try_from(records).unwrap_or(u16::MAX)),
+            event_count: U16::new(u16::try_from(events).unwrap_or(u16::MAX)),
+            cluster: U64::new(fields.cluster.raw()),
+            node: U64::new(fields.node),
+            incarnation: U64::new(fields.incarnation),
+            sequence: U64::new(fields.sequence),
+            timestamp_ns: U64::new(fields.timestamp_ns),
+            // At most MAX_FRAME_LEN, which fits a u32.
+            body_len: U32::new(u32::try_from(body_len).unwrap_or(u32::MAX)),
+            reserved1: U32::ZERO,
+        }
+    }
+}
+
 /// The record header: the first 4 bytes of every record.
 ///
 /// The event is an index into the frame's event table (the 16-byte ids at the end of the

@@ -6,8 +6,8 @@ use zerocopy::little_endian::{U16, U32, U64};
 use super::control::{ControlHeader, RangeBytes};
 use super::{
     CONTROL_HEADER_LEN, EVENT_ID_LEN, EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind,
-    HEADER_LEN, HeaderFields, MAGIC, MAX_FRAME_LEN, MAX_RANGES, RANGE_LEN, RECORD_HEADER_LEN,
-    RecordHeader, TAG_LEN, VERSION, max_payload, record_len,
+    HEADER_LEN, HeaderFields, MAX_FRAME_LEN, MAX_RANGES, RANGE_LEN, RECORD_HEADER_LEN,
+    RecordHeader, TAG_LEN, max_payload, record_len,
 };
 use crate::EventId;
 use crate::auth::Keyring;
@@ -77,22 +77,7 @@ impl<'b> FrameWriter<'b> {
         if !(FRAME_OVERHEAD..=MAX_FRAME_LEN).contains(&buf.len()) {
             return Err(EncodeError::BadBufferLen(buf.len()));
         }
-        let header = FrameHeader {
-            magic: MAGIC,
-            version: VERSION,
-            kind: fields.kind.to_byte(),
-            flags: U16::new(fields.flags.bits()),
-            key_id: U32::new(fields.key_id),
-            record_count: U16::ZERO,
-            event_count: U16::ZERO,
-            cluster: U64::new(fields.cluster.raw()),
-            node: U64::new(fields.node),
-            incarnation: U64::new(fields.incarnation),
-            sequence: U64::new(fields.sequence),
-            timestamp_ns: U64::new(fields.timestamp_ns),
-            body_len: U32::ZERO,
-            reserved1: U32::ZERO,
-        };
+        let header = FrameHeader::new(fields, fields.key_id, (0, 0), 0);
         Ok(Self {
             buf,
             len: HEADER_LEN,
@@ -278,22 +263,12 @@ pub fn write_control<'b>(
     if len > buf.len() || buf.len() > MAX_FRAME_LEN {
         return Err(EncodeError::BadBufferLen(buf.len()));
     }
-    let header = FrameHeader {
-        magic: MAGIC,
-        version: VERSION,
-        kind: fields.kind.to_byte(),
-        flags: U16::new(fields.flags.bits()),
-        key_id: U32::new(keyring.signing_key_id()),
-        record_count: U16::new(u16::try_from(control.ranges.len()).unwrap_or(0)),
-        event_count: U16::new(u16::try_from(control.ids.len()).unwrap_or(0)),
-        cluster: U64::new(fields.cluster.raw()),
-        node: U64::new(fields.node),
-        incarnation: U64::new(fields.incarnation),
-        sequence: U64::new(fields.sequence),
-        timestamp_ns: U64::new(fields.timestamp_ns),
-        body_len: U32::new(u32::try_from(body).unwrap_or(u32::MAX)),
-        reserved1: U32::ZERO,
-    };
+    let header = FrameHeader::new(
+        fields,
+        keyring.signing_key_id(),
+        (control.ranges.len(), control.ids.len()),
+        body,
+    );
     let ctrl = ControlHeader {
         target_node: U64::new(control.target_node),
         target_incarnation: U64::new(control.target_incarnation),
