@@ -44,6 +44,9 @@ pub const VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 64;
 /// Length of the HMAC-SHA256 tag that ends every frame.
 pub const TAG_LEN: usize = 32;
+/// Length of the AES-256-GCM tag of a sealed frame: the first half of its 32-byte trailer,
+/// whose second half is zero.
+pub const SEAL_TAG_LEN: usize = 16;
 /// Header plus tag: the length of a frame with no records, and the shortest valid frame.
 pub const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of a record header.
@@ -142,8 +145,12 @@ impl Flags {
     /// On an evicted answer: the event table does not list every event of the ranges (the
     /// sender forgot some, or they did not fit), so receivers cannot scope the loss.
     pub const IDS_INCOMPLETE: Self = Self(4);
+    /// On a data frame only: the body (records and event table) is encrypted with
+    /// AES-256-GCM and the trailer holds the 16-byte AEAD tag and 16 zero bytes instead of
+    /// an HMAC tag (`security = "encrypt"`; see [`crate::auth::Keyring::open`]).
+    pub const SEALED: Self = Self(8);
     /// Every bit this version defines. Frames with other bits set are refused.
-    pub const KNOWN: Self = Self(7);
+    pub const KNOWN: Self = Self(15);
 
     /// The flags from their bits, if this version knows every bit set.
     pub const fn from_bits(bits: u16) -> Option<Self> {
