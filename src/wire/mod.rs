@@ -399,4 +399,6 @@ pub enum EncodeError {
 }
 
 #[cfg(test)]
+mod sealed_tests;
+#[cfg(test)]
 mod tests;
