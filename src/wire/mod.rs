@@ -10,6 +10,10 @@
 //!  <---------------- signed: HMAC-SHA256(key[key_id], …) ------->
 //! ```
 //!
+//! With `security = "encrypt"` a data frame is sealed instead ([`Flags::SEALED`]): the body is
+//! AES-256-GCM ciphertext with the header as associated data, and the trailer holds the
+//! 16-byte AEAD tag and 16 zero bytes.
+//!
 //! A record is a 4-byte [`RecordHeader`] (payload length, index of its event in the table)
 //! and the payload, with nothing between records. The event table lists
 //! the 16-byte ids of the frame's events, so each id travels once per frame, not once per
