@@ -189,3 +189,26 @@ pub(crate) fn nonce(sequence: u64) -> Nonce {
     bytes[4..].copy_from_slice(&sequence.to_be_bytes());
     Nonce::assume_unique_for_key(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Security;
+    use crate::config::Config;
+
+    const BASE: &str = "cluster = \"c\"\n[udp]\nbind = \"127.0.0.1:1\"\n";
+
+    #[test]
+    fn the_security_key_sets_the_mode_and_names_itself_when_wrong() {
+        assert_eq!(Config::from_toml(BASE).unwrap().security, Security::Sign);
+        let c = Config::from_toml(&format!("security = \"encrypt\"\n{BASE}")).unwrap();
+        assert_eq!(c.security, Security::Encrypt);
+        c.router_builder().unwrap();
+        let err = Config::from_toml(&format!("security = \"aes\"\n{BASE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("security:"), "{err}");
+        assert!(err.contains("encrypt") && err.contains("sign"), "{err}");
+        assert_eq!("encrypt".parse::<Security>(), Ok(Security::Encrypt));
+        assert!("Encrypt".parse::<Security>().is_err());
+    }
+}
