@@ -2,7 +2,12 @@
 //! a full 1472-byte frame, against ring's HMAC-SHA256 alone over the same bytes (the physical
 //! limit: the rest of the work should add little to it).
 //!
-//! `cargo bench --bench wire`
+//! The `seal` group compares, for 1024- and 8192-byte frames of 64-byte events, signing
+//! (`encode_sign`, `parse_verify`) with sealing (`seal_encode`, `open_parse`: AES-256-GCM,
+//! opening includes the copy of the received frame into a fresh buffer), and the two AEADs
+//! `ring` offers over the same bytes (`aes_256_gcm_only`, `chacha20_poly1305_only`).
+//!
+//! `cargo bench --bench wire`, or `cargo bench --bench wire -- seal`
 
 use std::hint::black_box;
 
@@ -11,7 +16,7 @@ use herald::EventId;
 use herald::auth::{Key, Keyring};
 use herald::wire::{
     ClusterId, DEFAULT_UDP_FRAME_LEN, EncodeError, Flags, Frame, FrameKind, FrameWriter,
-    HeaderFields, TAG_LEN,
+    HeaderFields, SharedFrame, TAG_LEN,
 };
 
 const PAYLOADS: [usize; 3] = [64, 256, 1024];
@@ -37,6 +42,18 @@ fn fill(
     id: &EventId,
     payload: &[u8],
 ) -> usize {
+    fill_with(buf, fields, keyring, id, payload, false)
+}
+
+/// [`fill`], sealing the frame if `seal`.
+fn fill_with(
+    buf: &mut [u8],
+    fields: &HeaderFields,
+    keyring: &Keyring,
+    id: &EventId,
+    payload: &[u8],
+    seal: bool,
+) -> usize {
     let mut w = FrameWriter::new(buf, fields).expect("frame buffer");
     loop {
         match w.push(id, payload) {
@@ -45,7 +62,83 @@ fn fill(
             Err(e) => panic!("{e}"),
         }
     }
-    w.finish(keyring).len()
+    if seal {
+        w.finish_sealed(keyring).len()
+    } else {
+        w.finish(keyring).len()
+    }
+}
+
+/// Signing against sealing, for two frame sizes.
+fn seal(c: &mut Criterion) {
+    use ring::aead;
+    let keyring = Keyring::new(1, Key::from_bytes([7; 32])).expect("keyring");
+    let mut group = c.benchmark_group("seal");
+    let id = EventId::from_name("bench.event");
+    let fields = fields();
+    let payload = vec![0xa5u8; 64];
+    for frame_len in [1024usize, 8192] {
+        let mut buf = vec![0u8; frame_len];
+        group.throughput(Throughput::Bytes(frame_len as u64));
+        for (name, sealed) in [("encode_sign", false), ("seal_encode", true)] {
+            group.bench_function(BenchmarkId::new(name, frame_len), |b| {
+                b.iter(|| {
+                    fill_with(
+                        black_box(&mut buf),
+                        &fields,
+                        &keyring,
+                        &id,
+                        &payload,
+                        sealed,
+                    )
+                });
+            });
+        }
+        let len = fill_with(&mut buf, &fields, &keyring, &id, &payload, false);
+        let signed = bytes::Bytes::copy_from_slice(&buf[..len]);
+        group.bench_function(BenchmarkId::new("parse_verify", frame_len), |b| {
+            b.iter(|| {
+                let frame = SharedFrame::parse(black_box(signed.clone())).expect("valid");
+                let verified = keyring.verify(frame).expect("verifies");
+                verified.frame().borrowed_records().count()
+            });
+        });
+        let len = fill_with(&mut buf, &fields, &keyring, &id, &payload, true);
+        let sealed = bytes::Bytes::copy_from_slice(&buf[..len]);
+        group.bench_function(BenchmarkId::new("open_parse", frame_len), |b| {
+            b.iter(|| {
+                let frame = SharedFrame::parse(black_box(sealed.clone())).expect("valid");
+                let opened = keyring.open(&frame).expect("opens");
+                opened.frame().borrowed_records().count()
+            });
+        });
+        // The AEADs alone, sealing the body in place with the header as associated data.
+        for (name, alg) in [
+            ("aes_256_gcm_only", &aead::AES_256_GCM),
+            ("chacha20_poly1305_only", &aead::CHACHA20_POLY1305),
+        ] {
+            let key = aead::LessSafeKey::new(aead::UnboundKey::new(alg, &[7; 32]).expect("key"));
+            let mut body = vec![0x5au8; frame_len - 64 - TAG_LEN];
+            let header = [0u8; 64];
+            group.bench_function(BenchmarkId::new(name, frame_len), |b| {
+                b.iter(|| {
+                    let nonce = aead::Nonce::assume_unique_for_key([0; 12]);
+                    key.seal_in_place_separate_tag(
+                        nonce,
+                        aead::Aad::from(&header),
+                        black_box(&mut body),
+                    )
+                    .expect("seals")
+                });
+            });
+        }
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
+        let data = vec![0x5au8; frame_len - TAG_LEN];
+        group.bench_function(BenchmarkId::new("hmac_only", frame_len), |b| {
+            b.iter(|| ring::hmac::sign(&key, black_box(&data)));
+        });
+    }
+    group.finish();
 }
 
 fn wire(c: &mut Criterion) {
@@ -98,6 +191,6 @@ fn wire(c: &mut Criterion) {
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, wire);
+    criterion_group!(benches, wire, seal);
 }
 criterion_main!(group::benches);

@@ -130,6 +130,9 @@ pub struct KeyGenError;
 #[derive(Clone)]
 pub struct Keyring {
     keys: Vec<(u32, hmac::Key)>,
+    /// The sealing secrets, by key id, in the order of `keys`.
+    seal: Vec<(u32, seal::SealRoot)>,
+    cache: seal::SubkeyCache,
     signing: u32,
 }
 
@@ -166,6 +169,8 @@ impl Keyring {
     pub fn new(id: u32, key: Key) -> Result<Self, KeyringError> {
         Ok(Self {
             keys: vec![(id, hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()))],
+            seal: vec![(id, seal::SealRoot::new(key.as_bytes()))],
+            cache: seal::SubkeyCache::default(),
             signing: id,
         })
     }
@@ -181,6 +186,7 @@ impl Keyring {
         }
         self.keys
             .push((id, hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes())));
+        self.seal.push((id, seal::SealRoot::new(key.as_bytes())));
         Ok(())
     }
 
@@ -201,7 +207,11 @@ impl Keyring {
     /// [`KeyringError::UnknownId`] if there is no such key;
     /// [`KeyringError::RemovingSigningKey`] if it is the signing key.
     pub fn remove(&mut self, id: u32) -> Result<(), KeyringError> {
-        remove_key(&mut self.keys, self.signing, id)
+        remove_key(&mut self.keys, self.signing, id)?;
+        self.seal.retain(|(k, _)| *k != id);
+        // A later key under this id must not meet subkeys of the retired one.
+        self.cache.clear();
+        Ok(())
     }
 
     /// The id of the signing key.
@@ -245,6 +255,9 @@ impl Keyring {
     ///
     /// As [`verify_tag`](Self::verify_tag).
     pub fn verify<F: Signed>(&self, frame: F) -> Result<Verified<F>, VerifyError> {
+        if frame.sealed() {
+            return Err(VerifyError::ModeMismatch { sealed: true });
+        }
         self.verify_tag(frame.key_id(), frame.signed_bytes(), frame.tag())?;
         Ok(Verified { frame })
     }
@@ -295,6 +308,8 @@ pub trait Signed: sealed::Sealed {
     fn signed_bytes(&self) -> &[u8];
     /// The tag.
     fn tag(&self) -> &[u8];
+    /// Whether the frame is sealed and not yet opened (see [`Keyring::open`]).
+    fn sealed(&self) -> bool;
 }
 
 impl Signed for Frame<'_> {
@@ -307,6 +322,9 @@ impl Signed for Frame<'_> {
     fn tag(&self) -> &[u8] {
         Self::tag(self)
     }
+    fn sealed(&self) -> bool {
+        Self::is_sealed(self)
+    }
 }
 
 impl Signed for SharedFrame {
@@ -318,6 +336,9 @@ impl Signed for SharedFrame {
     }
     fn tag(&self) -> &[u8] {
         Self::tag(self)
+    }
+    fn sealed(&self) -> bool {
+        Self::is_sealed(self)
     }
 }
 
@@ -350,23 +371,39 @@ pub enum VerifyError {
     /// The tag does not match: the frame was altered or signed with another key.
     #[error("bad tag")]
     BadTag,
+    /// A data frame of the other security mode: the cluster's nodes disagree on `security`
+    /// (a sealed frame reached a `sign` node, or a signed data frame an `encrypt` node).
+    #[error(
+        "{} data frame dropped: this node and its sender disagree on the cluster's `security` setting (\"sign\" or \"encrypt\"); set it alike on every node",
+        if *sealed { "sealed" } else { "unsealed" }
+    )]
+    ModeMismatch {
+        /// Whether the dropped frame was sealed.
+        sealed: bool,
+    },
 }
 
 impl VerifyError {
     /// Every short name, in declaration order.
-    pub const NAMES: &'static [&'static str] = &["unknown_key", "bad_tag"];
+    pub const NAMES: &'static [&'static str] =
+        &["unknown_key", "bad_tag", "security_mode_mismatch"];
 
     /// The reason's stable short name.
     pub const fn name(&self) -> &'static str {
         match self {
             Self::UnknownKey(_) => "unknown_key",
             Self::BadTag => "bad_tag",
+            Self::ModeMismatch { .. } => "security_mode_mismatch",
         }
     }
 }
 
 pub(crate) mod private_file;
+mod seal;
+mod sealing;
 mod secret_file;
+
+pub use seal::{Security, UnknownSecurity};
 
 pub(crate) use private_file::too_open;
 pub use secret_file::{SecretFile, SecretFileError};

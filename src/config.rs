@@ -55,6 +55,10 @@ pub struct Config {
     /// `herald node` creates it (mode 0600) on first start if it does not exist.
     #[serde(default = "default_secret_file")]
     pub secret_file: PathBuf,
+    /// How data frames are protected: `"sign"` (HMAC-SHA256, readable; the default) or
+    /// `"encrypt"` (sealed with AES-256-GCM). The same on every node; see docs/security.md.
+    #[serde(default)]
+    pub security: crate::auth::Security,
     /// The largest frame in bytes. Default 1472 (one Ethernet datagram); up to 65536.
     #[serde(default = "default_max_frame_len")]
     pub max_frame_len: usize,

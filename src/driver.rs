@@ -727,6 +727,10 @@ fn drop_hint(reject: crate::Reject) -> &'static str {
             "the sender belongs to another cluster name: check `cluster` in both configs"
         }
         "clock_skew" => "the clocks of the two nodes differ (or this is a replay): check NTP",
+        "security_mode_mismatch" => {
+            "the sender runs the other security mode (sign or encrypt): set the same `security` \
+             on every node (docs/security.md says how to switch a running cluster)"
+        }
         _ => "",
     }
 }

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::auth::Keyring;
+use crate::auth::{Keyring, Security};
 use crate::error::Reject;
 use crate::event::{EventId, Missed};
 use crate::ringbuf::Consumer;
@@ -198,6 +198,9 @@ pub struct EndpointConfig {
     pub max_senders: usize,
     /// Recovery of lost frames and flow control.
     pub recovery: RecoveryConfig,
+    /// Whether data frames are signed or sealed (`security`); data frames of the other mode
+    /// are dropped as `security_mode_mismatch`. Default [`Security::Sign`].
+    pub security: Security,
 }
 
 impl EndpointConfig {
@@ -213,6 +216,7 @@ impl EndpointConfig {
             clock_skew: Duration::from_secs(5),
             max_senders: 1024,
             recovery: RecoveryConfig::default(),
+            security: Security::Sign,
         }
     }
 }
@@ -330,6 +334,8 @@ pub struct Endpoint {
     stalled: bool,
     ranges: Vec<(u64, u64)>,
     ids: Vec<EventId>,
+    /// The plaintext event table of the data frame being finished (scratch).
+    table: Vec<u8>,
     /// The time of the last call that had one, for timers that depend on it.
     last_turn: Instant,
     /// The sender of the last frame accepted.
@@ -381,6 +387,7 @@ impl Endpoint {
             stalled: false,
             ranges: Vec::new(),
             ids: Vec::new(),
+            table: Vec::new(),
             last_turn: now.instant,
             last_accepted: 0,
             membership_in: VecDeque::new(),
@@ -488,10 +495,19 @@ impl Endpoint {
         if frame.header_fields().cluster != self.config.cluster {
             return Err(Reject::ForeignCluster);
         }
-        let frame = if check_tag {
-            self.keyring.verify(frame)?
-        } else {
-            crate::auth::assume_verified(frame)
+        // Sealed frames are opened (which authenticates them) even from an authenticated
+        // transport: their records are ciphertext until then.
+        let sealed = frame.is_sealed();
+        let frame = match (self.config.security, sealed) {
+            (Security::Encrypt, true) => self.keyring.open(&frame)?,
+            (Security::Sign, true) => {
+                return Err(crate::auth::VerifyError::ModeMismatch { sealed }.into());
+            }
+            (Security::Encrypt, false) if frame.header_fields().kind == FrameKind::Data => {
+                return Err(crate::auth::VerifyError::ModeMismatch { sealed }.into());
+            }
+            _ if check_tag => self.keyring.verify(frame)?,
+            _ => crate::auth::assume_verified(frame),
         };
         let fields = *frame.frame().header_fields();
         if fields.node == self.config.node {
@@ -734,12 +750,24 @@ impl Endpoint {
 
     fn finish_data(&mut self, now: Now, writer: FrameWriter<'_>) -> usize {
         self.stats.events_sent += u64::from(writer.record_count());
-        let frame = writer.finish(&self.keyring);
+        // A frame kept for recovery is resent as it is: sealed once, so each nonce once.
+        let mut table = std::mem::take(&mut self.table);
+        table.clear();
+        let frame = match self.config.security {
+            Security::Sign => {
+                let frame = writer.finish(&self.keyring);
+                table.extend_from_slice(crate::wire::event_table(frame));
+                frame
+            }
+            Security::Encrypt => {
+                writer.finish_sealed_keeping(&self.keyring, |ids| table.extend_from_slice(ids))
+            }
+        };
         let len = frame.len();
         if self.recovery.enabled {
-            self.outbound
-                .keep(self.last_seq + 1, frame, crate::wire::event_table(frame));
+            self.outbound.keep(self.last_seq + 1, frame, &table);
         }
+        self.table = table;
         self.last_seq += 1;
         self.last_sent = Some(now.instant);
         self.stats.frames_sent += 1;

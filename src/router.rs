@@ -95,6 +95,7 @@ pub struct RouterBuilder {
     clock_skew: Duration,
     reorder_window: Duration,
     trust_authenticated: bool,
+    security: crate::auth::Security,
     service: Option<crate::service::ServiceConfig>,
     channel_capacity: usize,
     send_on_raise: bool,
@@ -127,6 +128,15 @@ impl fmt::Debug for RouterBuilder {
 const SHARED_NAK_DELAY: Duration = Duration::from_millis(3);
 
 impl RouterBuilder {
+    /// How data frames are protected: [`Security::Sign`](crate::auth::Security::Sign)
+    /// (HMAC-SHA256, the default) or [`Security::Encrypt`](crate::auth::Security::Encrypt)
+    /// (sealed with AES-256-GCM, see `docs/security.md`). Every node of a cluster must use
+    /// the same mode: data frames of the other mode are dropped (`security_mode_mismatch`).
+    pub fn security(mut self, security: crate::auth::Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// The cluster's name (required). Nodes of different clusters ignore each other.
     pub fn cluster(mut self, name: &str) -> Self {
         self.cluster = Some(name.to_owned());
@@ -492,6 +502,7 @@ impl RouterBuilder {
         config.clock_skew = self.clock_skew;
         config.reorder_window = self.reorder_window;
         config.recovery = self.recovery.clone();
+        config.security = self.security;
         // A window no larger than what the sender keeps, so any frame of it can be sent again.
         let held = u64::try_from(self.recovery.retention_bytes / self.max_frame_len).unwrap_or(1);
         config.recovery.window_frames = config.recovery.window_frames.min(held).max(1);
@@ -756,6 +767,7 @@ impl Router {
             clock_skew: settings::CLOCK_SKEW,
             reorder_window: settings::REORDER,
             trust_authenticated: false,
+            security: crate::auth::Security::Sign,
             service: None,
             channel_capacity: settings::CHANNEL_CAPACITY,
             send_on_raise: false,

@@ -323,6 +323,12 @@ impl SecretFile {
                 .iter()
                 .map(|(id, key)| (*id, hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes())))
                 .collect(),
+            seal: self
+                .keys
+                .iter()
+                .map(|(id, key)| (*id, super::seal::SealRoot::new(key.as_bytes())))
+                .collect(),
+            cache: super::seal::SubkeyCache::default(),
             signing: self.signing,
         }
     }

@@ -173,6 +173,7 @@ impl Config {
         let t = &self.timing;
         let mut b = Router::builder()
             .cluster(&self.cluster)
+            .security(self.security)
             .max_frame_len(self.max_frame_len)
             .ring_capacity(self.ring.capacity)
             .heartbeat_interval(Duration::from_millis(t.heartbeat_ms))

@@ -27,7 +27,10 @@ pub(crate) struct OutboundConfig {
 #[derive(Debug)]
 struct Held {
     seq: u64,
+    /// The frame as sent, then its event table in plaintext (a sealed frame's is not).
     bytes: Vec<u8>,
+    /// Where the frame ends and its event table starts in `bytes`.
+    table_at: usize,
     /// When it was last sent again, and to whom.
     resent: Option<(Instant, u64)>,
 }
@@ -112,18 +115,20 @@ impl Outbound {
             let Some(old) = self.held.pop_front() else {
                 break;
             };
-            self.held_bytes -= old.bytes.len();
-            let table = crate::wire::event_table(&old.bytes);
+            self.held_bytes -= old.table_at;
+            let table = old.bytes.get(old.table_at..).unwrap_or_default();
             self.remember_ids(old.seq, table);
             self.spare.push(old.bytes);
         }
         let mut bytes = self.spare.pop().unwrap_or_default();
         bytes.clear();
         bytes.extend_from_slice(frame);
-        self.held_bytes += bytes.len();
+        bytes.extend_from_slice(table);
+        self.held_bytes += frame.len();
         self.held.push_back(Held {
             seq,
             bytes,
+            table_at: frame.len(),
             resent: None,
         });
     }
@@ -173,7 +178,9 @@ impl Outbound {
     pub(crate) fn frame(&self, seq: u64) -> Option<&[u8]> {
         let first = self.held.front()?.seq;
         let index = usize::try_from(seq.checked_sub(first)?).ok()?;
-        self.held.get(index).map(|h| h.bytes.as_slice())
+        self.held
+            .get(index)
+            .map(|h| h.bytes.get(..h.table_at).unwrap_or_default())
     }
 
     /// The first sequence still held (`after_last` when none is).

@@ -10,6 +10,10 @@
 //!  <---------------- signed: HMAC-SHA256(key[key_id], …) ------->
 //! ```
 //!
+//! With `security = "encrypt"` a data frame is sealed instead ([`Flags::SEALED`]): the body is
+//! AES-256-GCM ciphertext with the header as associated data, and the trailer holds the
+//! 16-byte AEAD tag and 16 zero bytes.
+//!
 //! A record is a 4-byte [`RecordHeader`] (payload length, index of its event in the table)
 //! and the payload, with nothing between records. The event table lists
 //! the 16-byte ids of the frame's events, so each id travels once per frame, not once per
@@ -49,6 +53,9 @@ pub const VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 64;
 /// Length of the HMAC-SHA256 tag that ends every frame.
 pub const TAG_LEN: usize = 32;
+/// Length of the AES-256-GCM tag of a sealed frame: the first half of its 32-byte trailer,
+/// whose second half is zero.
+pub const SEAL_TAG_LEN: usize = 16;
 /// Header plus tag: the length of a frame with no records, and the shortest valid frame.
 pub const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of a record header.
@@ -152,8 +159,12 @@ impl Flags {
     /// On an evicted answer: the event table does not list every event of the ranges (the
     /// sender forgot some, or they did not fit), so receivers cannot scope the loss.
     pub const IDS_INCOMPLETE: Self = Self(4);
+    /// On a data frame only: the body (records and event table) is encrypted with
+    /// AES-256-GCM and the trailer holds the 16-byte AEAD tag and 16 zero bytes instead of
+    /// an HMAC tag (`security = "encrypt"`; see [`crate::auth::Keyring::open`]).
+    pub const SEALED: Self = Self(8);
     /// Every bit this version defines. Frames with other bits set are refused.
-    pub const KNOWN: Self = Self(7);
+    pub const KNOWN: Self = Self(15);
 
     /// The flags from their bits, if this version knows every bit set.
     pub const fn from_bits(bits: u16) -> Option<Self> {
@@ -407,5 +418,7 @@ pub enum EncodeError {
     Empty,
 }
 
+#[cfg(test)]
+mod sealed_tests;
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,8 @@ pub struct Frame<'a> {
     tag: &'a [u8; TAG_LEN],
     kind: FrameKind,
     flags: Flags,
+    /// Sealed and not opened: the body is ciphertext, so no records or events are shown.
+    sealed: bool,
 }
 
 impl<'a> Frame<'a> {
@@ -41,7 +43,18 @@ impl<'a> Frame<'a> {
     /// A [`ParseError`] naming the first check that failed: length, magic, version, kind, flag
     /// and reserved bits, body length, event table and record counts, each record's length
     /// and event index, and trailing bytes. The tag is not checked here.
+    ///
+    /// A frame with the [`Flags::SEALED`] flag is checked for its lengths only (event table
+    /// and record headers fit the body, the trailer's last 16 bytes are zero): its body is
+    /// ciphertext until [`crate::auth::Keyring::open`] opens it, and until then it shows no
+    /// records and no events.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        Self::parse_checked(bytes, false)
+    }
+
+    /// Like [`parse`](Self::parse); `opened` says that a sealed frame's body is plaintext
+    /// now, to be checked in full.
+    pub(crate) fn parse_checked(bytes: &'a [u8], opened: bool) -> Result<Self, ParseError> {
         let len = bytes.len();
         if len > MAX_FRAME_LEN {
             return Err(ParseError::Oversized { len });
@@ -63,6 +76,14 @@ impl<'a> Frame<'a> {
         let kind = FrameKind::from_byte(header.kind).ok_or(ParseError::UnknownKind(header.kind))?;
         let flags = Flags::from_bits(header.flags.get())
             .ok_or(ParseError::UnknownFlags(header.flags.get()))?;
+        let is_sealed = flags.contains(Flags::SEALED);
+        if is_sealed && kind != FrameKind::Data {
+            return Err(ParseError::UnknownFlags(header.flags.get()));
+        }
+        if is_sealed && tag[super::SEAL_TAG_LEN..].iter().any(|&b| b != 0) {
+            return Err(ParseError::ReservedSet);
+        }
+        let sealed = is_sealed && !opened;
         if header.reserved1.get() != 0 {
             return Err(ParseError::ReservedSet);
         }
@@ -90,6 +111,7 @@ impl<'a> Frame<'a> {
                 tag,
                 kind,
                 flags,
+                sealed: false,
             });
         }
         if matches!(kind, FrameKind::Status | FrameKind::Evicted) {
@@ -104,6 +126,7 @@ impl<'a> Frame<'a> {
                 tag,
                 kind,
                 flags,
+                sealed: false,
             });
         }
         // Both checked before walking, so huge counts cost nothing. They are u16s, so the
@@ -115,6 +138,20 @@ impl<'a> Frame<'a> {
             .ok_or(ParseError::TooManyEvents(event_count))?;
         if usize::from(count) * RECORD_HEADER_LEN > records.len() {
             return Err(ParseError::TooManyRecords(count));
+        }
+        if sealed {
+            return Ok(Self {
+                header,
+                body,
+                records: &[],
+                events: &[],
+                control: &[],
+                signed,
+                tag,
+                kind,
+                flags,
+                sealed,
+            });
         }
         validate_records(records, count, event_count)?;
 
@@ -128,12 +165,19 @@ impl<'a> Frame<'a> {
             tag,
             kind,
             flags,
+            sealed,
         })
     }
 
     /// The frame kind.
     pub fn kind(&self) -> FrameKind {
         self.kind
+    }
+
+    /// Whether the frame is sealed and not opened: its body is ciphertext, and it shows no
+    /// records and no events.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// The flag bits.
@@ -221,8 +265,8 @@ impl<'a> Frame<'a> {
         Records {
             rest: self.records,
             events: self.events,
-            // A control frame's count is of ranges, not records.
-            remaining: if self.kind == FrameKind::Data {
+            // A control frame's count is of ranges, not records; a sealed one shows none.
+            remaining: if self.kind == FrameKind::Data && !self.sealed {
                 self.record_count()
             } else {
                 0
@@ -383,6 +427,7 @@ pub struct SharedFrame {
     fields: HeaderFields,
     record_count: u16,
     event_count: u16,
+    sealed: bool,
 }
 
 impl SharedFrame {
@@ -392,16 +437,32 @@ impl SharedFrame {
     ///
     /// As [`Frame::parse`].
     pub fn parse(bytes: Bytes) -> Result<Self, ParseError> {
-        let frame = Frame::parse(&bytes)?;
+        Self::parse_checked(bytes, false)
+    }
+
+    /// A sealed frame's opened bytes (plaintext body), checked in full.
+    pub(crate) fn parse_opened(bytes: Bytes) -> Result<Self, ParseError> {
+        Self::parse_checked(bytes, true)
+    }
+
+    fn parse_checked(bytes: Bytes, opened: bool) -> Result<Self, ParseError> {
+        let frame = Frame::parse_checked(&bytes, opened)?;
         let fields = frame.header_fields();
         let record_count = u16::try_from(frame.records().len()).unwrap_or(0);
-        let event_count = frame.event_count();
+        let sealed = frame.is_sealed();
+        let event_count = if sealed { 0 } else { frame.event_count() };
         Ok(Self {
             bytes,
             fields,
             record_count,
             event_count,
+            sealed,
         })
+    }
+
+    /// Whether the frame is sealed and not opened (see [`Frame::is_sealed`]).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// The header values.

@@ -7,7 +7,7 @@ use super::control::{ControlHeader, RangeBytes};
 use super::{
     CONTROL_HEADER_LEN, EVENT_ID_LEN, EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind,
     HEADER_LEN, HeaderFields, MAX_FRAME_LEN, MAX_RANGES, RANGE_LEN, RECORD_HEADER_LEN,
-    RecordHeader, TAG_LEN, max_payload, record_len,
+    RecordHeader, SEAL_TAG_LEN, TAG_LEN, max_payload, record_len,
 };
 use crate::EventId;
 use crate::auth::Keyring;
@@ -203,6 +203,63 @@ impl<'b> FrameWriter<'b> {
     /// body length, sets the key id to `keyring`'s signing key, appends the HMAC-SHA256 tag,
     /// and returns the frame's bytes.
     pub fn finish(mut self, keyring: &Keyring) -> &'b [u8] {
+        let end = self.lay_out(keyring);
+        let buf = self.buf;
+        buf[..HEADER_LEN].copy_from_slice(self.header.as_bytes());
+        let (signed, rest) = buf.split_at_mut(end);
+        let tag = keyring.sign(signed);
+        rest[..TAG_LEN].copy_from_slice(&tag);
+        &buf[..end + TAG_LEN]
+    }
+
+    /// Like [`finish`](Self::finish), but a data frame is sealed instead of signed
+    /// (`security = "encrypt"`): the [`Flags::SEALED`](super::Flags::SEALED) flag is set, the
+    /// body (records and event table) is encrypted with AES-256-GCM under the signing key's
+    /// subkey for this sender, the header is authenticated as associated data, and the
+    /// trailer holds the 16-byte tag and 16 zero bytes, so the frame keeps its length. Other
+    /// kinds are signed as by `finish`.
+    pub fn finish_sealed(self, keyring: &Keyring) -> &'b [u8] {
+        self.finish_sealed_keeping(keyring, |_| {})
+    }
+
+    /// [`finish_sealed`](Self::finish_sealed), handing `keep` the event table while it is
+    /// still plaintext (a sender remembers the ids of the frames it sent).
+    pub(crate) fn finish_sealed_keeping(
+        mut self,
+        keyring: &Keyring,
+        keep: impl FnOnce(&[u8]),
+    ) -> &'b [u8] {
+        if self.header.kind != FrameKind::Data.to_byte() {
+            return self.finish(keyring);
+        }
+        let sealed = self.header.flags.get() | super::Flags::SEALED.bits();
+        self.header.flags = U16::new(sealed);
+        let end = self.lay_out(keyring);
+        keep(&self.buf[end - EVENT_ID_LEN * self.events..end]);
+        let fields = HeaderFields {
+            kind: FrameKind::Data,
+            flags: super::Flags::EMPTY,
+            key_id: self.header.key_id.get(),
+            cluster: super::ClusterId::from_raw(self.header.cluster.get()),
+            node: self.header.node.get(),
+            incarnation: self.header.incarnation.get(),
+            sequence: self.header.sequence.get(),
+            timestamp_ns: self.header.timestamp_ns.get(),
+        };
+        let buf = self.buf;
+        let (frame, rest) = buf.split_at_mut(end);
+        let (header, body) = frame.split_at_mut(HEADER_LEN);
+        header.copy_from_slice(self.header.as_bytes());
+        let tag = keyring.seal_data(&fields, header, body);
+        let (tag_bytes, zeros) = rest[..TAG_LEN].split_at_mut(SEAL_TAG_LEN);
+        tag_bytes.copy_from_slice(&tag);
+        zeros.fill(0);
+        &buf[..end + TAG_LEN]
+    }
+
+    /// Moves the event table behind the records and fills in the header's counts, lengths and
+    /// key id; returns where the body ends.
+    fn lay_out(&mut self, keyring: &Keyring) -> usize {
         let events = self.events;
         let table = EVENT_ID_LEN * events;
         let waiting = self.buf.len() - TAG_LEN - table;
@@ -216,12 +273,7 @@ impl<'b> FrameWriter<'b> {
         // `end <= MAX_FRAME_LEN`, which fits a u32.
         self.header.body_len = U32::new(u32::try_from(end - HEADER_LEN).unwrap_or(u32::MAX));
         self.header.key_id = U32::new(keyring.signing_key_id());
-        let buf = self.buf;
-        buf[..HEADER_LEN].copy_from_slice(self.header.as_bytes());
-        let (signed, rest) = buf.split_at_mut(end);
-        let tag = keyring.sign(signed);
-        rest[..TAG_LEN].copy_from_slice(&tag);
-        &buf[..end + TAG_LEN]
+        end
     }
 }
 

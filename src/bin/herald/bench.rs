@@ -84,6 +84,25 @@ pub(crate) struct BenchArgs {
     /// the behaviour before them, for comparison.
     #[arg(long)]
     no_recovery: bool,
+    /// How both nodes protect data frames (the `security` setting): `sign` (HMAC-SHA256) or
+    /// `encrypt` (sealed with AES-256-GCM). Run both to compare.
+    #[arg(long, value_enum, default_value = "sign")]
+    security: SecurityArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SecurityArg {
+    Sign,
+    Encrypt,
+}
+
+impl SecurityArg {
+    fn mode(self) -> herald::auth::Security {
+        match self {
+            Self::Sign => herald::auth::Security::Sign,
+            Self::Encrypt => herald::auth::Security::Encrypt,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -127,6 +146,7 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         .cluster("herald-bench")
         .node_id(id)
         .keyring(keyring)
+        .security(args.security.mode())
         .max_frame_len(args.frame)
         .ring_capacity(RING)
         .dispatch_queue(1 << 16)
@@ -316,8 +336,9 @@ fn two_process(
         format!("[udp]\nbind = \"{a}\"\npeers = [\"{b}\"]\n")
     };
     let sender = children.spawn(&format!(
-        "cluster = \"herald-bench\"\nnode_id = {SENDER}\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n\
+        "cluster = \"herald-bench\"\nnode_id = {SENDER}\nsecurity = \"{}\"\nmax_frame_len = {}\n[ring]\ncapacity = {RING}\n\
          [latency]\nsend_on_raise = {}\nbusy_poll_us = {}\n{transport}",
+        args.security.mode(),
         args.frame,
         args.send_on_raise,
         args.busy_poll(false).as_micros()
@@ -382,6 +403,8 @@ struct BenchJson {
     mode: &'static str,
     /// `udp` or `tcp`.
     transport: &'static str,
+    /// `sign` or `encrypt`.
+    security: &'static str,
     /// Bytes per event.
     payload: usize,
     /// Threads raising.
@@ -461,6 +484,7 @@ fn print(
                 Transport::Nats => "nats",
                 Transport::NatsRaw => "nats-raw",
             },
+            security: args.security.mode().name(),
             payload: args.payload,
             producers: args.producers,
             frame: args.frame,
@@ -482,8 +506,9 @@ fn print(
         });
     } else {
         say!(
-            "herald bench: {:?} on loopback, {mode}, {}-byte payloads, {} producer(s), {}-byte frames, {secs:.1} s",
+            "herald bench: {:?} on loopback, {mode}, {}, {}-byte payloads, {} producer(s), {}-byte frames, {secs:.1} s",
             args.transport,
+            args.security.mode(),
             args.payload,
             args.producers,
             args.frame

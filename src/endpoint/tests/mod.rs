@@ -495,3 +495,4 @@ fn an_authenticated_channel_may_skip_the_tag_but_nothing_else() {
 }
 
 mod recovery;
+mod sealed;
