@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::endpoint::{Endpoint, Now, Received};
 use crate::event::{EventId, Missed, MissedReason};
 use crate::metrics::Shared;
+use crate::peers::PeerTable;
 use crate::ringbuf::Consumer;
 use crate::subscription::{Delivery, Registry};
 use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
@@ -141,6 +142,8 @@ pub(crate) struct Core {
     pub(crate) linger: Duration,
     /// Membership, when the router runs it.
     pub(crate) membership: Option<MemberGlue>,
+    /// Whom this node hears, per source address (for `Router::peers` and the gauges).
+    pub(crate) peers: PeerTable,
 }
 
 /// Where frames for each node go: the transport and address its frames last came from.
@@ -414,6 +417,7 @@ impl Core {
         let output = &mut self.output;
         let routes = &mut self.routes;
         let membership = &mut self.membership;
+        let peers = &mut self.peers;
         let metrics = &*self.metrics;
         let mut received = false;
         let mut backlog = false;
@@ -432,13 +436,18 @@ impl Core {
                     // Handed on at once, not after the transport's next read (which would
                     // block): that read costs a system call that need not come first.
                     Ok(()) => {
-                        routes.note(endpoint.last_accepted_sender(), i, from);
+                        let node = endpoint.last_accepted_sender();
+                        routes.note(node, i, from);
+                        peers.accepted(i, from, node, now.instant);
                         if let Some(m) = membership.as_mut() {
                             m.take_frames(endpoint, from, now.instant);
                         }
                         output.forward(endpoint, metrics);
                     }
-                    Err(reject) => log_drop(drop_log, now.instant, &name, from, reject),
+                    Err(reject) => {
+                        peers.dropped(i, from, reject, now.instant);
+                        log_drop(drop_log, now.instant, &name, from, reject);
+                    }
                 }
             });
             match result {
@@ -472,6 +481,11 @@ impl Core {
         }
         if let Some(m) = &mut self.membership {
             m.timers(now.instant);
+        }
+        if self.peers.census_due(now.instant) {
+            let dead = self.endpoint.config().dead_timeout;
+            self.metrics
+                .publish_peers(self.peers.census(now.instant, dead));
         }
     }
 
@@ -702,35 +716,12 @@ fn log_drop(
                 transport,
                 from = %from,
                 reason = reject.name(),
-                hint = drop_hint(reject),
+                hint = crate::peers::hint(reject.name()).unwrap_or(""),
                 suppressed = log.suppressed,
                 "dropped a frame"
             );
             log.last = Some(now);
             log.suppressed = 0;
         }
-    }
-}
-
-/// What an operator can do about a dropped frame, where the reason points to a mistake.
-fn drop_hint(reject: crate::Reject) -> &'static str {
-    match reject.name() {
-        "bad_tag" => {
-            "the sender signs with another secret: copy the cluster's secret file to it, and \
-             compare `herald keygen --fingerprint` on both nodes"
-        }
-        "unknown_key" => {
-            "the sender signs with a key id this node does not have: copy the newest secret \
-             file to every node (key rotation)"
-        }
-        "foreign_cluster" => {
-            "the sender belongs to another cluster name: check `cluster` in both configs"
-        }
-        "clock_skew" => "the clocks of the two nodes differ (or this is a replay): check NTP",
-        "security_mode_mismatch" => {
-            "the sender runs the other security mode (sign or encrypt): set the same `security` \
-             on every node (docs/security.md says how to switch a running cluster)"
-        }
-        _ => "",
     }
 }

@@ -85,6 +85,7 @@ mod error;
 mod event;
 pub mod membership;
 mod metrics;
+mod peers;
 mod platform;
 pub mod ringbuf;
 mod router;
@@ -105,6 +106,7 @@ pub use endpoint::RecoveryConfig;
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;
+pub use peers::{PeerInfo, PeerState};
 pub use router::{BuildError, Event, MembershipSettings, RaiseError, Router, RouterBuilder};
 pub use subscription::{Delivery, Message, Subscription};
 

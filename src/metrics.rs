@@ -46,6 +46,10 @@ pub struct Metrics {
     /// joins, graceful leaves, failures and refuted suspicions seen (counters), named as in
     /// [`MEMBERSHIP_NAMES`](Self::MEMBERSHIP_NAMES). All 0 without membership.
     pub membership: [u64; 6],
+    /// Sources of frames by state now (gauges): alive, rejected (frames dropped, none
+    /// accepted, within the dead timeout: a configuration mistake), silent, in the order of
+    /// [`PeerState::ALL`](crate::PeerState::ALL). See [`Router::peers`](crate::Router::peers).
+    pub peers: [u64; 3],
 }
 
 impl Metrics {
@@ -214,6 +218,15 @@ impl Metrics {
                 self.membership[i]
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP herald_peers Sources of frames by state: alive (a frame accepted within \
+             the dead timeout), rejected (only drops: another secret, key or cluster), silent.\n\
+             # TYPE herald_peers gauge"
+        );
+        for (state, n) in crate::PeerState::ALL.iter().zip(self.peers) {
+            let _ = writeln!(out, "herald_peers{{state=\"{state}\"}} {n}");
+        }
         let mut labelled = |name: &str, help: &str, values: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -254,6 +267,7 @@ pub(crate) struct Shared {
     missed: Vec<AtomicU64>,
     recovery: [AtomicU64; 9],
     membership: [AtomicU64; 6],
+    peers: [AtomicU64; 3],
 }
 
 impl Shared {
@@ -274,6 +288,7 @@ impl Shared {
             missed: zeros(MissedReason::NAMES.len()),
             recovery: std::array::from_fn(|_| AtomicU64::new(0)),
             membership: std::array::from_fn(|_| AtomicU64::new(0)),
+            peers: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -330,6 +345,13 @@ impl Shared {
         }
     }
 
+    /// Copies the driver's count of sources by state.
+    pub(crate) fn publish_peers(&self, counts: [u64; 3]) {
+        for (a, v) in self.peers.iter().zip(counts) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a Missed notice the driver made (not the endpoint).
     pub(crate) fn count_missed(&self, reason: MissedReason) {
         if let Some(a) = self.missed.get(reason.index()) {
@@ -352,6 +374,7 @@ impl Shared {
             subscriber_panics: get(&self.subscriber_panics),
             recovery: std::array::from_fn(|i| get(&self.recovery[i])),
             membership: std::array::from_fn(|i| get(&self.membership[i])),
+            peers: std::array::from_fn(|i| get(&self.peers[i])),
             drops: Reject::names()
                 .zip(&self.drops)
                 .map(|(n, a)| (n, get(a)))

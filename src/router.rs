@@ -555,6 +555,7 @@ impl RouterBuilder {
             drop_log: DropLog::default(),
             backlog_since: None,
             routes: Routes::default(),
+            peers: crate::peers::PeerTable::new(),
             linger: self.linger,
             membership,
         }));

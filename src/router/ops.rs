@@ -34,6 +34,34 @@ impl Router {
         self.inner.core.lock().endpoint.sender_count()
     }
 
+    /// Every source of frames this node has heard (up to 1024, most recent first): its
+    /// address and transport, the node id it sent as, whether it is alive, rejected (its
+    /// frames are dropped: another secret, key or cluster name, with a
+    /// [`hint`](crate::PeerInfo::hint)) or silent, and its frames accepted and dropped by
+    /// reason. What `herald status` shows.
+    ///
+    /// ```
+    /// use herald::auth::{Key, Keyring};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let router = herald::Router::builder()
+    ///     .cluster("shop")
+    ///     .keyring(Keyring::new(1, Key::from_bytes([7; 32]))?)
+    ///     .udp_bind("127.0.0.1:0".parse()?)
+    ///     .build()?;
+    /// assert!(router.peers().is_empty(), "nobody has sent anything yet");
+    /// # Ok(()) }
+    /// ```
+    pub fn peers(&self) -> Vec<crate::PeerInfo> {
+        let core = self.inner.core.lock();
+        let names: Vec<String> = core
+            .transports
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect();
+        let dead = core.endpoint.config().dead_timeout;
+        core.peers.list(std::time::Instant::now(), dead, &names)
+    }
+
     /// Whether the node still sends and receives: false after
     /// [`shutdown`](Self::shutdown), and if its driver thread stopped on a bug (a panic,
     /// which is logged). A liveness probe should fail then, so the process is restarted.
