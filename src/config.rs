@@ -89,6 +89,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// `[control]`: the local socket through which `herald raise`, `tail`, `status` and
+    /// `members` reach the node running with this file.
+    #[serde(default)]
+    pub control: ControlSection,
     /// The subscription service (Redis protocol) for outside programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSection>,
@@ -531,6 +535,39 @@ impl Default for LogSection {
     }
 }
 
+/// `[control]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Whether `herald node` opens the socket (Unix only; default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Its path, relative to the config file's directory; default: the config file's name
+    /// with `.sock` for `.toml` (`herald.toml` → `herald.sock`), beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: None,
+        }
+    }
+}
+
+impl ControlSection {
+    /// Where the socket of the node running with the config file `file` is.
+    pub fn path(&self, file: &Path) -> PathBuf {
+        let dir = file.parent().unwrap_or_else(|| Path::new(""));
+        match &self.socket {
+            Some(p) => dir.join(p),
+            None => file.with_extension("sock"),
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -704,4 +741,8 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }
+}
+
+fn default_true() -> bool {
+    true
 }

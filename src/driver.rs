@@ -156,6 +156,11 @@ impl Routes {
     /// The most routes kept: as many as the endpoint tracks senders, and a margin.
     const MAX: usize = 4096;
 
+    /// Where frames for `node` go: its transport's index and address, if it was heard.
+    pub(crate) fn get(&self, node: u64) -> Option<(usize, PeerAddr)> {
+        self.map.get(&node).copied()
+    }
+
     fn note(&mut self, node: u64, transport: usize, from: PeerAddr) {
         if self.map.get(&node) == Some(&(transport, from)) {
             return;

@@ -98,16 +98,18 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Address, AddressError, Config, ConfigError, ConfigErrors, LatencySection, LogFormat,
-    LogSection, MembershipSection, MetricsSection, MulticastSection, NatsSection, RingSection,
-    ServiceSection, TcpSection, TimingSection, UdpSection,
+    Address, AddressError, Config, ConfigError, ConfigErrors, ControlSection, LatencySection,
+    LogFormat, LogSection, MembershipSection, MetricsSection, MulticastSection, NatsSection,
+    RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;
 pub use peers::{PeerInfo, PeerState};
-pub use router::{BuildError, Event, MembershipSettings, RaiseError, Router, RouterBuilder};
+pub use router::{
+    BuildError, Event, Flushed, MembershipSettings, RaiseError, Router, RouterBuilder,
+};
 pub use subscription::{Delivery, Message, Subscription};
 
 /// The README's examples, compiled as doctests so they cannot rot.

@@ -30,6 +30,7 @@ mod ops;
 pub(crate) mod settings;
 
 pub use members::MembershipSettings;
+pub use ops::Flushed;
 
 /// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
 #[derive(Debug, thiserror::Error)]

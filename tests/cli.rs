@@ -373,8 +373,18 @@ fn node_creates_its_secret_and_stops_cleanly_on_sigterm() {
     // hyper answers an HTTP/1.0 request in HTTP/1.0.
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
     assert!(body.contains("herald_frames_dropped_total{reason=\"bad_tag\"} 0"));
-    // A second node on the same port is refused with the fix.
+    // A second node with the same config is refused (its control socket answers), and
+    // one with another config on the same port is refused with the fix.
     let out = herald(&["node", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("another node already runs"),
+        "{}",
+        stderr(&out)
+    );
+    let other = dir.path().join("other.toml");
+    fs::copy(&cfg, &other).unwrap();
+    let out = herald(&["node", "--config", other.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("address in use"), "{}", stderr(&out));
     Command::new("kill")

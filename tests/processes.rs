@@ -147,7 +147,7 @@ fn raise(config: &Path, count: u64, extra: &[&str]) -> Child {
         .arg("--config")
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("raise starts")
 }

@@ -395,6 +395,36 @@ impl Outbound {
             .any(|r| r.live && r.consumed < last_seq)
     }
 
+    /// The receivers (node ids) that have consumed everything up to `seq`, and those that
+    /// have not, each sorted: the live ones, and those idle or dropped from the window for
+    /// which `heard` says their node is still heard from (they will acknowledge what they
+    /// get, or they are stuck).
+    pub(crate) fn acknowledgements(
+        &self,
+        seq: u64,
+        heard: impl Fn(u64) -> bool,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let (mut done, mut behind): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+        for (&node, r) in &self.receivers {
+            if !(r.live || heard(node)) {
+                continue;
+            }
+            if r.consumed >= seq {
+                done.push(node);
+            } else {
+                behind.push(node);
+            }
+        }
+        done.sort_unstable();
+        behind.sort_unstable();
+        (done, behind)
+    }
+
+    /// Whether `node` ever acknowledged (is a known receiver).
+    pub(crate) fn knows_receiver(&self, node: u64) -> bool {
+        self.receivers.contains_key(&node)
+    }
+
     /// Live receivers and frames held, for metrics.
     pub(crate) fn live_receivers(&self) -> usize {
         self.receivers.values().filter(|r| r.live).count()

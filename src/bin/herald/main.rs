@@ -23,6 +23,7 @@ mod check;
 mod child;
 mod children;
 mod common;
+mod control;
 mod demo;
 mod health;
 mod http;
@@ -34,6 +35,7 @@ mod members;
 mod nats_server;
 mod node;
 mod raise;
+mod status;
 mod tail;
 
 use std::fmt;
@@ -60,8 +62,12 @@ enum Command {
     Tail(tail::TailArgs),
     /// Print the cluster's members as a running node sees them (asks its [metrics] HTTP side).
     Members(members::MembersArgs),
-    /// Raise an event cluster-wide and exit once it has been sent.
+    /// Raise an event cluster-wide (through the node running with the config, if one does)
+    /// and report who acknowledged it.
     Raise(raise::RaiseArgs),
+    /// Show the running node: counters, and each peer it hears (alive, rejected with the
+    /// reason and a hint, or silent). Asks the node through its control socket.
+    Status(status::StatusArgs),
     /// Check a config file as `node` would before starting, report every problem, and print
     /// it with every default (the secret is never printed).
     Check(check::CheckArgs),
@@ -144,6 +150,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run_tail(args),
         Command::Members(args) => members::run(args),
         Command::Raise(args) => raise::run(args),
+        Command::Status(args) => status::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Child(args) => child::run(args),

@@ -49,6 +49,11 @@ pub(crate) fn members_json(router: &Router) -> Option<String> {
 
 pub(crate) fn run(args: &MembersArgs) -> Result<(), CliError> {
     let (config, _) = common::load(&args.config)?;
+    let path = crate::control::socket_path(&config, &args.config.config);
+    if let Some(client) = crate::control::Client::connect(&path)? {
+        let body = client.call(&crate::control::Request::Members)?;
+        return print_members(&body, args.json, &path.display().to_string());
+    }
     let Some(metrics) = &config.metrics else {
         return Err(CliError::usage(format!(
             "{}: no [metrics] section: `herald members` asks the running node over its HTTP \
@@ -75,12 +80,17 @@ pub(crate) fn run(args: &MembersArgs) -> Result<(), CliError> {
             body.trim()
         )));
     }
-    if args.json {
+    print_members(&body, args.json, &addr.to_string())
+}
+
+/// Prints the node's `/members` answer (from `source`) as it is, or as a table.
+fn print_members(body: &str, json: bool, source: &str) -> Result<(), CliError> {
+    if json {
         print!("{body}");
         return Ok(());
     }
-    let value: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| CliError::usage(format!("the node at {addr} answered no JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| CliError::usage(format!("the node at {source} answered no JSON: {e}")))?;
     let me = value["node"].as_u64().unwrap_or(0);
     let empty = Vec::new();
     let members = value["members"].as_array().unwrap_or(&empty);

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 #[cfg(unix)]
 use crossbeam_channel::RecvTimeoutError;
+use herald::Config;
+#[cfg(unix)]
+use herald::Router;
 use herald::service::Service;
-use herald::{Config, Router};
 use signal_hook::consts::SIGTERM;
 #[cfg(unix)]
 use signal_hook::consts::{SIGHUP, SIGINT};
@@ -20,7 +22,7 @@ use crate::CliError;
 use crate::common::{self, ConfigArgs};
 use crate::health::Health;
 use crate::http::{Handler, HttpServer};
-use crate::keys::{KeyStatus, KeyWatch};
+use crate::keys::KeyWatch;
 
 /// How often the secret file is looked at for changes.
 const KEY_POLL: Duration = Duration::from_secs(1);
@@ -37,6 +39,14 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
     common::init_logging(&config, args.config.log_format);
     // Every check `herald check` makes, before anything binds.
     let prepared = common::prepare(&config, &dir, &args.config.config)?;
+    let control_path = crate::control::socket_path(&config, &args.config.config);
+    if config.control.enabled && crate::control::Client::connect(&control_path)?.is_some() {
+        return Err(CliError::usage(format!(
+            "another node already runs with this config: its control socket {} answers; \
+             stop it first (use `herald status`, `raise` and `tail` to work beside it)",
+            control_path.display()
+        )));
+    }
     // Signals first: a SIGTERM during start-up then stops the node cleanly once it runs.
     let signals = Signals::start()?;
     let service_config = prepared.service.clone();
@@ -81,13 +91,20 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
             })?)
         }
     };
-    log_start(
-        &config,
-        &router,
-        service.as_deref(),
-        http.as_ref(),
-        &crate::keys::read(&watch.status()),
+    let (listen, sends_to) = describe(&config, service.as_deref(), http.as_ref());
+    let keys = crate::keys::read(&watch.status());
+    tracing::info!(
+        node = router.node_id(),
+        cluster = %config.cluster,
+        keys = %keys.ids_text(),
+        signing_key = keys.signing,
+        fingerprints = %keys.fingerprints,
+        listen = %or_none(&listen),
+        peers = %or_none(&sends_to),
+        "node running"
     );
+    #[cfg(unix)]
+    let control = start_control(&config, &control_path, &router, &watch, listen, sends_to);
     loop {
         match signals.next(KEY_POLL) {
             Some(SIGHUP) => watch.reload(&router, "SIGHUP"),
@@ -96,6 +113,10 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
         }
     }
     tracing::info!("stopping: flushing and saying goodbye");
+    #[cfg(unix)]
+    if let Some(c) = control {
+        c.stop();
+    }
     if let Some(s) = &service {
         s.shutdown();
     }
@@ -117,14 +138,12 @@ fn unicast_peers(config: &Config) -> usize {
         + config.tcp.as_ref().map_or(0, |t| t.peers.len())
 }
 
-/// One line that says who this node is, where it listens and whom it sends to.
-fn log_start(
+/// Where the node listens and whom it sends to, for the start-up log and `herald status`.
+fn describe(
     config: &Config,
-    router: &Router,
     service: Option<&Service>,
     http: Option<&HttpServer>,
-    keys: &KeyStatus,
-) {
+) -> (Vec<String>, Vec<String>) {
     let mut listen = Vec::new();
     let mut peers = Vec::new();
     if let Some(udp) = &config.udp {
@@ -171,23 +190,69 @@ fn log_start(
             h.local_addr()
         ));
     }
-    let none = |v: Vec<String>| {
-        if v.is_empty() {
-            "none".to_owned()
-        } else {
-            v.join(", ")
+    (listen, peers)
+}
+
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Opens the control socket for `herald raise`, `tail`, `status` and `members`; a node
+/// that cannot runs on without it, and says so.
+#[cfg(unix)]
+fn start_control(
+    config: &Config,
+    path: &std::path::Path,
+    router: &Router,
+    watch: &KeyWatch,
+    listen: Vec<String>,
+    sends_to: Vec<String>,
+) -> Option<crate::control::Server> {
+    if !config.control.enabled {
+        return None;
+    }
+    let keys = watch.status();
+    let cluster = config.cluster.clone();
+    let started = std::time::Instant::now();
+    let udp_peers: Vec<std::net::SocketAddr> = config
+        .udp
+        .iter()
+        .flat_map(|u| u.peers.iter())
+        .filter_map(|a| a.resolve().ok())
+        .collect();
+    let status = Box::new(move || {
+        let k = crate::keys::read(&keys);
+        crate::status::StatusReply {
+            cluster: cluster.clone(),
+            listen: listen.clone(),
+            sends_to: sends_to.clone(),
+            keys: k.ids_text(),
+            signing_key: k.signing,
+            fingerprints: k.fingerprints.clone(),
+            started: Some(started),
+            udp_peers: udp_peers.clone(),
+            ..Default::default()
         }
+    });
+    let context = crate::control::ServerContext {
+        router: router.clone(),
+        names: crate::tail::Names::default(),
+        status,
     };
-    tracing::info!(
-        node = router.node_id(),
-        cluster = %config.cluster,
-        keys = %keys.ids_text(),
-        signing_key = keys.signing,
-        fingerprints = %keys.fingerprints,
-        listen = %none(listen),
-        peers = %none(peers),
-        "node running"
-    );
+    match crate::control::Server::start(path, context) {
+        Ok(server) => {
+            tracing::info!(socket = %server.path().display(), "control socket open: `herald raise`, `tail`, `status` and `members` with this config talk to this node");
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("{e}; `herald raise`, `tail` and `status` cannot reach this node");
+            None
+        }
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP, handed over on a channel by a thread of their own, so the

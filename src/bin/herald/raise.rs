@@ -7,6 +7,7 @@ use herald::EventId;
 
 use crate::CliError;
 use crate::common::{self, ConfigArgs};
+use crate::control;
 
 /// Arguments of `herald raise`.
 #[derive(Debug, clap::Args)]
@@ -37,9 +38,15 @@ pub(crate) struct RaiseArgs {
     /// takes them).
     #[arg(long, value_name = "EVENTS_PER_SEC")]
     rate: Option<u64>,
+    /// How long to wait for the receivers to acknowledge the events, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    wait_ms: u64,
+    /// Print the outcome as one JSON object (ids as strings).
+    #[arg(long)]
+    json: bool,
 }
 
-fn parse_hex(s: &str) -> Result<Vec<u8>, CliError> {
+pub(crate) fn parse_hex(s: &str) -> Result<Vec<u8>, CliError> {
     let s = s.trim();
     if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(CliError::usage(
@@ -63,7 +70,6 @@ fn ephemeral(bind: SocketAddr) -> SocketAddr {
 
 pub(crate) fn run(args: &RaiseArgs) -> Result<(), CliError> {
     let (mut config, dir) = common::load(&args.config)?;
-    common::init_logging(&config, args.config.log_format);
     let payload = match (&args.payload, &args.payload_hex, &args.stdin) {
         (Some(t), _, _) => t.clone().into_bytes(),
         (_, Some(h), _) => parse_hex(h)?,
@@ -76,7 +82,25 @@ pub(crate) fn run(args: &RaiseArgs) -> Result<(), CliError> {
         }
         _ => Vec::new(),
     };
-    // Run as a sender of its own beside the node: its own node id, no listening.
+    let path = control::socket_path(&config, &args.config.config);
+    if args.node_id.is_none()
+        && let Some(client) = control::Client::connect(&path)?
+    {
+        let line = client.call(&control::Request::Raise(control::RaiseRequest {
+            event: args.event.clone(),
+            payload_hex: payload.iter().map(|b| format!("{b:02x}")).collect(),
+            count: args.count,
+            rate: args.rate,
+            wait_ms: args.wait_ms,
+            want_ack: peers_configured(&config),
+        }))?;
+        let reply: control::RaiseReply = serde_json::from_str(&line)
+            .map_err(|e| CliError::usage(format!("the node answered something else: {e}")))?;
+        return report(args, &reply, true, peers_configured(&config));
+    }
+    common::init_logging(&config, args.config.log_format);
+    // No node runs with this config: a sender of its own, with its own node id and no
+    // listening (unless --node-id makes it that node).
     config.node_id = args.node_id;
     if let Some(udp) = &mut config.udp {
         let bind = match &udp.bind {
@@ -100,6 +124,7 @@ pub(crate) fn run(args: &RaiseArgs) -> Result<(), CliError> {
     let event = router.event(EventId::from_name(&args.event));
     let mut buf = payload.clone();
     let started = std::time::Instant::now();
+    let mut reply = control::RaiseReply::default();
     for i in 0..args.count {
         if let Some(rate) = args.rate.filter(|r| *r > 0) {
             let due = started + std::time::Duration::from_secs_f64(i as f64 / rate as f64);
@@ -118,6 +143,7 @@ pub(crate) fn run(args: &RaiseArgs) -> Result<(), CliError> {
                     std::thread::sleep(std::time::Duration::from_micros(100))
                 }
                 Err(e) => {
+                    router.shutdown();
                     return Err(CliError::usage(format!(
                         "{e}; the payload may be at most {} bytes (raise max_frame_len in the config for more)",
                         router.max_payload()
@@ -125,18 +151,103 @@ pub(crate) fn run(args: &RaiseArgs) -> Result<(), CliError> {
                 }
             }
         }
+        reply.accepted += 1;
     }
-    // TCP peers connect in the background: give them a moment before the goodbye.
-    if config.tcp.is_some() {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    router.shutdown();
-    let m = router.metrics();
-    say!(
-        "raised {} × {} ({} frame(s) sent)",
-        args.count,
-        args.event,
-        m.frames_sent
+    // A sender of its own does not listen on TCP: TCP peers cannot acknowledge to it.
+    let can_hear = peers_configured(&config)
+        && (config.udp.is_some() || config.nats.is_some() || config.membership.is_some());
+    let flushed = control::flush_for_report(
+        &router,
+        std::time::Duration::from_millis(args.wait_ms),
+        can_hear,
     );
+    reply.flushed = control::FlushReport::from(&flushed);
+    router.shutdown();
+    report(args, &reply, false, can_hear)
+}
+
+/// Whether the config names anyone to send to.
+fn peers_configured(config: &herald::Config) -> bool {
+    config
+        .udp
+        .as_ref()
+        .is_some_and(|u| !u.peers.is_empty() || u.multicast.is_some())
+        || config.tcp.as_ref().is_some_and(|t| !t.peers.is_empty())
+        || config.nats.is_some()
+        || config.membership.is_some()
+}
+
+/// Says what happened; an error (exit status 1) when events were refused, or when peers
+/// are configured and not one receiver acknowledged, or some did not in time.
+fn report(
+    args: &RaiseArgs,
+    reply: &control::RaiseReply,
+    through_node: bool,
+    peers_configured: bool,
+) -> Result<(), CliError> {
+    if let Some(e) = &reply.error {
+        return Err(CliError::usage(format!(
+            "raise --event {}: {e}",
+            args.event
+        )));
+    }
+    let f = &reply.flushed;
+    let list = |v: &[control::Receiver]| {
+        v.iter()
+            .map(|r| match &r.addr {
+                Some(a) => format!("node {} ({a})", r.node),
+                None => format!("node {}", r.node),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if args.json {
+        crate::json::print(reply);
+    } else {
+        say!(
+            "raised {} × {} {}: {} accepted, {} refused (ring full); frames up to #{} {}",
+            args.count,
+            args.event,
+            if through_node {
+                "through the running node"
+            } else {
+                "as a sender of its own (no node runs with this config)"
+            },
+            reply.accepted,
+            reply.refused,
+            f.sequence,
+            if f.sent { "sent" } else { "not all sent yet" }
+        );
+        if !f.acknowledged.is_empty() {
+            say!("acknowledged by {}", list(&f.acknowledged));
+        }
+        if !f.behind.is_empty() {
+            say!(
+                "NOT acknowledged within {} ms by {}",
+                args.wait_ms,
+                list(&f.behind)
+            );
+        }
+    }
+    if reply.refused > 0 {
+        return Err(CliError::usage(format!(
+            "{} event(s) refused: the node's ring stayed full (its peers are not keeping up: \
+             see `herald status`)",
+            reply.refused
+        )));
+    }
+    if !f.behind.is_empty() || !f.sent {
+        return Err(CliError::usage(format!(
+            "not every receiver acknowledged within {} ms (see `herald status`; --wait-ms \
+             waits longer)",
+            args.wait_ms
+        )));
+    }
+    if peers_configured && f.acknowledged.is_empty() {
+        return Err(CliError::usage(
+            "no receiver acknowledged: no peer is listening, or recovery is off on them (see \
+             `herald status`)",
+        ));
+    }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `herald tail`: join the cluster and print each event and each Missed as it arrives.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use herald::EventId;
@@ -24,7 +26,16 @@ pub(crate) struct TailArgs {
 
 pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
     let (config, dir) = common::load(&args.config)?;
+    let path = crate::control::socket_path(&config, &args.config.config);
+    if let Some(client) = crate::control::Client::connect(&path)? {
+        return tail_through(client, args);
+    }
     common::init_logging(&config, args.config.log_format);
+    eprintln!(
+        "herald tail: no node answers at {} (the control socket of a node running with this \
+         config): joining the cluster as a node of its own",
+        path.display()
+    );
     // A person reading a tail wants every event: let it queue far more than a node does,
     // about a million events while the terminal or pipe catches up (it still never slows the
     // sockets; past this it reports local_overflow, or a LOST line for its own channel).
@@ -33,57 +44,172 @@ pub(crate) fn run_tail(args: &TailArgs) -> Result<(), CliError> {
         .channel_capacity(1 << 20);
     let builder = common::with_secret(builder, &config, &dir)?;
     let router = common::build(builder)?;
-    let names: Vec<(EventId, String)> = args
-        .event
-        .iter()
-        .map(|n| (EventId::from_name(n), n.clone()))
-        .collect();
-    let json = args.json;
-    let (_events, rx) = router.receiver_all();
-    let (_missed, missed_rx) = router.missed_receiver();
+    let names = Names::default();
+    names.learn(&args.event);
+    let stop = common::stop_flag()?;
+    stream(
+        &router,
+        &names,
+        &args.event,
+        args.json,
+        &mut |line| {
+            say!("{line}");
+            true
+        },
+        &|| !stop.load(Ordering::Relaxed),
+    );
+    router.shutdown();
+    Ok(())
+}
+
+/// `herald tail` beside a running node: the node streams the lines, this prints them.
+#[cfg(unix)]
+fn tail_through(client: crate::control::Client, args: &TailArgs) -> Result<(), CliError> {
+    use std::io::BufRead as _;
+    let reader = client.ask(&crate::control::Request::Tail {
+        events: args.event.clone(),
+        json: args.json,
+    })?;
+    for line in reader.lines() {
+        match line {
+            Ok(line) => say!("{line}"),
+            Err(e) => return Err(CliError::usage(format!("the node's control socket: {e}"))),
+        }
+    }
+    Err(CliError::usage(
+        "the node stopped (its control socket closed)",
+    ))
+}
+
+#[cfg(not(unix))]
+fn tail_through(_client: crate::control::Client, _args: &TailArgs) -> Result<(), CliError> {
+    Err(CliError::usage("no control socket on this platform"))
+}
+
+/// Event names a node has learned (it hears only ids): from the names tools raise and
+/// tail through its control socket. Bounded; shared between the socket's clients.
+#[derive(Clone, Default)]
+pub(crate) struct Names(Arc<RwLock<HashMap<EventId, String>>>);
+
+impl Names {
+    /// The most names kept, and the longest.
+    const MAX: usize = 10_000;
+    const MAX_LEN: usize = 1024;
+
+    pub(crate) fn learn(&self, names: &[String]) {
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for n in names.iter().filter(|n| n.len() <= Self::MAX_LEN) {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(EventId::from_name(n), n.clone());
+        }
+    }
+
+    fn name(&self, id: &EventId) -> Option<String> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(id).cloned()
+    }
+}
+
+/// What the tail's subscriptions hand over, in the library's order.
+enum Item {
+    Event(herald::Message),
+    Missed(herald::Missed),
+}
+
+/// Streams events (only `filter`'s when it names any), Missed notices and membership
+/// changes as lines to `out`, in the order the library delivers them, until `out` returns
+/// false or `alive` does (asked at least every 200 ms).
+pub(crate) fn stream(
+    router: &herald::Router,
+    names: &Names,
+    filter: &[String],
+    json: bool,
+    out: &mut dyn FnMut(&str) -> bool,
+    alive: &dyn Fn() -> bool,
+) {
+    let wanted: Vec<EventId> = filter.iter().map(|n| EventId::from_name(n)).collect();
+    // One channel for both, fed on the dispatcher thread (and by local raises): a Missed
+    // comes after the events of the frames before it, as the library delivers them.
+    // At most about a million items wait while the output catches up; past that, events
+    // are counted and said in a LOST line.
+    const MAX_QUEUED: usize = 1 << 20;
+    let (tx, rx) = crossbeam_channel::unbounded::<Item>();
+    let lost = Arc::new(AtomicU64::new(0));
+    let push = {
+        let (tx, lost) = (tx.clone(), Arc::clone(&lost));
+        move |item: Item| {
+            if tx.len() >= MAX_QUEUED || tx.send(item).is_err() {
+                lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    drop(tx);
+    let push_event = push.clone();
+    let _events = router.subscribe_all(move |d| {
+        if wanted.is_empty() || wanted.contains(&d.event()) {
+            push_event(Item::Event(d.to_message()));
+        }
+    });
+    let _missed = router.on_missed(move |m| push(Item::Missed(m.clone())));
     // With [membership]: joins, leaves, failures, suspicions and refutations too.
     let members_rx = router.member_events();
     // Who was already there (changes before the subscription are not sent again).
     for m in router.members() {
-        if m.node != router.node_id() {
-            say!(
-                "{}",
-                format_member("present", m.node, m.incarnation, m.addr, json)
-            );
+        if m.node != router.node_id()
+            && !out(&format_member(
+                "present",
+                m.node,
+                m.incarnation,
+                m.addr,
+                json,
+            ))
+        {
+            return;
         }
     }
-    let stop = common::stop_flag()?;
-    let mut asked = 0;
-    while !stop.load(Ordering::Relaxed) {
+    let mut asked = router.metrics().recovery("naks_sent");
+    let mut looked = std::time::Instant::now();
+    while alive() {
         // Frames lost on the way here and sent again on request: said once a second at most.
-        let now_asked = router.metrics().recovery("naks_sent");
-        if now_asked > asked {
-            say!("{}", format_recovered(now_asked - asked, json));
-            asked = now_asked;
+        if looked.elapsed() >= Duration::from_secs(1) {
+            looked = std::time::Instant::now();
+            let now_asked = router.metrics().recovery("naks_sent");
+            if now_asked > asked {
+                if !out(&format_recovered(now_asked - asked, json)) {
+                    return;
+                }
+                asked = now_asked;
+            }
         }
-        crossbeam_channel::select! {
-            recv(rx) -> m => if let Ok(m) = m {
-                if m.lost_before > 0 {
-                    // This process printed too slowly and its queue overflowed.
-                    say!("{}", format_lost(m.lost_before, json));
-                }
-                let name = names.iter().find(|(id, _)| *id == m.event).map(|(_, n)| n.as_str());
-                if !names.is_empty() && name.is_none() {
-                    continue;
-                }
-                say!("{}", format_event(&m, name, json));
+        let line = crossbeam_channel::select! {
+            recv(rx) -> item => match item {
+                Ok(Item::Event(m)) => Some(format_event(&m, names.name(&m.event).as_deref(), json)),
+                Ok(Item::Missed(m)) => Some(format_missed(&m, names, json)),
+                Err(_) => return,
             },
-            recv(missed_rx) -> m => if let Ok(m) = m {
-                say!("{}", format_missed(&m, &names, json));
-            },
-            recv(members_rx) -> e => if let Ok(e) = e {
-                say!("{}", format_member(change_name(e.kind), e.node, e.incarnation, e.addr, json));
-            },
-            default(Duration::from_millis(50)) => {}
+            recv(members_rx) -> e => e.ok().map(|e| {
+                format_member(change_name(e.kind), e.node, e.incarnation, e.addr, json)
+            }),
+            default(Duration::from_millis(200)) => None,
+        };
+        let dropped = lost.swap(0, Ordering::Relaxed);
+        if dropped > 0 && !out(&format_lost(dropped, json)) {
+            return;
+        }
+        if let Some(line) = line
+            && !out(&line)
+        {
+            return;
         }
     }
-    router.shutdown();
-    Ok(())
 }
 
 fn now_rfc3339() -> String {
@@ -206,15 +332,10 @@ fn format_member(
 
 /// A Missed line: the lost frames, and the events they carried when the sender still knew
 /// them (by name where this tail was given the name, else by id).
-fn format_missed(m: &herald::Missed, names: &[(EventId, String)], json: bool) -> String {
+fn format_missed(m: &herald::Missed, names: &Names, json: bool) -> String {
     let events: Option<Vec<String>> = m.events.as_ref().map(|ids| {
         ids.iter()
-            .map(|id| {
-                names
-                    .iter()
-                    .find(|(n, _)| n == id)
-                    .map_or_else(|| id.to_string(), |(_, name)| name.clone())
-            })
+            .map(|id| names.name(id).unwrap_or_else(|| id.to_string()))
             .collect()
     });
     if json {
