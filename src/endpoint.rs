@@ -201,6 +201,10 @@ pub struct EndpointConfig {
     /// Whether data frames are signed or sealed (`security`); data frames of the other mode
     /// are dropped as `security_mode_mismatch`. Default [`Security::Sign`].
     pub security: Security,
+    /// The longest frame accepted, in bytes; longer ones are dropped as `oversized`, even
+    /// when signed. A router sets its `max_frame_len` here: the one limit bounds what a node
+    /// sends and what it takes. Default (and at most) [`MAX_FRAME_LEN`](crate::wire::MAX_FRAME_LEN).
+    pub max_frame_len: usize,
 }
 
 impl EndpointConfig {
@@ -217,6 +221,7 @@ impl EndpointConfig {
             max_senders: 1024,
             recovery: RecoveryConfig::default(),
             security: Security::Sign,
+            max_frame_len: crate::wire::MAX_FRAME_LEN,
         }
     }
 }
@@ -517,6 +522,10 @@ impl Endpoint {
     }
 
     fn accept(&mut self, now: Now, bytes: Bytes, check_tag: bool) -> Result<(), Reject> {
+        if bytes.len() > self.config.max_frame_len {
+            let len = bytes.len();
+            return Err(crate::wire::ParseError::Oversized { len }.into());
+        }
         let frame = SharedFrame::parse(bytes)?;
         if frame.header_fields().cluster != self.config.cluster {
             return Err(Reject::ForeignCluster);

@@ -195,14 +195,11 @@ impl PeerTable {
                     last_heard: now.saturating_duration_since(h.last),
                     last_accepted: h.last_accepted.map(|t| now.saturating_duration_since(t)),
                     accepted: h.accepted,
-                    hint: (state != PeerState::Alive)
-                        .then(|| {
-                            drops
-                                .iter()
-                                .max_by_key(|(_, n)| *n)
-                                .and_then(|(name, _)| hint(name))
-                        })
-                        .flatten(),
+                    hint: drops
+                        .iter()
+                        .filter(|(name, _)| hint(name).is_some())
+                        .max_by_key(|(_, n)| *n)
+                        .and_then(|(name, _)| hint(name)),
                     drops,
                 }
             })
@@ -238,6 +235,10 @@ pub(crate) fn hint(reason: &str) -> Option<&'static str> {
         }
         "foreign_cluster" => {
             "the sender belongs to another cluster name: check `cluster` in both configs"
+        }
+        "oversized" => {
+            "the sender's max_frame_len is larger than this node's: set the same max_frame_len \
+             on every node"
         }
         "clock_skew" => "the clocks of the two nodes differ (or this is a replay): check NTP",
         "security_mode_mismatch" => {

@@ -504,6 +504,7 @@ impl RouterBuilder {
         config.reorder_window = self.reorder_window;
         config.recovery = self.recovery.clone();
         config.security = self.security;
+        config.max_frame_len = self.max_frame_len;
         // A window no larger than what the sender keeps, so any frame of it can be sent again.
         let held = u64::try_from(self.recovery.retention_bytes / self.max_frame_len).unwrap_or(1);
         config.recovery.window_frames = config.recovery.window_frames.min(held).max(1);

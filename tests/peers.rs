@@ -85,3 +85,57 @@ fn a_peer_with_another_secret_is_rejected_with_a_hint_and_a_good_one_is_alive() 
         r.shutdown();
     }
 }
+
+/// `max_frame_len` bounds what a node takes as well as what it sends: a signed frame longer
+/// than the receiver's limit is dropped as `oversized`, counted, and shown with the fix,
+/// while a node with the same limit takes it.
+#[test]
+fn frames_longer_than_the_receivers_max_frame_len_are_dropped_as_oversized() {
+    let addrs = util::free_udp_addrs(3);
+    let small = util::counting_node("peers", 1)
+        .udp_bind(addrs[0])
+        .build()
+        .unwrap();
+    let large = util::counting_node("peers", 2)
+        .max_frame_len(8192)
+        .udp_bind(addrs[1])
+        .build()
+        .unwrap();
+    let sender = util::counting_node("peers", 3)
+        .max_frame_len(8192)
+        .udp_bind(addrs[2])
+        .udp_peer(addrs[0])
+        .udp_peer(addrs[1])
+        .build()
+        .unwrap();
+    let event = EventId::from_name("big");
+    let (_sub, got) = large.event(event).receiver();
+    let payload = vec![7u8; 4000];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.try_recv().is_err() || small.metrics().drops_for("oversized") == 0 {
+        assert!(Instant::now() < deadline, "{:?}", small.metrics().drops);
+        sender.event(event).raise(&payload).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peer = small
+        .peers()
+        .into_iter()
+        .find(|p| p.addr == PeerAddr::Socket(addrs[2]))
+        .expect("the sender is listed");
+    assert!(
+        peer.drops.iter().any(|(r, n)| *r == "oversized" && *n > 0),
+        "{peer:?}"
+    );
+    assert!(
+        peer.hint.is_some_and(|h| h.contains("max_frame_len")),
+        "{peer:?}"
+    );
+    assert_eq!(
+        small.metrics().events_delivered,
+        0,
+        "nothing oversized got through"
+    );
+    for r in [sender, small, large] {
+        r.shutdown();
+    }
+}

@@ -270,8 +270,8 @@ pub enum ParseError {
         /// The length received.
         len: usize,
     },
-    /// Longer than [`MAX_FRAME_LEN`].
-    #[error("frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte maximum")]
+    /// Longer than [`MAX_FRAME_LEN`], or than the receiving node's `max_frame_len`.
+    #[error("frame of {len} bytes exceeds the maximum frame length")]
     Oversized {
         /// The length received.
         len: usize,
