@@ -9,11 +9,12 @@ mod util;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use util::node::{Dir, Node, free_tcp, free_udp, get};
+use util::node::{Dir, HERALD, Node, free_tcp, free_udp, get};
 
 #[test]
 fn a_scrape_answers_while_200_connections_sit_idle() {
@@ -176,7 +177,17 @@ fn keygen_add_key_then_sighup_makes_the_new_key_usable() {
             free_udp()
         ),
     );
-    raise(&other);
+    // Its raise reaches the node but nobody takes it: the command says so and fails.
+    let out = Command::new(HERALD)
+        .args(["raise", "--config"])
+        .arg(&other)
+        .args(["--event", "product.changed", "--payload", "42"])
+        .current_dir(dir.dir.path())
+        .output()
+        .expect("herald runs");
+    assert!(!out.status.success(), "an unheard raise must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no receiver acknowledged"), "{stderr}");
     node.wait_for("/metrics", "a frame signed with key 3 refused", |_, b| {
         b.contains("herald_frames_dropped_total{reason=\"unknown_key\"} ")
             && !b.contains("herald_frames_dropped_total{reason=\"unknown_key\"} 0\n")
