@@ -105,7 +105,9 @@ pub use endpoint::RecoveryConfig;
 pub use error::Reject;
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;
-pub use router::{BuildError, Event, MembershipSettings, RaiseError, Router, RouterBuilder};
+pub use router::{
+    BuildError, Event, MembershipSettings, RaiseError, Router, RouterBuilder, WeakRouter,
+};
 pub use subscription::{Delivery, Message, Subscription};
 
 /// The README's examples, compiled as doctests so they cannot rot.

@@ -96,7 +96,6 @@ pub struct RouterBuilder {
     reorder_window: Duration,
     trust_authenticated: bool,
     security: crate::auth::Security,
-    service: Option<crate::service::ServiceConfig>,
     channel_capacity: usize,
     send_on_raise: bool,
     dispatch_on_driver: bool,
@@ -337,28 +336,6 @@ impl RouterBuilder {
     /// sending again what they lack (default 1 s; zero: not at all).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
-        self
-    }
-
-    /// Runs the subscription service (outside programs subscribe and raise over the Redis
-    /// protocol; see [`crate::service`]) as part of this router: it starts with
-    /// [`build`](Self::build) and stops with [`Router::shutdown`] or the last handle's drop.
-    /// [`Router::service_addr`] gives its address.
-    ///
-    /// ```no_run
-    /// use herald::Router;
-    /// use herald::service::ServiceConfig;
-    ///
-    /// let router = Router::builder()
-    ///     .cluster("shop")
-    ///     .secret_file("herald.secret")
-    ///     .service(ServiceConfig::new("127.0.0.1:6380".parse().unwrap()))
-    ///     .build()?;
-    /// println!("redis-cli -p {} SUBSCRIBE product.changed", router.service_addr().unwrap().port());
-    /// # Ok::<(), herald::BuildError>(())
-    /// ```
-    pub fn service(mut self, config: crate::service::ServiceConfig) -> Self {
-        self.service = Some(config);
         self
     }
 
@@ -609,21 +586,10 @@ impl RouterBuilder {
                 threads: Mutex::new(Some((driver, dispatcher))),
                 send_on_raise: self.send_on_raise.then(|| Arc::clone(&core)),
                 core,
-                service: Mutex::new(None),
                 channel_capacity: self.channel_capacity,
                 members: members_view,
             }),
         };
-        if let Some(config) = self.service.take() {
-            // On an error the router just built is dropped, which stops its threads.
-            let service = crate::service::Service::start(&router, config).map_err(|e| match e {
-                crate::service::ServiceError::Io { what, source } => {
-                    BuildError::Io { what, source }
-                }
-                crate::service::ServiceError::Invalid(errors) => BuildError::Invalid(errors),
-            })?;
-            *router.inner.service.lock() = Some(service);
-        }
         Ok(router)
     }
 }
@@ -665,8 +631,6 @@ struct Inner {
     send_on_raise: Option<Arc<Mutex<Core>>>,
     /// The driver's core, for the operator's calls ([`Router::set_keyring`]) between turns.
     core: Arc<Mutex<Core>>,
-    /// The subscription service the builder started, if any; stopped first at shutdown.
-    service: Mutex<Option<crate::service::Service>>,
     /// Capacity of each channel subscriber's channel.
     channel_capacity: usize,
     /// Membership's member list and change subscribers, when the router runs membership.
@@ -680,10 +644,6 @@ impl Drop for Inner {
 }
 
 fn stop(inner: &Inner) {
-    // The service first: it raises events into this router.
-    if let Some(service) = inner.service.lock().take() {
-        service.shutdown();
-    }
     inner.signals.shutdown.store(true, Ordering::Release);
     let _ = inner.signals.waker.wake();
     if let Some((driver, dispatcher)) = inner.threads.lock().take() {
@@ -703,14 +663,30 @@ fn join_unless_current(thread: JoinHandle<()>) {
     }
 }
 
-/// A router that does not keep its node alive: for parts the router itself owns, such as the
-/// subscription service.
+/// A handle on a [`Router`] that does not keep its node alive, made by
+/// [`Router::downgrade`]. For what runs beside a router and must not outlive its owner's
+/// interest in it, such as the subscription service: the node
+/// stops when the last [`Router`] handle is dropped, whoever holds a `WeakRouter`.
+///
+/// ```
+/// use herald::auth::{Key, Keyring};
+///
+/// let router = herald::Router::builder()
+///     .cluster("shop")
+///     .keyring(Keyring::new(1, Key::from_bytes([7; 32])).unwrap())
+///     .build()
+///     .unwrap();
+/// let weak = router.downgrade();
+/// assert_eq!(weak.upgrade().map(|r| r.node_id()), Some(router.node_id()));
+/// drop(router);
+/// assert!(weak.upgrade().is_none(), "the node is gone with its last handle");
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct WeakRouter(Weak<Inner>);
+pub struct WeakRouter(Weak<Inner>);
 
 impl WeakRouter {
-    /// The router, if any handle on it is still alive.
-    pub(crate) fn upgrade(&self) -> Option<Router> {
+    /// The router, if any [`Router`] handle on it is still alive.
+    pub fn upgrade(&self) -> Option<Router> {
         self.0.upgrade().map(|inner| Router { inner })
     }
 }
@@ -768,7 +744,6 @@ impl Router {
             reorder_window: settings::REORDER,
             trust_authenticated: false,
             security: crate::auth::Security::Sign,
-            service: None,
             channel_capacity: settings::CHANNEL_CAPACITY,
             send_on_raise: false,
             dispatch_on_driver: false,
@@ -849,20 +824,9 @@ impl Router {
         stop(&self.inner);
     }
 
-    /// A handle that does not keep the node alive.
-    pub(crate) fn downgrade(&self) -> WeakRouter {
+    /// A handle that does not keep the node alive (see [`WeakRouter`]).
+    pub fn downgrade(&self) -> WeakRouter {
         WeakRouter(Arc::downgrade(&self.inner))
-    }
-
-    /// The address of the subscription service started by
-    /// [`RouterBuilder::service`], if there is one (the bound port when it asked for port 0).
-    pub fn service_addr(&self) -> Option<SocketAddr> {
-        self.inner.service.lock().as_ref().map(|s| s.local_addr())
-    }
-
-    /// The counters of the subscription service started by [`RouterBuilder::service`].
-    pub fn service_metrics(&self) -> Option<crate::service::ServiceMetrics> {
-        self.inner.service.lock().as_ref().map(|s| s.metrics())
     }
 
     fn raise(&self, id: &EventId, payload: &[u8]) -> Result<(), RaiseError> {
