@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::router::RouterBuilder;
 use crate::router::settings;
 
+use crate::error::{ConfigError, ConfigErrors};
+
 mod address;
 mod parse;
 mod rules;
@@ -564,95 +566,6 @@ fn default_clock_skew_ms() -> u64 {
 fn default_reorder_ms() -> u64 {
     millis(settings::REORDER)
 }
-
-/// A setting that cannot be used: the key at fault (`udp.bind`, `ring.capacity`; for the
-/// builder its method's name) and what is wrong with it. Every refusal of a setting, by the
-/// config, the router's builder or the service, is one of these.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigError {
-    /// The key's path, such as `udp.peers[1]`; `config` for the file as a whole (TOML
-    /// syntax, with the line and column in the problem).
-    pub key: String,
-    /// What is wrong and what is allowed.
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Every problem found in a configuration (never empty), in the order of the checks; shown
-/// one per line, after the file's name when it came from a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors {
-    file: Option<PathBuf>,
-    errors: Vec<ConfigError>,
-}
-
-impl ConfigErrors {
-    pub(crate) fn new(errors: Vec<ConfigError>) -> Self {
-        debug_assert!(!errors.is_empty());
-        Self { file: None, errors }
-    }
-
-    /// The problems.
-    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
-        self.errors.iter()
-    }
-
-    /// How many problems.
-    #[allow(clippy::len_without_is_empty)] // never empty
-    pub fn len(&self) -> usize {
-        self.errors.len()
-    }
-
-    /// The file they were found in, when they came from [`Config::load`].
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
-    }
-
-    /// The same problems, said to be in `file`.
-    #[must_use]
-    pub fn in_file(mut self, file: &Path) -> Self {
-        self.file = Some(file.to_path_buf());
-        self
-    }
-}
-
-impl From<ConfigError> for ConfigErrors {
-    fn from(e: ConfigError) -> Self {
-        Self::new(vec![e])
-    }
-}
-
-impl<'a> IntoIterator for &'a ConfigErrors {
-    type Item = &'a ConfigError;
-    type IntoIter = std::slice::Iter<'a, ConfigError>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.errors.iter()
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            if let Some(file) = &self.file {
-                write!(f, "{}: ", file.display())?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 impl Config {
     /// Parses and checks a configuration: TOML syntax (an error names its line and column),

@@ -23,8 +23,10 @@ use crate::sync::plain::{Arc, AtomicBool, Ordering, fence};
 use crate::transport::{FrameBatch, PeerAddr, RecvStatus, Transport};
 
 mod member;
+mod start;
 
 pub(crate) use member::{MemberGlue, MemberView};
+pub(crate) use start::{Parts, Threads, start};
 
 /// The waker's token; transports get 1, 2, …
 pub(crate) const WAKER: Token = Token(0);

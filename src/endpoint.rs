@@ -54,10 +54,13 @@ use crate::wire::{
     SharedFrame,
 };
 
+mod identity;
 mod membership;
 mod outbound;
 mod transmit;
 
+pub(crate) use identity::{default_node_id, random_u64};
+pub use identity::{incarnation_start_ms, new_incarnation};
 use outbound::{Outbound, OutboundConfig};
 
 /// Sequence numbers from here on are refused: no sender reaches them, so a frame that claims
@@ -99,23 +102,6 @@ impl Now {
                 .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         }
     }
-}
-
-/// Bits of an incarnation below the start time.
-const INCARNATION_RANDOM_BITS: u32 = 20;
-
-/// An incarnation for a node starting at `unix_ns`: the start time in milliseconds in the high
-/// 44 bits, `random` in the low 20. Receivers read the start time to tell whether a sender
-/// started after them (then every frame it sent was meant for them, and a lost first frame is
-/// reported) or before (then its earlier frames predate them).
-pub fn new_incarnation(unix_ns: u64, random: u64) -> u64 {
-    let ms = unix_ns / 1_000_000;
-    (ms << INCARNATION_RANDOM_BITS) | (random & ((1 << INCARNATION_RANDOM_BITS) - 1))
-}
-
-/// The start time, in milliseconds since the Unix epoch, that an incarnation carries.
-pub fn incarnation_start_ms(incarnation: u64) -> u64 {
-    incarnation >> INCARNATION_RANDOM_BITS
 }
 
 /// How lost frames are recovered and how far a sender may run ahead of its receivers.

@@ -97,17 +97,15 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Address, AddressError, Config, ConfigError, ConfigErrors, LatencySection, LogFormat,
-    LogSection, MembershipSection, MetricsSection, MulticastSection, NatsSection, RingSection,
-    ServiceSection, TcpSection, TimingSection, UdpSection,
+    Address, AddressError, Config, LatencySection, LogFormat, LogSection, MembershipSection,
+    MetricsSection, MulticastSection, NatsSection, RingSection, ServiceSection, TcpSection,
+    TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
-pub use error::Reject;
+pub use error::{BuildError, ConfigError, ConfigErrors, RaiseError, Reject};
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;
-pub use router::{
-    BuildError, Event, MembershipSettings, RaiseError, Router, RouterBuilder, WeakRouter,
-};
+pub use router::{Event, MembershipSettings, Router, RouterBuilder, WeakRouter};
 pub use subscription::{Delivery, Message, Subscription};
 
 /// The README's examples, compiled as doctests so they cannot rot.
