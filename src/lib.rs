@@ -83,6 +83,7 @@ mod driver;
 pub mod endpoint;
 mod error;
 mod event;
+mod faults;
 pub mod membership;
 mod metrics;
 mod platform;
