@@ -259,7 +259,7 @@ impl Config {
             None => svc.password.clone(),
         };
         let mut config = self.service_settings(listen, password);
-        config.tls = super::service_tls(svc, config_dir)?;
+        config.tls = super::service::service_tls(svc, config_dir)?;
         Ok(Some(config))
     }
 }
