@@ -69,10 +69,10 @@ pub struct EndpointConfig {
     /// This node's id, unique in the cluster.
     pub node: u64,
     /// This run of the node, different at each start so peers tell a restart from a replay:
-    /// [`new_incarnation`] makes one from the start time and random bits.
+    /// [`new_incarnation`](super::new_incarnation) makes one from the start time and random bits.
     pub incarnation: u64,
     /// Without recovery: how long a gap in a sender's sequence may wait for a late (reordered)
-    /// frame before it is reported as [`Missed`]. Default 20 ms. With recovery (the default),
+    /// frame before it is reported as [`Missed`](crate::Missed). Default 20 ms. With recovery (the default),
     /// [`RecoveryConfig::give_up`] takes its place.
     pub reorder_window: Duration,
     /// How often a node that sends nothing else sends a heartbeat. Default 100 ms.

@@ -13,7 +13,7 @@ use crate::wire::{EncodeError, Flags, FrameKind, FrameWriter, HeaderFields};
 impl Endpoint {
     /// Tells the endpoint that the ring refused events (it was full). The next frames, data
     /// or heartbeat, carry the OVERFLOWED flag for a heartbeat interval, so peers raise
-    /// [`Missed`] even if some of those frames are lost.
+    /// [`Missed`](crate::Missed) even if some of those frames are lost.
     pub fn note_overflow(&mut self, now: Instant) {
         self.stats.overflows += 1;
         self.overflow_until = Some(now + self.config.heartbeat_interval);
