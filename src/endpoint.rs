@@ -47,17 +47,19 @@ use bytes::Bytes;
 use crate::auth::{Keyring, Security};
 use crate::error::Reject;
 use crate::event::{EventId, Missed};
-use crate::ringbuf::Consumer;
 use crate::session::{Output, Recovery, Session, StatusTiming};
-use crate::wire::{
-    ClusterId, EncodeError, FRAME_OVERHEAD, Flags, FrameKind, FrameWriter, HeaderFields,
-    SharedFrame,
-};
+use crate::wire::{EncodeError, FRAME_OVERHEAD, Flags, FrameKind, HeaderFields, SharedFrame};
 
+mod config;
+mod encode;
+mod identity;
 mod membership;
 mod outbound;
 mod transmit;
 
+pub use config::{EndpointConfig, RecoveryConfig};
+pub(crate) use identity::{default_node_id, random_u64};
+pub use identity::{incarnation_start_ms, new_incarnation};
 use outbound::{Outbound, OutboundConfig};
 
 /// Sequence numbers from here on are refused: no sender reaches them, so a frame that claims
@@ -97,131 +99,6 @@ impl Now {
             unix_ns: self
                 .unix_ns
                 .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        }
-    }
-}
-
-/// Bits of an incarnation below the start time.
-const INCARNATION_RANDOM_BITS: u32 = 20;
-
-/// An incarnation for a node starting at `unix_ns`: the start time in milliseconds in the high
-/// 44 bits, `random` in the low 20. Receivers read the start time to tell whether a sender
-/// started after them (then every frame it sent was meant for them, and a lost first frame is
-/// reported) or before (then its earlier frames predate them).
-pub fn new_incarnation(unix_ns: u64, random: u64) -> u64 {
-    let ms = unix_ns / 1_000_000;
-    (ms << INCARNATION_RANDOM_BITS) | (random & ((1 << INCARNATION_RANDOM_BITS) - 1))
-}
-
-/// The start time, in milliseconds since the Unix epoch, that an incarnation carries.
-pub fn incarnation_start_ms(incarnation: u64) -> u64 {
-    incarnation >> INCARNATION_RANDOM_BITS
-}
-
-/// How lost frames are recovered and how far a sender may run ahead of its receivers.
-/// [`RecoveryConfig::default`] gives the defaults.
-#[derive(Clone, Debug)]
-pub struct RecoveryConfig {
-    /// Whether gaps are asked for at all (default true). Without it a gap is reported after
-    /// the reorder window, nothing is kept for sending again, and no window applies.
-    pub enabled: bool,
-    /// Bytes of recent signed frames a sender keeps to send again. Default 16 MiB.
-    pub retention_bytes: usize,
-    /// Event ids a sender keeps of frames it no longer holds, so that a receiver that lost
-    /// them learns which events it lost. Default 1,048,576 (16 MiB).
-    pub retained_ids: usize,
-    /// How many data frames a sender may run ahead of its slowest live receiver. Default 1024.
-    pub window_frames: u64,
-    /// The longest random delay before a receiver first asks for a gap. Default 0: it asks at
-    /// the end of the turn that found the gap (any frame that arrived in that turn has filled
-    /// its hole by then; reordering on a LAN is rare, and a needless request costs one
-    /// duplicate frame). A router on multicast makes it at least 3 ms, so that receivers that
-    /// lost the same frame hear one another's request before they send their own.
-    pub nak_delay: Duration,
-    /// How often a receiver asks again for a gap still open. Default 2 ms (a loopback or LAN
-    /// round trip is a fraction of that; raise it for long paths).
-    pub nak_interval: Duration,
-    /// How long a gap may stay open while it is asked for before it is reported as missed.
-    /// Default 500 ms.
-    pub give_up: Duration,
-    /// How often a receiver tells a sender that sends data how far it has consumed. Default
-    /// 10 ms (and at once after each quarter of a window).
-    pub status_interval: Duration,
-    /// How long a receiver may stay silent before it no longer holds a sender back. Default
-    /// 500 ms.
-    pub receiver_timeout: Duration,
-    /// Whether every peer hears what one is sent (multicast): then one resend answers every
-    /// receiver that asked for a frame within a short time, and a receiver that hears another
-    /// ask for its gap holds its own request back. Default false.
-    pub shared_channel: bool,
-}
-
-impl Default for RecoveryConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            retention_bytes: 16 << 20,
-            retained_ids: 1 << 20,
-            window_frames: 1024,
-            nak_delay: Duration::ZERO,
-            nak_interval: Duration::from_millis(2),
-            give_up: Duration::from_millis(500),
-            status_interval: Duration::from_millis(10),
-            receiver_timeout: Duration::from_millis(500),
-            shared_channel: false,
-        }
-    }
-}
-
-/// The endpoint's settings. [`EndpointConfig::new`] gives the defaults.
-#[derive(Clone, Debug)]
-pub struct EndpointConfig {
-    /// The cluster this node belongs to; frames of other clusters are dropped.
-    pub cluster: ClusterId,
-    /// This node's id, unique in the cluster.
-    pub node: u64,
-    /// This run of the node, different at each start so peers tell a restart from a replay:
-    /// [`new_incarnation`] makes one from the start time and random bits.
-    pub incarnation: u64,
-    /// Without recovery: how long a gap in a sender's sequence may wait for a late (reordered)
-    /// frame before it is reported as [`Missed`]. Default 20 ms. With recovery (the default),
-    /// [`RecoveryConfig::give_up`] takes its place.
-    pub reorder_window: Duration,
-    /// How often a node that sends nothing else sends a heartbeat. Default 100 ms.
-    pub heartbeat_interval: Duration,
-    /// How long a sender may stay silent before it is reported ([`MissedReason::PeerSilent`](crate::MissedReason::PeerSilent)).
-    /// Default 1 s (ten heartbeats).
-    pub dead_timeout: Duration,
-    /// How far a frame's timestamp may be from this node's clock. Default 5 s.
-    pub clock_skew: Duration,
-    /// The most senders tracked at once. Default 1024.
-    pub max_senders: usize,
-    /// Recovery of lost frames and flow control.
-    pub recovery: RecoveryConfig,
-    /// Whether data frames are signed or sealed (`security`); data frames of the other mode
-    /// are dropped as `security_mode_mismatch`. Default [`Security::Sign`].
-    pub security: Security,
-    /// The longest frame accepted, in bytes; longer ones are dropped as `oversized`, even
-    /// when signed. A router sets its `max_frame_len` here: the one limit bounds what a node
-    /// sends and what it takes. Default (and at most) [`MAX_FRAME_LEN`](crate::wire::MAX_FRAME_LEN).
-    pub max_frame_len: usize,
-}
-
-impl EndpointConfig {
-    /// The defaults for a node.
-    pub fn new(cluster: ClusterId, node: u64, incarnation: u64) -> Self {
-        Self {
-            cluster,
-            node,
-            incarnation,
-            reorder_window: Duration::from_millis(20),
-            heartbeat_interval: Duration::from_millis(100),
-            dead_timeout: Duration::from_secs(1),
-            clock_skew: Duration::from_secs(5),
-            max_senders: 1024,
-            recovery: RecoveryConfig::default(),
-            security: Security::Sign,
-            max_frame_len: crate::wire::MAX_FRAME_LEN,
         }
     }
 }
@@ -724,156 +601,6 @@ impl Endpoint {
     fn next_heartbeat(&self) -> Instant {
         self.last_sent
             .map_or(self.started, |t| t + self.config.heartbeat_interval)
-    }
-
-    /// Tells the endpoint that the ring refused events (it was full). The next frames, data
-    /// or heartbeat, carry the OVERFLOWED flag for a heartbeat interval, so peers raise
-    /// [`Missed`] even if some of those frames are lost.
-    pub fn note_overflow(&mut self, now: Instant) {
-        self.stats.overflows += 1;
-        self.overflow_until = Some(now + self.config.heartbeat_interval);
-    }
-
-    fn flags(&mut self, now: Instant) -> Flags {
-        match self.overflow_until {
-            Some(until) if now <= until => Flags::OVERFLOWED,
-            Some(_) => {
-                // Carry the flag on one more frame after the interval, then drop it.
-                self.overflow_until = None;
-                Flags::OVERFLOWED
-            }
-            None => Flags::EMPTY,
-        }
-    }
-
-    fn fields(&mut self, now: Now, kind: FrameKind, sequence: u64, extra: Flags) -> HeaderFields {
-        HeaderFields {
-            kind,
-            flags: self.flags(now.instant).union(extra),
-            key_id: self.keyring.signing_key_id(),
-            cluster: self.config.cluster,
-            node: self.config.node,
-            incarnation: self.config.incarnation,
-            sequence,
-            timestamp_ns: now.unix_ns,
-        }
-    }
-
-    /// Encodes and signs a data frame into `buf` holding `events` (event id and payload each)
-    /// and returns its length. The frame takes the next sequence number only if it is
-    /// encoded.
-    ///
-    /// # Errors
-    ///
-    /// [`EncodeError`] if `buf` cannot hold the events, or there are none.
-    pub fn encode_data<'p>(
-        &mut self,
-        now: Now,
-        buf: &mut [u8],
-        events: impl IntoIterator<Item = (EventId, &'p [u8])>,
-    ) -> Result<usize, EncodeError> {
-        let fields = self.fields(now, FrameKind::Data, self.last_seq + 1, Flags::EMPTY);
-        let mut writer = FrameWriter::new(buf, &fields)?;
-        for (event, payload) in events {
-            writer.push(&event, payload)?;
-        }
-        if writer.is_empty() {
-            return Err(EncodeError::Empty);
-        }
-        Ok(self.finish_data(now, writer))
-    }
-
-    fn finish_data(&mut self, now: Now, writer: FrameWriter<'_>) -> usize {
-        self.stats.events_sent += u64::from(writer.record_count());
-        // A frame kept for recovery is resent as it is: sealed once, so each nonce once.
-        let mut table = std::mem::take(&mut self.table);
-        table.clear();
-        let frame = match self.config.security {
-            Security::Sign => {
-                let frame = writer.finish(&self.keyring);
-                table.extend_from_slice(crate::wire::event_table(frame));
-                frame
-            }
-            Security::Encrypt => {
-                writer.finish_sealed_keeping(&self.keyring, |ids| table.extend_from_slice(ids))
-            }
-        };
-        let len = frame.len();
-        if self.recovery.enabled {
-            self.outbound.keep(self.last_seq + 1, frame, &table);
-        }
-        self.table = table;
-        self.last_seq += 1;
-        self.last_sent = Some(now.instant);
-        self.stats.frames_sent += 1;
-        len
-    }
-
-    /// Reads runs of records from `ring` as long as the next one fits a frame of `buf.len()`
-    /// bytes, encodes and signs them into `buf` as one data frame, frees the runs, and
-    /// returns the frame's length; `None` when the ring holds no committed record.
-    ///
-    /// The driver calls it until it returns `None`: that is the smart batching, frames as full
-    /// as the ring allows and no waiting for more.
-    #[must_use]
-    pub fn encode_from_ring(
-        &mut self,
-        now: Now,
-        ring: &mut Consumer,
-        buf: &mut [u8],
-    ) -> Option<usize> {
-        if !self.window_open() {
-            if !self.stalled {
-                self.stalled = true;
-                self.stats.window_stalls += 1;
-            }
-            return None;
-        }
-        self.stalled = false;
-        let fields = self.fields(now, FrameKind::Data, self.last_seq + 1, Flags::EMPTY);
-        let mut writer = FrameWriter::new(buf, &fields).ok()?;
-        // A run of ring records is never longer in a frame (a 24-byte ring header becomes a
-        // 4-byte record header plus at most one 16-byte id in the table), so a run of at most
-        // `remaining` ring bytes always fits what is left of the frame.
-        while let Some(run) = ring.read(writer.remaining()) {
-            for (event, payload) in run.records() {
-                let pushed = writer.push(&event, payload);
-                // Fits by construction; a failure would be a bug. The run is released
-                // anyway, since the records before it are in the frame already.
-                debug_assert!(pushed.is_ok(), "record did not fit: {pushed:?}");
-            }
-            run.release();
-        }
-        if writer.is_empty() {
-            return None;
-        }
-        Some(self.finish_data(now, writer))
-    }
-
-    /// Encodes a heartbeat into `buf` if one is due (nothing sent for a heartbeat interval),
-    /// and returns its length.
-    #[must_use]
-    pub fn poll_heartbeat(&mut self, now: Now, buf: &mut [u8]) -> Option<usize> {
-        if now.instant < self.next_heartbeat() {
-            return None;
-        }
-        self.encode_heartbeat(now, buf, Flags::EMPTY)
-    }
-
-    /// Encodes the last heartbeat of a clean shutdown: every data frame is accounted for, so
-    /// peers report nothing when this node goes quiet or restarts.
-    #[must_use]
-    pub fn encode_closing(&mut self, now: Now, buf: &mut [u8]) -> Option<usize> {
-        self.encode_heartbeat(now, buf, Flags::CLOSING)
-    }
-
-    fn encode_heartbeat(&mut self, now: Now, buf: &mut [u8], extra: Flags) -> Option<usize> {
-        let fields = self.fields(now, FrameKind::Heartbeat, self.last_seq, extra);
-        let writer = FrameWriter::new(buf, &fields).ok()?;
-        let len = writer.finish(&self.keyring).len();
-        self.last_sent = Some(now.instant);
-        self.stats.heartbeats_sent += 1;
-        Some(len)
     }
 }
 

@@ -1,7 +1,16 @@
-//! Public error types.
+//! Public error types: why a frame was dropped ([`Reject`]), why a setting was refused
+//! ([`ConfigError`], [`ConfigErrors`]), why a router did not start ([`BuildError`]) and why a
+//! raise was refused ([`RaiseError`]).
 
-use crate::auth::VerifyError;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::auth::{SecretFileError, VerifyError};
 use crate::wire::ParseError;
+#[cfg(doc)]
+use crate::{Config, Event, Missed, RouterBuilder};
 
 /// Why a received frame was dropped. Every reason has a stable short [`name`](Self::name), the
 /// label of the drop counters and the `reason` field of the (rate-limited) drop logs.
@@ -97,3 +106,135 @@ impl Reject {
             .chain(Self::SESSION_NAMES.iter().copied())
     }
 }
+
+/// Why [`RouterBuilder::build`] failed. Each names the setting at fault and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Settings are missing or out of range: every one at fault, each naming the builder
+    /// method (see [`RouterBuilder::check`]).
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
+    /// The secret file could not be used.
+    #[error(transparent)]
+    Secret(#[from] SecretFileError),
+    /// A socket or the poller could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being set up, such as `udp bind 127.0.0.1:7700`.
+        what: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
+
+/// Why [`Event::raise`] refused an event. Nothing was sent, and local subscribers were not
+/// called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaiseError {
+    /// The payload does not fit in one frame.
+    #[error("payload of {len} bytes exceeds the {max}-byte maximum for this router's frame size")]
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload.
+        max: usize,
+    },
+    /// The ring is full: the driver cannot keep up (or the network is down). Peers are told
+    /// (they raise [`Missed`]).
+    #[error("ring full: event refused (peers will be told)")]
+    Full,
+    /// The router was shut down.
+    #[error("router shut down")]
+    ShutDown,
+}
+
+/// A setting that cannot be used: the key at fault (`udp.bind`, `ring.capacity`; for the
+/// builder its method's name) and what is wrong with it. Every refusal of a setting, by the
+/// config, the router's builder or the service, is one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    /// The key's path, such as `udp.peers[1]`; `config` for the file as a whole (TOML
+    /// syntax, with the line and column in the problem).
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in a configuration (never empty), in the order of the checks; shown
+/// one per line, after the file's name when it came from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    file: Option<PathBuf>,
+    errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    pub(crate) fn new(errors: Vec<ConfigError>) -> Self {
+        debug_assert!(!errors.is_empty());
+        Self { file: None, errors }
+    }
+
+    /// The problems.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.errors.iter()
+    }
+
+    /// How many problems.
+    #[allow(clippy::len_without_is_empty)] // never empty
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// The file they were found in, when they came from [`Config::load`].
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The same problems, said to be in `file`.
+    #[must_use]
+    pub fn in_file(mut self, file: &Path) -> Self {
+        self.file = Some(file.to_path_buf());
+        self
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        Self::new(vec![e])
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if let Some(file) = &self.file {
+                write!(f, "{}: ", file.display())?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

@@ -1,35 +1,54 @@
 //! herald carries events between the instances of a load-balanced application: the thing that
 //! makes "I changed product 42, drop it from your cache" reach every other server in
-//! microseconds, signed, and never silently lost.
+//! microseconds, signed, and never silently lost. Every event raised on a node reaches each
+//! live peer's subscribers exactly once, or those subscribers are told it was [`Missed`];
+//! a malformed, forged or replayed frame never panics a node and is counted by reason
+//! ([`Reject`]).
 //!
-//! # What exists today
+//! # What an application uses
 //!
-//! This crate is being built bottom up. The application-facing part:
-//!
-//! - [`Router`]: raise events ([`Event::raise`]), subscribe to them ([`Event::subscribe`],
-//!   [`Event::receiver`]), hear about lost ones ([`Router::on_missed`]), read counters
-//!   ([`Router::metrics`]). Frames travel over UDP (unicast or multicast) or over a
-//!   [`transport::Transport`] of your own.
-//! - [`service::Service`]: the subscription service, so outside programs (`redis-cli`, any
-//!   Redis client library) subscribe to events, get them pushed, and raise them over the
-//!   Redis protocol.
+//! - [`Router`] (made by [`RouterBuilder`], or from a [`Config`] file): raise events
+//!   ([`Event::raise`]), subscribe to them ([`Event::subscribe`], [`Event::receiver`]),
+//!   hear about lost ones ([`Router::on_missed`]), read counters ([`Router::metrics`]).
+//!   Frames travel over UDP (unicast or multicast), TCP, NATS (feature `nats`) or a
+//!   [`transport::Transport`] of your own; [`membership`] finds the peers when asked to.
+//! - [`service::Service`]: the subscription service, started beside a router, so outside
+//!   programs (`redis-cli`, any Redis client library) subscribe to events, get them pushed,
+//!   and raise them over the Redis protocol. It holds the router through a [`WeakRouter`].
 //! - [`testing::SimNetwork`]: a simulated lossy network of nodes with a fake clock, to test
 //!   what your caches do with a [`Missed`].
 //!
-//! Underneath, the sans-IO core:
+//! # The data path
 //!
-//! - [`wire`]: the frame format. [`wire::FrameWriter`] encodes events into a buffer the caller
-//!   owns, without allocating; [`wire::Frame::parse`] is the one checked entry point for bytes
-//!   from the network, and after it succeeds no accessor can panic.
-//! - [`auth`]: the cluster keyring. HMAC-SHA256 tags, constant-time verification, and the
-//!   [`auth::Verified`] type that only a successful verification can make.
-//! - [`ringbuf`]: the lock-free many-producer, one-consumer byte ring that `raise()` will write
-//!   into.
+//! ```text
+//!  raise()                     Event::raise                          (router)
+//!    │ local subscribers run on the raising thread
+//!    ▼
+//!  ring        lock-free many-producer byte ring, records in wire layout  (ringbuf)
+//!    │ the driver thread drains committed records
+//!    ▼
+//!  frame       FrameWriter packs records into a frame                     (wire)
+//!    ▼
+//!  sign        HMAC-SHA256 tag, or AES-256-GCM seal                       (auth)
+//!    ▼
+//!  transport   UDP / TCP / NATS / yours, moved by the mio loop             (transport, driver)
+//!  ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ network ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─
+//!  transport   bytes in, as Bytes over pooled receive blocks               (transport, driver)
+//!    ▼
+//!  verify      Frame::parse (the one door for untrusted bytes), then
+//!              Keyring::verify / open, the only makers of a Verified       (wire, auth)
+//!    ▼
+//!  session     per sender incarnation: sequence window, replay, gaps
+//!              recovered or reported as Missed                              (endpoint, session)
+//!    ▼
+//!  dispatch    subscribers get each payload as a slice of the received
+//!              buffer, on the dispatcher thread                             (driver, subscription)
+//! ```
 //!
-//! - [`endpoint`]: the node without sockets or clocks: frames in, deliveries and [`Missed`]
-//!   out, sequence windows per sender incarnation.
-//!
-//! See the README for what runs today.
+//! The core ([`wire`], [`auth`], the ring, the session and [`endpoint`]) has no sockets,
+//! threads or clock: [`endpoint::Endpoint`] is the whole node without I/O, time is an
+//! argument, and output goes into buffers the caller passes. Only the driver touches sockets,
+//! and only the ring's raw storage holds `unsafe`. docs/architecture.md maps every module.
 //!
 //! # Example: raise and subscribe
 //!
@@ -83,10 +102,14 @@ mod driver;
 pub mod endpoint;
 mod error;
 mod event;
+mod faults;
 pub mod membership;
 mod metrics;
 mod peers;
 mod platform;
+// The ring is an internal of the router; it stays public (hidden) for the ring benchmark,
+// the stress test and the loom and Miri runs over it.
+#[doc(hidden)]
 pub mod ringbuf;
 mod router;
 pub mod service;
@@ -98,18 +121,16 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    Address, AddressError, Config, ConfigError, ConfigErrors, ControlSection, LatencySection,
-    LogFormat, LogSection, MembershipSection, MetricsSection, MulticastSection, NatsSection,
-    RingSection, ServiceSection, TcpSection, TimingSection, UdpSection,
+    Address, AddressError, Config, ControlSection, LatencySection, LogFormat, LogSection,
+    MembershipSection, MetricsSection, MulticastSection, NatsSection, RingSection, ServiceSection,
+    TcpSection, TimingSection, UdpSection,
 };
 pub use endpoint::RecoveryConfig;
-pub use error::Reject;
+pub use error::{BuildError, ConfigError, ConfigErrors, RaiseError, Reject};
 pub use event::{EventId, Missed, MissedReason};
 pub use metrics::Metrics;
 pub use peers::{PeerInfo, PeerState};
-pub use router::{
-    BuildError, Event, Flushed, MembershipSettings, RaiseError, Router, RouterBuilder,
-};
+pub use router::{Event, Flushed, MembershipSettings, Router, RouterBuilder, WeakRouter};
 pub use subscription::{Delivery, Message, Subscription};
 
 /// The README's examples, compiled as doctests so they cannot rot.

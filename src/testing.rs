@@ -35,70 +35,7 @@ use crate::event::{EventId, Missed};
 use crate::ringbuf::{ClaimError, Consumer, Producer, ring};
 use crate::wire::{ClusterId, DEFAULT_UDP_FRAME_LEN, SharedFrame};
 
-/// What the simulated network does to datagrams. Probabilities are per datagram and per
-/// receiver, from 0.0 to 1.0.
-#[derive(Clone, Debug)]
-pub struct Faults {
-    /// Probability that a datagram is lost.
-    pub loss: f64,
-    /// Probability that a loss starts a burst: the next `burst_len` datagrams to that receiver
-    /// are lost too.
-    pub burst: f64,
-    /// Length of a loss burst, in datagrams.
-    pub burst_len: u32,
-    /// Probability that a datagram is delivered twice.
-    pub duplicate: f64,
-    /// Probability that a datagram is held back by up to `reorder_delay`, so later ones pass it.
-    pub reorder: f64,
-    /// The longest a reordered datagram is held back.
-    pub reorder_delay: Duration,
-    /// One-way latency of every datagram.
-    pub latency: Duration,
-}
-
-impl Default for Faults {
-    /// A perfect network with 50 µs of latency.
-    fn default() -> Self {
-        Self {
-            loss: 0.0,
-            burst: 0.0,
-            burst_len: 0,
-            duplicate: 0.0,
-            reorder: 0.0,
-            reorder_delay: Duration::from_millis(5),
-            latency: Duration::from_micros(50),
-        }
-    }
-}
-
-/// A small, seeded pseudo-random generator (SplitMix64): tests need repeatable runs, not
-/// cryptographic randomness.
-#[derive(Clone, Debug)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    /// A generator with this seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        // 53 random bits make a uniform float in [0, 1).
-        #[allow(clippy::cast_precision_loss)]
-        let x = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        x < p
-    }
-}
+pub use crate::faults::{Faults, SimRng};
 
 /// One simulated node: an endpoint, its ring, and what it received.
 #[derive(Debug)]
@@ -361,37 +298,16 @@ impl SimNetwork {
 
     /// Sends `bytes` from node `from` to node `to`, through the faults.
     fn send(&mut self, from: usize, to: usize, bytes: &Bytes) {
-        {
-            let burst = self.nodes[from].bursts.entry(to).or_insert(0);
-            if *burst > 0 {
-                *burst -= 1;
-                return;
-            }
-            if self.rng.chance(self.faults.loss) {
-                if self.rng.chance(self.faults.burst) {
-                    *self.nodes[from].bursts.entry(to).or_insert(0) = self.faults.burst_len;
-                }
-                return;
-            }
-            let copies = if self.rng.chance(self.faults.duplicate) {
-                2
-            } else {
-                1
-            };
-            for _ in 0..copies {
-                let mut delay = self.faults.latency;
-                if self.rng.chance(self.faults.reorder) {
-                    let max = u64::try_from(self.faults.reorder_delay.as_nanos()).unwrap_or(1);
-                    delay += Duration::from_nanos(self.rng.next_u64() % max.max(1));
-                }
-                self.order += 1;
-                self.in_flight.push(Reverse(InFlight {
-                    at: self.now.instant + delay,
-                    order: self.order,
-                    to,
-                    bytes: bytes.clone(),
-                }));
-            }
+        let burst = self.nodes[from].bursts.entry(to).or_insert(0);
+        let fate = self.faults.odds().fate(&mut self.rng, burst);
+        for hold in fate.copies() {
+            self.order += 1;
+            self.in_flight.push(Reverse(InFlight {
+                at: self.now.instant + self.faults.latency + *hold,
+                order: self.order,
+                to,
+                bytes: bytes.clone(),
+            }));
         }
     }
 

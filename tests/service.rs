@@ -414,22 +414,22 @@ fn the_redis_crate_speaks_resp3_with_the_service() {
     );
 }
 
-/// The builder can own the service: it starts with the router, serves PUBLISH and pushes,
-/// and stops when the last handle on the router is dropped (the service holds the router
-/// weakly, so it does not keep it alive).
+/// A service started beside a router serves PUBLISH and pushes, does not keep the router
+/// alive (it holds it through a `WeakRouter`), refuses PUBLISH once the last router handle is
+/// gone, and closes every client when it is dropped.
 #[test]
-fn the_builder_runs_the_service_with_the_router_and_stops_it_with_the_last_handle() {
+fn a_service_beside_the_router_does_not_keep_it_alive_and_closes_its_clients_on_drop() {
     let router = herald::Router::builder()
         .cluster("service-test")
         .keyring(util::test_keyring())
-        .service(herald::service::ServiceConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-        ))
         .build()
-        .expect("router with a service builds");
-    let addr = router
-        .service_addr()
-        .expect("the builder started a service");
+        .expect("router builds");
+    let service = herald::service::Service::start(
+        &router,
+        herald::service::ServiceConfig::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .expect("service starts");
+    let addr = service.local_addr();
     let client = redis::Client::open(url(addr)).unwrap();
     let mut con = client.get_connection().expect("connect");
     let mut pubsub = con.as_pubsub();
@@ -445,35 +445,41 @@ fn the_builder_runs_the_service_with_the_router_and_stops_it_with_the_last_handl
         pubsub_message(&mut pubsub),
         ("stock.changed".into(), b"7".to_vec())
     );
-    assert_eq!(router.service_metrics().unwrap().connections_open, 1);
+    assert_eq!(service.metrics().connections_open, 1);
     drop(pubsub);
     drop(con);
 
     let mut raw = Raw::connect(addr);
     let clone = router.clone();
     drop(router);
-    raw.command(&[b"PING"]);
-    assert_eq!(
-        raw.line(),
-        "+PONG",
-        "a clone keeps the node and its service"
-    );
+    raw.command(&[b"PUBLISH", b"stock.changed", b"8"]);
+    assert_eq!(raw.line(), ":0", "a clone keeps the node");
+    let weak = clone.downgrade();
     drop(clone);
+    assert!(
+        weak.upgrade().is_none(),
+        "the service did not keep the node"
+    );
+    raw.command(&[b"PUBLISH", b"stock.changed", b"9"]);
+    assert_eq!(raw.line(), "-ERR the node is shutting down");
+    drop(service);
     raw.expect_closed();
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
-        "nothing listens once the router is gone"
+        "nothing listens once the service is gone"
     );
 
-    // A port in use is a build error naming the setting.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = herald::Router::builder()
+    // A port in use is a start error naming the setting.
+    let router = herald::Router::builder()
         .cluster("service-test")
         .keyring(util::test_keyring())
-        .service(herald::service::ServiceConfig::new(
-            taken.local_addr().unwrap(),
-        ))
         .build()
-        .unwrap_err();
+        .expect("router builds");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = herald::service::Service::start(
+        &router,
+        herald::service::ServiceConfig::new(taken.local_addr().unwrap()),
+    )
+    .unwrap_err();
     assert!(err.to_string().starts_with("service.listen"), "{err}");
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, redacted};
+use super::redacted;
+use crate::error::ConfigError;
 
 /// `[nats]`: carry frames over NATS servers (the binary is built with the `nats` feature).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

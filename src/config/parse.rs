@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-use super::ConfigError;
+use crate::error::ConfigError;
 
 /// The problem of a required key that is not there.
 const MISSING: &str = "missing: this key is required";

@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Address, Config, ConfigError, ConfigErrors};
+use super::{Address, Config};
+use crate::error::{ConfigError, ConfigErrors};
 use crate::router::settings::config_key;
 use crate::router::{Router, RouterBuilder};
 use crate::service::ServiceConfig;
@@ -258,7 +259,7 @@ impl Config {
             None => svc.password.clone(),
         };
         let mut config = self.service_settings(listen, password);
-        config.tls = super::service_tls(svc, config_dir)?;
+        config.tls = super::service::service_tls(svc, config_dir)?;
         Ok(Some(config))
     }
 }

@@ -7,8 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{RouterBuilder, ring_record_len};
-use crate::config::{ConfigError, ConfigErrors};
+use super::RouterBuilder;
+use super::builder::ring_record_len;
+use crate::error::{ConfigError, ConfigErrors};
 use crate::wire::{FRAME_OVERHEAD, MAX_FRAME_LEN};
 
 /// Default ring size, 1 MiB.

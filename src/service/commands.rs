@@ -510,8 +510,8 @@ fn publish(ctx: &mut Ctx<'_>, w: &mut Writer<'_>, args: Args<'_>) {
     };
     ctx.index.learn_published(event, channel);
     let receivers = ctx.index.receivers(&event, &ctx.index.name_of(&event));
-    // The service holds the router weakly, so that a router that owns its service (started
-    // by the builder) is not kept alive by it.
+    // The service holds the router weakly, so that it never keeps alive a node its owner
+    // dropped.
     let Some(router) = ctx.router.upgrade() else {
         w.error("ERR the node is shutting down");
         return;

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::config::{ConfigError, ConfigErrors};
+use crate::error::{ConfigError, ConfigErrors};
 use crate::event::EventId;
 use crate::router::Router;
 use crate::sync::plain::{Arc, Ordering};

@@ -117,11 +117,14 @@ impl Health {
         );
         let _ = writeln!(
             text,
-            "# HELP herald_peers Other nodes: heard (a session with a verified sender, silent \
-             ones included) and configured (unicast peers in the config).\n\
-             # TYPE herald_peers gauge\n\
-             herald_peers{{state=\"heard\"}} {}\n\
-             herald_peers{{state=\"configured\"}} {}",
+            "# HELP herald_sender_sessions Other nodes this node keeps a session for (it \
+             verified a frame from them; silent ones included until they are forgotten).\n\
+             # TYPE herald_sender_sessions gauge\n\
+             herald_sender_sessions {}\n\
+             # HELP herald_peers_configured Unicast peers in the config (udp.peers and \
+             tcp.peers).\n\
+             # TYPE herald_peers_configured gauge\n\
+             herald_peers_configured {}",
             self.router.senders_heard(),
             self.unicast_peers
         );

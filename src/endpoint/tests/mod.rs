@@ -8,6 +8,7 @@ use crate::auth::Key;
 use crate::event::{EventId, MissedReason};
 use crate::ringbuf::ring;
 use crate::testing::{Faults, SimNetwork};
+use crate::wire::ClusterId;
 
 const KEY: [u8; 32] = [0x42; 32];
 
