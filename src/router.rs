@@ -421,6 +421,7 @@ impl RouterBuilder {
             let mut config = TcpConfig::new(self.max_frame_len);
             config.listen = self.tcp_listen;
             config.peers = self.tcp_peers.clone();
+            config.member_port_offset = self.tcp_member_port_offset();
             let tcp = TcpTransport::bind(config).map_err(|source| BuildError::Io {
                 what: format!(
                     "tcp listen {}",
