@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use std::collections::HashSet;
+
 use super::{EncodeError, Endpoint, Flags, FrameKind, Now, Reject, SharedFrame};
 
 impl Endpoint {
@@ -105,4 +107,13 @@ impl Endpoint {
     pub fn poll_membership(&mut self) -> Option<SharedFrame> {
         self.membership_in.pop_front()
     }
+}
+
+/// Whether `node` is sent statuses and requests for lost frames: every sender without
+/// membership; with it, members only. A sender the cluster does not know gets no answers
+/// (a flood of made-up senders would otherwise cost a status and a request per fake, enough
+/// to starve the node); a real node about to join is a member within a probe interval, and
+/// its gaps are asked for from then on.
+pub(super) fn acknowledged(members: Option<&HashSet<u64>>, node: u64) -> bool {
+    members.is_none_or(|m| m.contains(&node))
 }
