@@ -41,6 +41,7 @@ mod probe;
 mod resolve;
 pub mod sim;
 mod state;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -90,6 +91,10 @@ pub struct MembershipConfig {
     pub tombstone: Duration,
     /// The most members (live or remembered) tracked. Default 4096.
     pub max_members: usize,
+    /// How often (give or take a quarter) a node asks one live member, and one seed that is
+    /// not a live member, for their whole member list, so that updates gossip lost and
+    /// partitions longer than `tombstone` still converge. Zero turns it off. Default 30 s.
+    pub sync_interval: Duration,
     /// Seed of the random choices (probe order, intermediaries).
     pub rng_seed: u64,
 }
@@ -113,6 +118,7 @@ impl MembershipConfig {
             join_retry: Duration::from_secs(1),
             tombstone: Duration::from_secs(60),
             max_members: 4096,
+            sync_interval: Duration::from_secs(30),
             rng_seed: node ^ incarnation.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -260,6 +266,8 @@ pub struct Membership {
     /// When a member remembered as failed is next asked to join (healing a partition: both
     /// sides may have declared the other failed, and nobody probes a failed member).
     next_reconnect: Instant,
+    /// When the next full-state exchange is due (see `sync.rs`).
+    next_sync: Instant,
     leaving: bool,
     rng: u64,
 }
@@ -276,7 +284,7 @@ impl Membership {
             addr: config.advertise,
         };
         let rng = config.rng_seed | 1;
-        Self {
+        let mut m = Self {
             probe: probe::Prober::new(now),
             me,
             members: BTreeMap::new(),
@@ -289,10 +297,13 @@ impl Membership {
             resync_at: None,
             synced: false,
             next_reconnect: now,
+            next_sync: now,
             leaving: false,
             rng,
             config,
-        }
+        };
+        m.next_sync = m.next_sync_after(now, true);
+        m
     }
 
     /// The settings.

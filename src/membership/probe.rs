@@ -96,6 +96,7 @@ impl Membership {
         [
             Some(probe),
             Some(self.next_reconnect),
+            (!self.config.sync_interval.is_zero()).then_some(self.next_sync),
             self.next_join,
             self.resync_at,
             self.next_suspicion_deadline(),
@@ -116,6 +117,7 @@ impl Membership {
         if self.leaving {
             return;
         }
+        self.push_pull(now);
         if now >= self.next_reconnect {
             self.next_reconnect = now + self.config.join_retry;
             let failed: Vec<SocketAddr> = self
