@@ -517,7 +517,7 @@ impl RouterBuilder {
         if self.membership.is_some() && self.membership_udp.is_none() {
             return Err(Self::invalid(
                 "membership",
-                "needs UDP: set udp.bind (membership messages travel over UDP unicast)",
+                "needs UDP: set udp.bind or a udp.multicast group (membership messages travel over UDP)",
             ));
         }
         let membership = self.membership_udp.and_then(|(udp, bind)| {

@@ -66,6 +66,10 @@ pub struct MembershipConfig {
     pub advertise: Option<SocketAddr>,
     /// Where to ask to join: static seeds (and today's `udp.peers`).
     pub seeds: Vec<SocketAddr>,
+    /// A multicast group every node listens on, where the network has one: asked to join,
+    /// like a seed, while this node knows no live member, so nodes find each other with no
+    /// seed at all. (Not asked in the periodic exchange: every member would answer.)
+    pub group: Option<SocketAddr>,
     /// How often a member is probed. Default 200 ms.
     pub probe_interval: Duration,
     /// How long a direct probe waits for its answer before asking others. Default 100 ms.
@@ -107,6 +111,7 @@ impl MembershipConfig {
             incarnation,
             advertise: None,
             seeds: Vec::new(),
+            group: None,
             probe_interval: Duration::from_millis(200),
             probe_timeout: Duration::from_millis(100),
             indirect_probes: 3,

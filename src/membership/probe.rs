@@ -176,7 +176,8 @@ impl Membership {
         }
     }
 
-    /// While no member is live, asks the seeds (static and discovered) to join, every
+    /// While no member is live, asks the seeds (static and discovered) and the multicast
+    /// group to join, every
     /// `join_retry`.
     fn join_if_alone(&mut self, now: Instant) {
         let Some(at) = self.next_join else {
@@ -191,6 +192,7 @@ impl Membership {
         }
         let mut seeds = self.config.seeds.clone();
         seeds.extend(self.discovered.iter().copied());
+        seeds.extend(self.config.group);
         seeds.sort_unstable();
         seeds.dedup();
         for seed in seeds {

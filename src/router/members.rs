@@ -119,6 +119,8 @@ impl RouterBuilder {
         config.seeds = settings.seeds;
         config.seeds.extend(self.udp_peers.iter().copied());
         config.seeds.retain(|s| *s != bind);
+        // Where the network has multicast, the group is where nodes find each other.
+        config.group = self.multicast.map(|(group, _)| SocketAddr::V4(group));
         config.probe_interval = settings.probe_interval;
         config.probe_timeout = settings.probe_interval / 2;
         config.suspicion_mult = settings.suspicion_mult;
