@@ -96,11 +96,12 @@ impl Endpoint {
             }
             self.scanned = true;
             let (at, window, timing) = (now.instant, self.outbound_window(), self.timing);
+            let answer_unknown = self.answers_unknown(at);
             let members = self.members.as_ref();
             self.due.extend(
                 self.nodes
                     .iter()
-                    .filter(|(node, _)| acknowledged(members, **node))
+                    .filter(|(node, _)| acknowledged(members, answer_unknown, **node))
                     .filter(|(_, s)| {
                         s.session.nak_due(at) || s.session.status_due(at, window, timing)
                     })
