@@ -169,7 +169,7 @@ fn tcp_connects_to_members_that_join_and_lets_go_of_those_that_die() {
     let addrs = util::free_udp_addrs(5);
     let seed = addrs[0];
     let routers: Vec<Router> = (0..3).map(|i| node(i as u64 + 1, addrs[i], seed)).collect();
-    wait(Duration::from_secs(5), || {
+    wait(Duration::from_secs(10), || {
         routers.iter().all(|r| r.members().len() == 3)
     })
     .expect("three routers see each other");
@@ -195,7 +195,7 @@ fn tcp_connects_to_members_that_join_and_lets_go_of_those_that_die() {
 
     // A fourth router joins later and receives what is raised after it joined.
     let late = node(4, addrs[3], seed);
-    wait(Duration::from_secs(5), || {
+    wait(Duration::from_secs(10), || {
         late.members().len() == 4 && routers.iter().all(|r| r.members().len() == 4)
     })
     .expect("the fourth router joins");
@@ -209,7 +209,7 @@ fn tcp_connects_to_members_that_join_and_lets_go_of_those_that_die() {
     // A member with only a bare TCP listener: every router connects to it over TCP once it
     // joins, and sends its frames there.
     let mut observer = Observer::start(9, addrs[4], seed);
-    wait(Duration::from_secs(5), || {
+    wait(Duration::from_secs(10), || {
         routers
             .iter()
             .chain([&late])
