@@ -226,6 +226,9 @@ pub struct Endpoint {
     membership_in: VecDeque<SharedFrame>,
     /// The cluster's members, once membership runs.
     members: Option<std::collections::HashSet<u64>>,
+    /// When a sender the cluster does not know last made way for another (membership): a
+    /// flood of unknown senders, during which only members are answered.
+    unknown_churn_at: Option<Instant>,
 }
 
 impl Endpoint {
@@ -274,6 +277,7 @@ impl Endpoint {
             last_accepted: 0,
             membership_in: VecDeque::new(),
             members: None,
+            unknown_churn_at: None,
             config,
             keyring,
             started: now.instant,

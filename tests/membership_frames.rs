@@ -179,3 +179,67 @@ fn a_flood_of_made_up_senders_cannot_lock_members_or_joiners_out() {
     assert!(endpoint.stats().unknown_evicted > 0);
     assert_eq!(endpoint.stats().drops_by_name("too_many_senders"), 0);
 }
+
+/// A data frame from `sender` (a run that started long ago), validly signed.
+fn data_from(sender: u64, now: Now, sequence: u64) -> Bytes {
+    let fields = HeaderFields {
+        kind: FrameKind::Data,
+        flags: Flags::EMPTY,
+        key_id: 1,
+        cluster: ClusterId::from_name(CLUSTER),
+        node: sender,
+        incarnation: 20,
+        sequence,
+        timestamp_ns: now.unix_ns,
+    };
+    let mut buf = vec![0; 256];
+    let mut w = herald::wire::FrameWriter::new(&mut buf, &fields).unwrap();
+    w.push(&herald::EventId::from_name("e"), b"x").unwrap();
+    Bytes::copy_from_slice(w.finish(&keyring(7)))
+}
+
+/// The nodes the endpoint sends statuses to now.
+fn answered(endpoint: &mut Endpoint, now: Now) -> Vec<u64> {
+    let mut buf = vec![0; 1472];
+    std::iter::from_fn(|| endpoint.poll_transmit(now, &mut buf).map(|t| t.to)).collect()
+}
+
+#[test]
+fn senders_the_cluster_does_not_know_go_unanswered_only_while_they_churn_the_table() {
+    let mut now = Now::system();
+    let config = EndpointConfig::new(ClusterId::from_name(CLUSTER), 1, 10);
+    let mut endpoint = Endpoint::new(config, keyring(7), now);
+    endpoint.set_members([99]);
+    // Calm: a sender the cluster does not know (yet) is answered like a member.
+    endpoint
+        .handle_datagram(now, data_from(99, now, 1))
+        .unwrap();
+    endpoint
+        .handle_datagram(now, data_from(77, now, 1))
+        .unwrap();
+    let to = answered(&mut endpoint, now);
+    assert!(to.contains(&99) && to.contains(&77), "{to:?}");
+    // A flood of made-up senders churns the unknown share: only members are answered.
+    for fake in 10_000..11_100u64 {
+        let _ = endpoint.handle_datagram(now, data_from(fake, now, 1));
+    }
+    assert!(endpoint.stats().unknown_evicted > 0);
+    now.instant += std::time::Duration::from_secs(1);
+    now.unix_ns += 1_000_000_000;
+    endpoint
+        .handle_datagram(now, data_from(99, now, 2))
+        .unwrap();
+    let to = answered(&mut endpoint, now);
+    assert_eq!(to, [99], "members only during the flood");
+    // Ten quiet seconds later, everyone is answered again.
+    now.instant += std::time::Duration::from_secs(10);
+    now.unix_ns += 10_000_000_000;
+    endpoint
+        .handle_datagram(now, data_from(99, now, 3))
+        .unwrap();
+    endpoint
+        .handle_datagram(now, data_from(11_099, now, 2))
+        .unwrap();
+    let to = answered(&mut endpoint, now);
+    assert!(to.contains(&99) && to.contains(&11_099), "{to:?}");
+}

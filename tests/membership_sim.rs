@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use herald::membership::sim::MemberSim;
-use herald::membership::{MemberEventKind, MemberState};
+use herald::membership::{MemberEventKind, MemberState, MembershipConfig};
 
 const PROBE: Duration = Duration::from_millis(200);
 
@@ -75,5 +75,64 @@ fn traffic_per_node_is_bounded_in_cluster_size() {
     assert!(
         large.1 < small.1 * 2.0,
         "bytes per node grow with the cluster: {figures:?}"
+    );
+}
+
+/// Whether nodes `side` hold every node of `other` as failed (or have forgotten it).
+fn side_lost_other(
+    sim: &MemberSim,
+    side: std::ops::Range<usize>,
+    other: std::ops::Range<usize>,
+) -> bool {
+    side.clone().all(|i| {
+        other.clone().all(|j| {
+            let state = sim.nodes[i].membership.state_of(j as u64 + 1);
+            matches!(state, None | Some(MemberState::Failed))
+        })
+    })
+}
+
+#[test]
+fn a_partition_longer_than_the_suspicion_time_heals_to_one_view() {
+    let mut sim = MemberSim::new(20, 5);
+    sim.run_until(Duration::from_secs(30), MemberSim::converged)
+        .expect("converges");
+    // Two halves, the seed (node 0) in the first, apart for 10 s (suspicion: 1 to 3 s).
+    sim.partition = Some(10);
+    sim.run_for(Duration::from_secs(10));
+    assert!(side_lost_other(&sim, 0..10, 10..20) && side_lost_other(&sim, 10..20, 0..10));
+    // Healed, with 10% loss: one view again.
+    sim.partition = None;
+    sim.loss = 0.10;
+    let took = sim
+        .run_until(Duration::from_secs(30), MemberSim::converged)
+        .expect("the halves converge to one membership view");
+    println!("20 nodes, halves apart 10 s: one view {took:?} after the heal (10% loss)");
+}
+
+/// A partition that outlasts the memory of failed members (60 s) leaves no trace of the
+/// other side; the periodic full-state exchange with a seed that is not a live member
+/// brings the halves together. Without it they would stay apart for good.
+#[test]
+fn a_partition_longer_than_the_failed_members_memory_heals_through_push_pull() {
+    let run = |sync_interval: Duration| {
+        let mut template = MembershipConfig::new(0, 0);
+        template.sync_interval = sync_interval;
+        let mut sim = MemberSim::with_config(20, 9, template);
+        sim.run_until(Duration::from_secs(30), MemberSim::converged)
+            .expect("converges");
+        sim.partition = Some(10);
+        sim.run_for(Duration::from_secs(75));
+        let forgotten = (10..20).all(|i| sim.nodes[i].membership.state_of(1).is_none());
+        assert!(forgotten, "the second half forgot the first");
+        assert!(side_lost_other(&sim, 0..10, 10..20));
+        sim.partition = None;
+        sim.run_until(Duration::from_secs(60), MemberSim::converged)
+    };
+    let took = run(Duration::from_secs(30)).expect("the halves converge after the heal");
+    println!("20 nodes, halves apart 75 s: one view {took:?} after the heal");
+    assert!(
+        run(Duration::ZERO).is_none(),
+        "without the exchange the halves stay apart (this test would prove nothing)"
     );
 }

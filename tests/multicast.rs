@@ -151,3 +151,70 @@ fn multicast_recovery_inside_namespace() {
     assert!(s.recovery("frames_resent") > 0);
     drop(subs);
 }
+
+#[test]
+fn multicast_membership_in_a_network_namespace() {
+    if !util::netns::is_root_or_skip() {
+        return;
+    }
+    util::netns::run_inside(
+        "ip link set lo up && ip route add 224.0.0.0/4 dev lo",
+        "multicast_membership_inside_namespace --exact",
+        1,
+    );
+}
+
+/// Membership with a multicast group and no seed at all: the nodes find each other through
+/// the group, deliver to each other, and a node that starts later joins the same way.
+#[test]
+#[ignore = "run by multicast_membership_in_a_network_namespace inside a namespace"]
+fn multicast_membership_inside_namespace() {
+    use std::time::{Duration, Instant};
+
+    use herald::{EventId, MembershipSettings};
+
+    util::netns::assert_inside();
+    let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 42, 3), 47_003);
+    let build = |id: u64| {
+        Router::builder()
+            .cluster("multicast-members")
+            .node_id(id)
+            .keyring(util::test_keyring())
+            .udp_multicast(group, Ipv4Addr::LOCALHOST)
+            .membership(MembershipSettings::default())
+            .build()
+            .expect("router builds")
+    };
+    let wait = |routers: &[&Router], n: usize| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if routers.iter().all(|r| r.members().len() == n) {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    };
+    let routers: Vec<Router> = (1..=3).map(build).collect();
+    let all: Vec<&Router> = routers.iter().collect();
+    let took = wait(&all, 3).expect("three nodes find each other through the group");
+    eprintln!("3 nodes, no seed: all see 3 members after {took:?}");
+    let late = build(4);
+    let all: Vec<&Router> = routers.iter().chain([&late]).collect();
+    let took = wait(&all, 4).expect("a later node joins through the group");
+    eprintln!("a fourth node joined through the group after {took:?}");
+    let ids: Vec<u64> = late.members().iter().map(|m| m.node).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+
+    let id = EventId::from_name("multicast.members");
+    let (_sub, rx) = late.event(id).receiver();
+    routers[0].event(id).raise(b"found").unwrap();
+    let m = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("the event arrives");
+    assert_eq!(&m.payload[..], b"found");
+    // Nobody was declared failed on the way (one host: every member has the same address).
+    for r in &all {
+        assert_eq!(r.metrics().membership("member_failures"), 0);
+    }
+}

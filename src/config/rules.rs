@@ -46,10 +46,15 @@ impl Config {
                 "missing: set the address to receive on (or a udp.multicast group)",
             );
         }
-        if self.membership.is_some() && self.udp.as_ref().is_none_or(|u| u.bind.is_none()) {
+        if self.membership.is_some()
+            && self
+                .udp
+                .as_ref()
+                .is_none_or(|u| u.bind.is_none() && u.multicast.is_none())
+        {
             bad(
                 "membership",
-                "needs UDP: set udp.bind (membership messages travel over UDP unicast)",
+                "needs UDP: set udp.bind or a udp.multicast group (membership messages travel over UDP)",
             );
         }
         if let Some(tcp) = &self.tcp

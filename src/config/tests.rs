@@ -254,3 +254,19 @@ fn the_service_section_fills_in_defaults_and_never_prints_the_password() {
     let err = c.service_config(Path::new("/nonexistent")).unwrap_err();
     assert_eq!(err.key, "service.password_file");
 }
+
+#[test]
+fn membership_over_a_multicast_group_needs_no_bind_and_no_seed() {
+    let text = "cluster = \"c\"\n[udp.multicast]\ngroup = \"239.255.42.1:7700\"\ninterface = \"127.0.0.1\"\n[membership]\n";
+    assert!(
+        Config::from_toml(text).is_ok(),
+        "{:?}",
+        Config::from_toml(text).err()
+    );
+    let text = "cluster = \"c\"\n[tcp]\nlisten = \"127.0.0.1:1\"\n[membership]\n";
+    let e = err(text);
+    assert!(
+        e.contains("membership: needs UDP: set udp.bind or a udp.multicast group"),
+        "{e}"
+    );
+}

@@ -1,7 +1,9 @@
 //! The endpoint's side of membership: membership frames handed on, the sender table's room
 //! for members and for senders the cluster does not know, and membership frames signed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use std::collections::HashSet;
 
 use super::{EncodeError, Endpoint, Flags, FrameKind, Now, Reject, SharedFrame};
 
@@ -44,6 +46,7 @@ impl Endpoint {
             Some(n) => {
                 self.nodes.remove(&n);
                 self.stats.unknown_evicted += 1;
+                self.unknown_churn_at = Some(now);
                 Ok(())
             }
             None => self.evict_one(now),
@@ -105,4 +108,32 @@ impl Endpoint {
     pub fn poll_membership(&mut self) -> Option<SharedFrame> {
         self.membership_in.pop_front()
     }
+}
+
+/// How long after a sender the cluster does not know last had to make way for another
+/// only members are answered.
+const FLOOD_CALM: Duration = Duration::from_secs(10);
+
+impl Endpoint {
+    /// Whether senders the cluster does not know are answered now: without membership, or
+    /// while no flood of them churns the sender table.
+    pub(super) fn answers_unknown(&self, now: Instant) -> bool {
+        self.members.is_none()
+            || self
+                .unknown_churn_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_CALM)
+    }
+}
+
+/// Whether `node` is sent statuses and requests for lost frames: every sender, except
+/// while a flood of senders the cluster does not know churns the sender table
+/// (`answer_unknown` false); then members only. Answering every made-up sender would cost a
+/// status and a request per fake, enough to starve the node; a real node about to join is a
+/// member within a probe interval, and its gaps are asked for from then on.
+pub(super) fn acknowledged(
+    members: Option<&HashSet<u64>>,
+    answer_unknown: bool,
+    node: u64,
+) -> bool {
+    answer_unknown || members.is_none_or(|m| m.contains(&node))
 }

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::membership::acknowledged;
 use super::outbound::Reply;
 use super::{Endpoint, Now, Transmit};
 use crate::wire::{ControlFrame, FRAME_OVERHEAD, Flags, FrameKind, HeaderFields, SharedFrame};
@@ -95,9 +96,12 @@ impl Endpoint {
             }
             self.scanned = true;
             let (at, window, timing) = (now.instant, self.outbound_window(), self.timing);
+            let answer_unknown = self.answers_unknown(at);
+            let members = self.members.as_ref();
             self.due.extend(
                 self.nodes
                     .iter()
+                    .filter(|(node, _)| acknowledged(members, answer_unknown, **node))
                     .filter(|(_, s)| {
                         s.session.nak_due(at) || s.session.status_due(at, window, timing)
                     })

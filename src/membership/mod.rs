@@ -41,6 +41,7 @@ mod probe;
 mod resolve;
 pub mod sim;
 mod state;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +66,10 @@ pub struct MembershipConfig {
     pub advertise: Option<SocketAddr>,
     /// Where to ask to join: static seeds (and today's `udp.peers`).
     pub seeds: Vec<SocketAddr>,
+    /// A multicast group every node listens on, where the network has one: asked to join,
+    /// like a seed, while this node knows no live member, so nodes find each other with no
+    /// seed at all. (Not asked in the periodic exchange: every member would answer.)
+    pub group: Option<SocketAddr>,
     /// How often a member is probed. Default 200 ms.
     pub probe_interval: Duration,
     /// How long a direct probe waits for its answer before asking others. Default 100 ms.
@@ -90,6 +95,10 @@ pub struct MembershipConfig {
     pub tombstone: Duration,
     /// The most members (live or remembered) tracked. Default 4096.
     pub max_members: usize,
+    /// How often (give or take a quarter) a node asks one live member, and one seed that is
+    /// not a live member, for their whole member list, so that updates gossip lost and
+    /// partitions longer than `tombstone` still converge. Zero turns it off. Default 30 s.
+    pub sync_interval: Duration,
     /// Seed of the random choices (probe order, intermediaries).
     pub rng_seed: u64,
 }
@@ -102,6 +111,7 @@ impl MembershipConfig {
             incarnation,
             advertise: None,
             seeds: Vec::new(),
+            group: None,
             probe_interval: Duration::from_millis(200),
             probe_timeout: Duration::from_millis(100),
             indirect_probes: 3,
@@ -113,6 +123,7 @@ impl MembershipConfig {
             join_retry: Duration::from_secs(1),
             tombstone: Duration::from_secs(60),
             max_members: 4096,
+            sync_interval: Duration::from_secs(30),
             rng_seed: node ^ incarnation.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -260,6 +271,8 @@ pub struct Membership {
     /// When a member remembered as failed is next asked to join (healing a partition: both
     /// sides may have declared the other failed, and nobody probes a failed member).
     next_reconnect: Instant,
+    /// When the next full-state exchange is due (see `sync.rs`).
+    next_sync: Instant,
     leaving: bool,
     rng: u64,
 }
@@ -276,7 +289,7 @@ impl Membership {
             addr: config.advertise,
         };
         let rng = config.rng_seed | 1;
-        Self {
+        let mut m = Self {
             probe: probe::Prober::new(now),
             me,
             members: BTreeMap::new(),
@@ -289,10 +302,13 @@ impl Membership {
             resync_at: None,
             synced: false,
             next_reconnect: now,
+            next_sync: now,
             leaving: false,
             rng,
             config,
-        }
+        };
+        m.next_sync = m.next_sync_after(now, true);
+        m
     }
 
     /// The settings.

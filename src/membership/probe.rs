@@ -96,6 +96,7 @@ impl Membership {
         [
             Some(probe),
             Some(self.next_reconnect),
+            (!self.config.sync_interval.is_zero()).then_some(self.next_sync),
             self.next_join,
             self.resync_at,
             self.next_suspicion_deadline(),
@@ -116,6 +117,7 @@ impl Membership {
         if self.leaving {
             return;
         }
+        self.push_pull(now);
         if now >= self.next_reconnect {
             self.next_reconnect = now + self.config.join_retry;
             let failed: Vec<SocketAddr> = self
@@ -174,7 +176,8 @@ impl Membership {
         }
     }
 
-    /// While no member is live, asks the seeds (static and discovered) to join, every
+    /// While no member is live, asks the seeds (static and discovered) and the multicast
+    /// group to join, every
     /// `join_retry`.
     fn join_if_alone(&mut self, now: Instant) {
         let Some(at) = self.next_join else {
@@ -189,6 +192,7 @@ impl Membership {
         }
         let mut seeds = self.config.seeds.clone();
         seeds.extend(self.discovered.iter().copied());
+        seeds.extend(self.config.group);
         seeds.sort_unstable();
         seeds.dedup();
         for seed in seeds {

@@ -56,6 +56,9 @@ pub struct MemberSim {
     pub events: Vec<(Duration, usize, MemberEvent)>,
     /// The share of messages lost, from 0 to 1.
     pub loss: f64,
+    /// A partition: nodes below this index and the others cannot reach each other (what is
+    /// in flight across it when it starts is lost too). `None`: one network.
+    pub partition: Option<usize>,
     start: Instant,
     now: Instant,
     tick: Duration,
@@ -90,6 +93,7 @@ impl MemberSim {
             nodes: Vec::with_capacity(n),
             events: Vec::new(),
             loss: 0.0,
+            partition: None,
             start,
             now: start,
             tick: Duration::from_millis(2),
@@ -270,7 +274,15 @@ impl MemberSim {
         }
     }
 
+    /// Whether a partition separates nodes `a` and `b`.
+    fn cut(&self, a: usize, b: usize) -> bool {
+        self.partition.is_some_and(|k| (a < k) != (b < k))
+    }
+
     fn deliver(&mut self, f: InFlight) {
+        if self.cut(f.from, f.to) {
+            return;
+        }
         let Some(n) = self.nodes.get_mut(f.to) else {
             return;
         };
@@ -332,6 +344,9 @@ impl MemberSim {
             let Some(to) = self.nodes.iter().position(|n| n.addr == to) else {
                 continue;
             };
+            if self.cut(i, to) {
+                continue;
+            }
             let r = self.random();
             if (r % 10_000) as f64 / 10_000.0 < self.loss {
                 continue;

@@ -388,6 +388,7 @@ impl RouterBuilder {
             let mut config = TcpConfig::new(self.max_frame_len);
             config.listen = self.tcp_listen;
             config.peers = self.tcp_peers.clone();
+            config.member_port_offset = self.tcp_member_port_offset();
             let tcp = TcpTransport::bind(config).map_err(|source| BuildError::Io {
                 what: format!(
                     "tcp listen {}",
@@ -455,7 +456,7 @@ impl RouterBuilder {
         if self.membership.is_some() && self.membership_udp.is_none() {
             return Err(Self::invalid(
                 "membership",
-                "needs UDP: set udp.bind (membership messages travel over UDP unicast)",
+                "needs UDP: set udp.bind or a udp.multicast group (membership messages travel over UDP)",
             ));
         }
         let membership = self.membership_udp.and_then(|(udp, bind)| {

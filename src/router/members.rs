@@ -93,6 +93,16 @@ impl RouterBuilder {
         Ok(())
     }
 
+    /// With membership and a TCP listener on a fixed port: the distance from this node's UDP
+    /// port to its TCP port, which the TCP transport assumes every member keeps, to connect
+    /// to each live member ([`TcpConfig::member_port_offset`](crate::transport::TcpConfig)).
+    pub(super) fn tcp_member_port_offset(&self) -> Option<i32> {
+        self.membership.as_ref()?;
+        let (_, udp) = self.membership_udp?;
+        let tcp = self.tcp_listen?;
+        (tcp.port() != 0).then(|| i32::from(tcp.port()) - i32::from(udp.port()))
+    }
+
     /// The membership the driver runs, for a node whose UDP transport is `udp` (bound at
     /// `bind`).
     pub(super) fn make_membership(
@@ -109,6 +119,8 @@ impl RouterBuilder {
         config.seeds = settings.seeds;
         config.seeds.extend(self.udp_peers.iter().copied());
         config.seeds.retain(|s| *s != bind);
+        // Where the network has multicast, the group is where nodes find each other.
+        config.group = self.multicast.map(|(group, _)| SocketAddr::V4(group));
         config.probe_interval = settings.probe_interval;
         config.probe_timeout = settings.probe_interval / 2;
         config.suspicion_mult = settings.suspicion_mult;

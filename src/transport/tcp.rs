@@ -5,6 +5,11 @@
 //! (frozen, or a black hole) fills its own buffer and loses frames (its receivers report them
 //! missed), and never delays the others. `TCP_USER_TIMEOUT` makes the kernel give up on a
 //! peer that does not acknowledge data, and the connection is retried with backoff.
+//!
+//! With membership, the transport also connects to every live member and lets go of those
+//! gone ([`TcpConfig::member_port_offset`], in `tcp/peers.rs`).
+
+mod peers;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -43,6 +48,13 @@ pub struct TcpConfig {
     /// 4 MiB. While every connected peer has half of this queued and still takes bytes, the
     /// transport pushes back ([`Transport::backpressure`]).
     pub max_queued: usize,
+    /// With membership: where members listen for TCP, as an offset from their membership
+    /// (UDP) port; the transport connects to every live member there, besides `peers`, and
+    /// closes the connections of members that failed or left. `None` (the default): only
+    /// `peers`. A router sets it to its own `tcp.listen` port minus its `udp.bind` port, so
+    /// every node is expected to keep the same distance between the two (the same port for
+    /// both, or 7700 and 7800 everywhere, say).
+    pub member_port_offset: Option<i32>,
 }
 
 impl TcpConfig {
@@ -54,6 +66,7 @@ impl TcpConfig {
             max_frame_len,
             user_timeout: Duration::from_secs(2),
             max_queued: 4 << 20,
+            member_port_offset: None,
         }
     }
 }
@@ -77,6 +90,8 @@ struct Outbound {
     dropped: u64,
     /// When the socket last took bytes (or connected).
     progress: Instant,
+    /// Whether membership added this peer (and so removes it when the member is gone).
+    member: bool,
 }
 
 #[derive(Debug)]
@@ -121,6 +136,7 @@ impl TcpTransport {
                 backoff: BACKOFF_MIN,
                 dropped: 0,
                 progress: now,
+                member: false,
             })
             .collect();
         let len = block_len(config.max_frame_len);
@@ -399,6 +415,10 @@ impl Transport for TcpTransport {
             }
         }
         Ok(status)
+    }
+
+    fn set_peers(&mut self, peers: &[SocketAddr]) {
+        self.follow_members(peers);
     }
 
     fn backpressure(&self) -> bool {
