@@ -10,7 +10,7 @@
 //! on a CPU), which is the figure that shows what one more receiver costs the sender.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -97,14 +97,69 @@ fn threads() -> Option<HashSet<u64>> {
     Some(tasks.flatten().filter_map(tid).collect())
 }
 
-/// Nanoseconds these threads have run on a CPU (the first field of `schedstat`).
-fn cpu_ns(tids: &HashSet<u64>) -> Option<u64> {
-    let mut total = 0u64;
-    for tid in tids {
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+/// CPU time of some threads: nanoseconds on a CPU (`schedstat`), and the clock ticks spent in
+/// user space and in the kernel (`stat`), for the kernel's share.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    ns: u64,
+    user_ticks: u64,
+    kernel_ticks: u64,
+}
+
+impl Cpu {
+    /// The time these threads have run so far (`None` without `/proc`, or if one ended).
+    fn of(tids: &HashSet<u64>) -> Option<Self> {
+        let mut total = Self::default();
+        for tid in tids {
+            let read = |file| std::fs::read_to_string(format!("/proc/self/task/{tid}/{file}"));
+            let sched = read("schedstat").ok()?;
+            total.ns += sched.split_whitespace().next()?.parse::<u64>().ok()?;
+            // After the command name (in parentheses, possibly with spaces): state is field
+            // 3, utime 14 and stime 15.
+            let stat = read("stat").ok()?;
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+            total.user_ticks += fields.next()?.parse::<u64>().ok()?;
+            total.kernel_ticks += fields.next()?.parse::<u64>().ok()?;
+        }
+        Some(total)
     }
-    Some(total)
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            ns: self.ns.saturating_sub(before.ns),
+            user_ticks: self.user_ticks.saturating_sub(before.user_ticks),
+            kernel_ticks: self.kernel_ticks.saturating_sub(before.kernel_ticks),
+        }
+    }
+
+    /// The share of the time spent in the kernel, 0 to 1 (to 0.01).
+    fn kernel_share(self) -> Option<f64> {
+        let ticks = self.user_ticks + self.kernel_ticks;
+        (ticks > 0).then(|| rounded(self.kernel_ticks as f64 / ticks as f64, 2))
+    }
+}
+
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago: all held at once while they
+/// are chosen, so the system cannot hand out one twice (it did, at 64).
+fn free_ports(tcp: bool, n: usize) -> Result<Vec<SocketAddr>, CliError> {
+    let no_port = |e: std::io::Error| CliError::usage(format!("no free port on 127.0.0.1: {e}"));
+    if tcp {
+        let held = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(no_port)?;
+        held.iter()
+            .map(|l| l.local_addr().map_err(no_port))
+            .collect()
+    } else {
+        let held = (0..n)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(no_port)?;
+        held.iter()
+            .map(|s| s.local_addr().map_err(no_port))
+            .collect()
+    }
 }
 
 fn build(b: RouterBuilder, what: &str) -> Result<Router, CliError> {
@@ -120,9 +175,7 @@ fn nodes(args: &BenchArgs, kind: Kind, n: usize) -> Result<Nodes, CliError> {
     let key = Key::generate().map_err(|e| CliError::usage(format!("no randomness: {e}")))?;
     let keyring = Keyring::new(1, key).map_err(CliError::usage)?;
     let tcp = kind == Kind::Tcp;
-    let at = (0..n)
-        .map(|_| free_port(tcp))
-        .collect::<Result<Vec<_>, _>>()?;
+    let at = free_ports(tcp, n)?;
     let group = SocketAddrV4::new(GROUP, free_port(false)?.port());
     let before = threads();
     let sender = base(args, SENDER, keyring.clone());
@@ -229,7 +282,7 @@ fn fan_out(args: &BenchArgs, n: usize, load: &Load, stop: &AtomicBool) -> Result
         .zip(&receivers)
         .map(|(rec, r)| rec.attach(r))
         .collect();
-    let cpu_before = threads.as_ref().and_then(cpu_ns);
+    let cpu_before = threads.as_ref().and_then(Cpu::of);
     let bar = progress_bar(args);
     let delivered = || recorders.iter().map(|r| r.delivered()).sum::<u64>();
     let done = load::generate(&sender, load, stop, |sent| {
@@ -249,8 +302,8 @@ fn fan_out(args: &BenchArgs, n: usize, load: &Load, stop: &AtomicBool) -> Result
     }
     // After the receivers settled, so that the frames the sender's driver was still sending
     // when the load stopped are counted too.
-    let cpu = threads.as_ref().and_then(cpu_ns).zip(cpu_before);
-    let cpu = cpu.map(|(after, before)| after.saturating_sub(before));
+    let cpu = threads.as_ref().and_then(Cpu::of).zip(cpu_before);
+    let cpu = cpu.map(|(after, before)| after.since(before));
     print(args, kind, done, cpu, &recorders, &receivers, &sender);
     sender.shutdown();
     for r in &receivers {
@@ -289,6 +342,9 @@ struct FanoutJson {
     /// (`null` without `/proc`). The producer's raise (a ring write) is not in it: it costs
     /// the same whatever the number of receivers.
     sender_cpu_ns_per_event: Option<f64>,
+    /// The share of that CPU time spent in the kernel (sending, and on loopback the
+    /// receiving sockets' delivery the kernel does in the sender's system call), 0 to 1.
+    sender_cpu_kernel_share: Option<f64>,
     /// Latency over every receiver's samples.
     p50_us: u64,
     p99_us: u64,
@@ -309,7 +365,7 @@ fn print(
     args: &BenchArgs,
     kind: Kind,
     done: Generated,
-    cpu: Option<u64>,
+    cpu: Option<Cpu>,
     recorders: &[Arc<Recorder>],
     receivers: &[Router],
     sender: &Router,
@@ -351,7 +407,8 @@ fn print(
         events_per_sec_total: rounded(total, 0),
         events_per_sec_min: rates.fold(f64::INFINITY, f64::min),
         events_per_sec_mean: rounded(total / receivers.len().max(1) as f64, 0),
-        sender_cpu_ns_per_event: cpu.map(|ns| rounded(ns as f64 / done.sent.max(1) as f64, 1)),
+        sender_cpu_ns_per_event: cpu.map(|c| rounded(c.ns as f64 / done.sent.max(1) as f64, 1)),
+        sender_cpu_kernel_share: cpu.and_then(Cpu::kernel_share),
         p50_us: quantile(0.5),
         p99_us: quantile(0.99),
         per_receiver,
@@ -378,7 +435,10 @@ fn print(
     let cpu = out
         .sender_cpu_ns_per_event
         .map_or_else(|| "unknown (no /proc)".to_owned(), |ns| format!("{ns} ns"));
-    say!("  sender CPU per event   {cpu} (its driver and dispatcher threads)");
+    let kernel = out.sender_cpu_kernel_share.map_or_else(String::new, |k| {
+        format!(", {:.0}% in the kernel", k * 100.0)
+    });
+    say!("  sender CPU per event   {cpu} (its driver and dispatcher threads{kernel})");
     say!(
         "  delivered events/s     {:>12.0} in total",
         out.events_per_sec_total
