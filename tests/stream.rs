@@ -114,3 +114,25 @@ fn remote_events_arrive_on_the_stream_in_order() {
         r.shutdown();
     }
 }
+
+/// The stream hands over what it holds, then ends once the router is gone.
+#[test]
+fn the_stream_ends_when_the_router_is_dropped() {
+    let router = Router::builder()
+        .cluster("stream-end")
+        .keyring(util::test_keyring())
+        .build()
+        .expect("a router without transports builds");
+    let mut stream = router.events(Filter::all());
+    router
+        .event(EventId::from_name("last"))
+        .raise(b"bye")
+        .unwrap();
+    drop(router);
+    let rt = runtime();
+    let last = rt.block_on(next(&mut stream));
+    assert_eq!(last.payload().map(|p| &p[..]), Some(&b"bye"[..]));
+    let end =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), stream.next()).await });
+    assert_eq!(end.expect("the end within 10 s"), None);
+}
