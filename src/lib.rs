@@ -114,6 +114,8 @@ pub mod ringbuf;
 mod router;
 pub mod service;
 mod session;
+#[cfg(feature = "stream")]
+pub mod stream;
 mod subscription;
 mod sync;
 pub mod testing;

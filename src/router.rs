@@ -187,6 +187,12 @@ impl Router {
         )
     }
 
+    /// Capacity of each channel subscriber's channel (and, by default, of an event stream).
+    #[cfg_attr(not(feature = "stream"), allow(dead_code))]
+    pub(crate) fn channel_capacity(&self) -> usize {
+        self.inner.channel_capacity
+    }
+
     /// A snapshot of the counters.
     pub fn metrics(&self) -> Metrics {
         self.inner.metrics.snapshot()

@@ -21,6 +21,9 @@ use crate::json;
 use crate::load::{self, Generated, Load, Recorder, Report};
 use crate::nats_server::LocalNats;
 
+#[path = "bench_fanout.rs"]
+mod fanout;
+
 /// Arguments of `herald bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -88,6 +91,8 @@ pub(crate) struct BenchArgs {
     /// `encrypt` (sealed with AES-256-GCM). Run both to compare.
     #[arg(long, value_enum, default_value = "sign")]
     security: SecurityArg,
+    #[command(flatten)]
+    fanout: fanout::FanoutArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -240,6 +245,9 @@ fn progress_bar(args: &BenchArgs) -> Option<indicatif::ProgressBar> {
 pub(crate) fn run(args: &BenchArgs) -> Result<(), CliError> {
     let load = check(args)?;
     let stop = common::stop_flag()?;
+    if let Some(n) = args.fanout.receivers {
+        return fanout::run(args, n, &load, &stop);
+    }
     let nats = match args.transport {
         Transport::Nats | Transport::NatsRaw if cfg!(not(feature = "nats")) => {
             return Err(CliError::usage(

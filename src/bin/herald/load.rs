@@ -245,6 +245,12 @@ impl Recorder {
         [events, missed]
     }
 
+    /// Adds this recorder's latency samples to `into` (the fan-out bench merges its
+    /// receivers').
+    pub(crate) fn merge_latency_into(&self, into: &mut Histogram<u64>) {
+        let _ = into.add(&*self.latency.lock());
+    }
+
     /// Load events delivered so far.
     pub(crate) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
