@@ -158,3 +158,31 @@ fn a_node_on_nats_alone_is_not_ready_while_no_server_is_reachable() {
         "{body}"
     );
 }
+
+#[test]
+fn bench_over_nats_reports_every_event_and_the_clients_slow_consumer_count() {
+    if !nats_server_available() {
+        return;
+    }
+    let server = NatsServer::start(&[]);
+    let out = Command::new(HERALD)
+        .args(["bench", "--transport", "nats", "--nats-url"])
+        .arg(server.url())
+        .args(["--seconds", "0.5", "--rate", "2000", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    assert_eq!(json["transport"], "nats", "{text}");
+    assert!(json["sent"].as_u64().unwrap() > 100, "{text}");
+    assert_eq!(json["delivered"], json["sent"], "nothing lost: {text}");
+    let nats = &json["nats"];
+    for key in ["slow_consumer", "inbound_dropped", "disconnects"] {
+        assert_eq!(nats[key], 0, "{key} in a clean run: {text}");
+    }
+}
