@@ -176,13 +176,40 @@ fn with_nats(b: RouterBuilder, url: Option<&str>) -> RouterBuilder {
     }
 }
 
-/// The receiving node, listening on `at` (or on NATS at `nats`).
+/// What the receiving node's NATS client saw in a NATS run: drops of a slow consumer (the
+/// client's or the server's) and lost connections, each of which herald must cover.
+#[derive(Debug, serde::Serialize)]
+struct NatsSeen {
+    slow_consumer: u64,
+    inbound_dropped: u64,
+    disconnects: u64,
+}
+
+/// Reads the receiving node's [`NatsSeen`] when the run ends (`None`: not a NATS run).
+type NatsProbe = Option<Box<dyn Fn() -> NatsSeen>>;
+
+#[cfg(feature = "nats")]
+fn nats_probe(b: &RouterBuilder) -> NatsProbe {
+    let stats = b.nats_stats()?;
+    Some(Box::new(move || NatsSeen {
+        slow_consumer: stats.slow_consumer(),
+        inbound_dropped: stats.inbound_dropped(),
+        disconnects: stats.disconnects(),
+    }))
+}
+
+#[cfg(not(feature = "nats"))]
+fn nats_probe(_: &RouterBuilder) -> NatsProbe {
+    None
+}
+
+/// The receiving node, listening on `at` (or on NATS at `nats`), and its NATS probe.
 fn receiver(
     args: &BenchArgs,
     keyring: Keyring,
     at: SocketAddr,
     nats: Option<&str>,
-) -> Result<Router, CliError> {
+) -> Result<(Router, NatsProbe), CliError> {
     let b = base(args, RECEIVER, keyring);
     let b = match args.transport {
         Transport::Tcp => b.tcp_listen(at),
@@ -198,6 +225,7 @@ fn receiver(
     } else {
         b
     };
+    let probe = nats_probe(&b);
     let r = b
         .build()
         .map_err(|e| CliError::usage(format!("--frame / receiver: {e}")))?;
@@ -209,7 +237,7 @@ fn receiver(
             r.max_payload()
         )));
     }
-    Ok(r)
+    Ok((r, probe))
 }
 
 fn check(args: &BenchArgs) -> Result<Load, CliError> {
@@ -290,7 +318,7 @@ fn in_process(
     let keyring = Keyring::new(1, key).map_err(CliError::usage)?;
     let tcp = args.transport == Transport::Tcp;
     let (a, b) = (free_port(tcp)?, free_port(tcp)?);
-    let receiver = receiver(args, keyring.clone(), b, nats)?;
+    let (receiver, probe) = receiver(args, keyring.clone(), b, nats)?;
     let sender = base(args, SENDER, keyring);
     let sender = match args.transport {
         Transport::Tcp => sender.tcp_peer(b),
@@ -317,7 +345,8 @@ fn in_process(
         return Err(Halt::Interrupted);
     }
     recorder.settle(done.sent);
-    print(args, done, &recorder, &receiver, Some(&sender));
+    let nats = probe.map(|p| p());
+    print(args, done, &recorder, &receiver, Some(&sender), nats);
     sender.shutdown();
     receiver.shutdown();
     Ok(())
@@ -333,7 +362,7 @@ fn two_process(
     let secret = SecretFile::load(&children.secret()).map_err(CliError::from)?;
     let tcp = args.transport == Transport::Tcp;
     let (a, b) = (free_port(tcp)?, free_port(tcp)?);
-    let receiver = receiver(args, secret.keyring(), b, nats)?;
+    let (receiver, probe) = receiver(args, secret.keyring(), b, nats)?;
     let recorder = Recorder::new();
     let _subs = recorder.attach(&receiver);
     let transport = if let Some(url) = nats {
@@ -397,7 +426,8 @@ fn two_process(
         refused: numbers.next().unwrap_or(0),
     };
     recorder.settle(done.sent);
-    print(args, done, &recorder, &receiver, None);
+    let nats = probe.map(|p| p());
+    print(args, done, &recorder, &receiver, None, nats);
     drop(children);
     receiver.shutdown();
     Ok(())
@@ -446,6 +476,9 @@ struct BenchJson {
     window_stalls: Option<u64>,
     /// The share of datagrams the receiver dropped on purpose (`--loss`), percent.
     loss_percent: f64,
+    /// The receiving node's NATS client (a NATS run only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats: Option<NatsSeen>,
     #[serde(flatten)]
     receiver: Report,
 }
@@ -462,6 +495,7 @@ fn print(
     recorder: &Recorder,
     receiver: &Router,
     sender: Option<&Router>,
+    nats: Option<NatsSeen>,
 ) {
     let r = recorder.report(receiver);
     let (refused, raised) = (done.refused, done.sent + done.refused);
@@ -510,6 +544,7 @@ fn print(
             naks,
             window_stalls,
             loss_percent: args.loss,
+            nats,
             receiver: r,
         });
     } else {
@@ -543,5 +578,13 @@ fn print(
         say!("  dropped      {dropped:>12}   (frames refused or not dispatched)");
         let resent = resent.map_or_else(|| "(sender elsewhere)".to_owned(), |n| n.to_string());
         say!("  recovery     {naks:>12}   requests for lost frames, {resent} frames sent again");
+        if let Some(n) = nats {
+            say!(
+                "  nats         {:>12}   slow-consumer events ({} frames dropped for the receiver), {} disconnections",
+                n.slow_consumer,
+                n.inbound_dropped,
+                n.disconnects
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! What the node's HTTP side answers: `/metrics` (Prometheus text), `/healthz` (the process
-//! is up and its driver runs) and `/readyz` (the node can do its job: keys loaded, sockets bound, a peer heard).
+//! is up and its driver runs) and `/readyz` (the node can do its job: keys loaded, sockets bound,
+//! a peer heard, connected to NATS when NATS carries its frames).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -24,6 +25,19 @@ pub(crate) struct Health {
     pub(crate) peers_configured: bool,
     /// The number of unicast peers the config names (UDP and TCP).
     pub(crate) unicast_peers: usize,
+    /// The NATS transport's connection, when the config has `[nats]`.
+    #[cfg(feature = "nats")]
+    pub(crate) nats: Option<NatsLink>,
+}
+
+/// What readiness looks at of a NATS transport.
+#[cfg(feature = "nats")]
+#[derive(Debug)]
+pub(crate) struct NatsLink {
+    /// The transport's counters (its connection state among them).
+    pub(crate) stats: herald::transport::NatsStats,
+    /// Whether NATS is the node's only transport: then a lost connection cuts the node off.
+    pub(crate) only_transport: bool,
 }
 
 impl Health {
@@ -60,7 +74,8 @@ impl Health {
     }
 
     /// Ready: the router runs (its sockets are bound: it would not have started otherwise),
-    /// the secret file's keys are in use, and a peer has been heard, or none is configured.
+    /// the secret file's keys are in use, a peer has been heard, or none is configured, and
+    /// the NATS client is connected when NATS is the node's only transport.
     /// `Ok` or `Err` holds the text to answer, one line per check.
     fn readiness(&self) -> Result<String, String> {
         let mut ready = true;
@@ -98,6 +113,10 @@ impl Health {
             );
         } else {
             let _ = writeln!(text, "peers: none configured");
+        }
+        #[cfg(feature = "nats")]
+        if let Some(nats) = &self.nats {
+            ready &= nats_readiness(nats, &mut text);
         }
         if ready { Ok(text) } else { Err(text) }
     }
@@ -142,5 +161,33 @@ impl Health {
             u8::from(keys.error.is_none())
         );
         text
+    }
+}
+
+/// Writes the NATS line of `/readyz`; false when the node is cut off: NATS is its only
+/// transport and the client is not connected to any server.
+#[cfg(feature = "nats")]
+fn nats_readiness(nats: &NatsLink, text: &mut String) -> bool {
+    let stats = &nats.stats;
+    if stats.connected() {
+        let _ = writeln!(
+            text,
+            "nats: connected (reconnections so far: {})",
+            stats.reconnects()
+        );
+        return true;
+    }
+    let reason = "not connected to any server of nats.servers; the client reconnects with \
+                  backoff (are the servers running and reachable?)";
+    if nats.only_transport {
+        let _ = writeln!(
+            text,
+            "nats: not ready: {reason}; NATS is this node's only transport, so it can neither \
+             send nor receive"
+        );
+        false
+    } else {
+        let _ = writeln!(text, "nats: {reason}; frames still travel over UDP/TCP");
+        true
     }
 }

@@ -73,6 +73,11 @@ pub(crate) fn run_node(args: &NodeArgs) -> Result<(), CliError> {
                 keys: watch.status(),
                 peers_configured: peers_configured(&config),
                 unicast_peers: unicast_peers(&config),
+                #[cfg(feature = "nats")]
+                nats: nats_stats.clone().map(|stats| crate::health::NatsLink {
+                    stats,
+                    only_transport: config.udp.is_none() && config.tcp.is_none(),
+                }),
             };
             let handler: Handler = Arc::new(move |path: &str| {
                 #[allow(unused_mut)]

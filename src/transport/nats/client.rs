@@ -1,14 +1,12 @@
 //! The NATS side of [`NatsTransport`](super::NatsTransport): the `async-nats` client on a
-//! one-thread tokio runtime, a task per subscription feeding the inbound queue, and the
+//! one-thread tokio runtime, its two subscriptions (which the driver reads itself), and the
 //! publisher draining the outbound queue.
 
 use std::io;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use async_nats::{ConnectErrorKind, ConnectOptions, Event, Subject};
-use bytes::Bytes;
-use futures_util::StreamExt as _;
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, Subject, Subscriber};
 use tokio::sync::mpsc;
 
 use super::{NatsAuth, NatsConfig, Outbound, Shared};
@@ -16,8 +14,6 @@ use crate::sync::plain::{Arc, Ordering};
 
 /// How long closing waits for queued frames to reach the server.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
-/// Frames the publisher hands to the client between two flushes at most.
-const PUBLISH_BATCH: usize = 1024;
 
 /// The reconnection delay after `attempts` failed tries: 0 first, then doubling from 50 ms
 /// up to 2 s (a restarted server is found quickly; a dead one is not hammered).
@@ -31,11 +27,7 @@ pub(super) fn reconnect_delay(attempts: usize) -> Duration {
     }
 }
 
-type Started = (
-    mpsc::Sender<Outbound>,
-    crossbeam_channel::Receiver<Bytes>,
-    JoinHandle<()>,
-);
+type Started = (mpsc::Sender<Outbound>, [Subscriber; 2], JoinHandle<()>);
 
 /// Connects, subscribes and starts the client thread.
 pub(super) fn start(
@@ -59,16 +51,14 @@ pub(super) fn start(
         Ok::<_, io::Error>(client)
     })?;
     shared.stats.0.connected.store(true, Ordering::Relaxed);
-    let (in_tx, in_rx) = crossbeam_channel::bounded(config.inbound_frames);
     let subscriptions = runtime.block_on(async {
         let all = client.subscribe(cluster_subject.clone()).await;
         let mine = client.subscribe(node_subject).await;
         // Send the subscriptions now (peers still learn of this node by its frames).
         let _ = client.flush().await;
-        all.and_then(|a| mine.map(|m| (a, m)))
+        all.and_then(|a| mine.map(|m| [a, m]))
     });
-    let (all, mine) =
-        subscriptions.map_err(|e| io::Error::other(format!("nats subscribe: {e}")))?;
+    let inbound = subscriptions.map_err(|e| io::Error::other(format!("nats subscribe: {e}")))?;
     let (out_tx, out_rx) = mpsc::channel(config.queue_frames);
     let queue_frames = config.queue_frames;
     let shared = Arc::clone(shared);
@@ -76,24 +66,6 @@ pub(super) fn start(
         .name("herald-nats".into())
         .spawn(move || {
             runtime.block_on(async move {
-                for sub in [all, mine] {
-                    let tx = in_tx.clone();
-                    let shared = Arc::clone(&shared);
-                    tokio::spawn(async move {
-                        let mut sub = sub;
-                        while let Some(msg) = sub.next().await {
-                            let c = &shared.stats.0;
-                            c.received.fetch_add(1, Ordering::Relaxed);
-                            c.bytes_in
-                                .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
-                            if tx.try_send(msg.payload).is_err() {
-                                c.inbound_dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                            shared.wake();
-                        }
-                    });
-                }
-                drop(in_tx);
                 let publishing = std::pin::pin!(publish(
                     client,
                     cluster_subject,
@@ -107,11 +79,13 @@ pub(super) fn start(
                 let _ = futures_util::future::select(publishing, abandoned).await;
             });
         })?;
-    Ok((out_tx, in_rx, thread))
+    Ok((out_tx, inbound, thread))
 }
 
-/// Publishes what the driver queues, one message per frame and a flush per batch taken,
-/// until the driver closes the queue; then flushes what is left (for at most a second).
+/// Publishes what the driver queues, one message per frame, until the driver closes the
+/// queue; then flushes what is left (for at most a second). No flush per frame or batch: the
+/// client writes to the socket as soon as it runs out of queued commands, so a frame waits
+/// neither for a timer nor for a round trip between this task and the client's.
 async fn publish(
     client: async_nats::Client,
     cluster: Subject,
@@ -120,31 +94,23 @@ async fn publish(
     shared: &Shared,
 ) {
     let c = &shared.stats.0;
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some((subject, frame)) = next.take() {
-            let len = frame.len() as u64;
-            let subject = subject.unwrap_or_else(|| cluster.clone());
-            match client.publish(subject, frame).await {
-                Ok(()) => {
-                    c.published.fetch_add(1, Ordering::Relaxed);
-                    c.bytes_out.fetch_add(len, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    c.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "nats publish failed");
-                }
+    while let Some((subject, frame)) = rx.recv().await {
+        let len = frame.len() as u64;
+        let subject = subject.unwrap_or_else(|| cluster.clone());
+        match client.publish(subject, frame).await {
+            Ok(()) => {
+                c.published.fetch_add(1, Ordering::Relaxed);
+                c.bytes_out.fetch_add(len, Ordering::Relaxed);
             }
-            taken += 1;
-            if taken < PUBLISH_BATCH {
-                next = rx.try_recv().ok();
+            Err(e) => {
+                c.publish_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "nats publish failed");
             }
         }
-        if client.flush().await.is_err() {
-            tracing::debug!("nats flush failed (the client reconnects)");
-        }
-        if rx.len() <= queue_frames / 4 && shared.held.swap(false, Ordering::AcqRel) {
+        if shared.held.load(Ordering::Relaxed)
+            && rx.len() <= queue_frames / 4
+            && shared.held.swap(false, Ordering::AcqRel)
+        {
             // The driver held back for us: it may send again.
             if let Some(w) = shared.waker.get() {
                 w.wake();
@@ -202,6 +168,9 @@ async fn options(
         // A node's own frames are of no use to it.
         .no_echo()
         .connection_timeout(config.connect_timeout)
+        // The driver reads the subscriptions' queues; past this many frames waiting in one,
+        // the client drops what comes and reports a slow consumer.
+        .subscription_capacity(config.inbound_frames)
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let shared = Arc::clone(&events);
@@ -225,6 +194,8 @@ fn on_event(shared: &Shared, event: &Event) {
             tracing::warn!("nats connection lost; reconnecting with backoff");
         }
         Event::SlowConsumer(sid) => {
+            // The driver fell behind and a subscription's queue was full.
+            c.inbound_dropped.fetch_add(1, Ordering::Relaxed);
             c.slow_consumer.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 subscription = sid,

@@ -8,8 +8,9 @@
 //! verifies every frame afterwards, so a forged sender id earns nothing but a dropped frame.
 //!
 //! The official `async-nats` client runs on a runtime thread of its own; the driver hands it
-//! frames through a bounded queue and it hands received frames back through another one,
-//! waking the driver with the [`DriverWaker`].
+//! frames through a bounded queue, and takes received frames straight from the client's
+//! subscription queues, which wake the driver with the [`DriverWaker`] when a frame arrives
+//! while it sleeps.
 
 mod client;
 mod stats;
@@ -22,7 +23,10 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::task::Poll;
+
 use bytes::Bytes;
+use futures_util::Stream as _;
 
 use super::{DriverWaker, FrameBatch, PeerAddr, RecvStatus, Registry, SendError, Token, Transport};
 use crate::sync::plain::{Arc, AtomicBool, Ordering};
@@ -101,8 +105,9 @@ pub struct NatsConfig {
     /// Frames waiting to be published before the transport reports backpressure (at half)
     /// and then refuses frames (full). Default 8192.
     pub queue_frames: usize,
-    /// Received frames waiting for the driver; beyond that they are dropped and counted (and
-    /// become gaps that herald recovers or reports). Default 65536.
+    /// Received frames waiting for the driver, per subscription (the cluster's and the
+    /// node's); beyond that the client drops them and counts a slow consumer (they become
+    /// gaps that herald recovers or reports). Default 65536.
     pub inbound_frames: usize,
     stats: NatsStats,
 }
@@ -195,22 +200,24 @@ fn subject_token(token: &str) -> bool {
 struct Shared {
     stats: NatsStats,
     waker: std::sync::OnceLock<DriverWaker>,
-    /// A wake is on its way and `recv` has not run since: no need for another.
-    wake_pending: AtomicBool,
     /// The driver was told of backpressure: wake it when the publish queue drains.
     held: AtomicBool,
     /// Tells the client thread to stop publishing at once (closing without a server).
     abandon: tokio::sync::Notify,
 }
 
-impl Shared {
-    /// Wakes the driver unless a wake is already pending.
-    fn wake(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel)
-            && let Some(w) = self.waker.get()
-        {
-            w.wake();
-        }
+/// Wakes the driver when a subscription queue gets a frame while the driver waits for one:
+/// the queue keeps this waker from the `recv` that found it empty and calls it once.
+#[derive(Debug)]
+struct WakeDriver(DriverWaker);
+
+impl std::task::Wake for WakeDriver {
+    fn wake(self: Arc<Self>) {
+        self.0.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.wake();
     }
 }
 
@@ -223,7 +230,12 @@ type Outbound = (Option<async_nats::Subject>, Bytes);
 pub struct NatsTransport {
     shared: Arc<Shared>,
     outbound: Option<tokio::sync::mpsc::Sender<Outbound>>,
-    inbound: crossbeam_channel::Receiver<Bytes>,
+    /// The cluster's subscription and this node's, read by the driver itself.
+    inbound: [async_nats::Subscriber; 2],
+    /// Which subscription `recv` reads first (they take turns, so neither starves the other).
+    first: usize,
+    /// Rings the driver; `None` until [`Transport::register`].
+    waker: Option<std::task::Waker>,
     queue_frames: usize,
     cluster: String,
     prefix: String,
@@ -257,7 +269,6 @@ impl NatsTransport {
         let shared = Arc::new(Shared {
             stats: config.stats(),
             waker: std::sync::OnceLock::new(),
-            wake_pending: AtomicBool::new(false),
             held: AtomicBool::new(false),
             abandon: tokio::sync::Notify::new(),
         });
@@ -266,6 +277,8 @@ impl NatsTransport {
             shared,
             outbound: Some(outbound),
             inbound,
+            first: 0,
+            waker: None,
             queue_frames: config.queue_frames,
             cluster: cluster.to_owned(),
             prefix: config.subject_prefix.clone(),
@@ -316,10 +329,10 @@ impl Transport for NatsTransport {
     }
 
     fn register(&mut self, _: &Registry, _: Token, waker: DriverWaker) -> io::Result<()> {
-        let _ = self.shared.waker.set(waker);
+        self.waker = Some(std::task::Waker::from(Arc::new(WakeDriver(waker.clone()))));
         // Frames may have arrived before there was a waker to call.
-        self.shared.wake_pending.store(false, Ordering::Release);
-        self.shared.wake();
+        waker.wake();
+        let _ = self.shared.waker.set(waker);
         Ok(())
     }
 
@@ -362,19 +375,37 @@ impl Transport for NatsTransport {
     }
 
     fn recv(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus> {
-        // From here on, a new frame needs a new wake. A swap, not a store: reading the
-        // client thread's last swap makes every frame it queued before that visible here.
-        self.shared.wake_pending.swap(false, Ordering::AcqRel);
-        for _ in 0..RECV_BUDGET {
-            match self.inbound.try_recv() {
-                Ok(frame) => {
-                    let from = sender_node(&frame).map_or(PeerAddr::Unknown, PeerAddr::Channel);
-                    deliver(frame, from);
+        let Some(waker) = &self.waker else {
+            return Ok(RecvStatus::Drained);
+        };
+        // Polled on the driver thread: a queue found empty keeps the waker and calls it for
+        // the next frame, so the client thread hands a frame over with one wake of the driver
+        // and no task of its own in between.
+        let mut cx = std::task::Context::from_waker(waker);
+        let c = &self.shared.stats.0;
+        let mut taken = 0;
+        let mut empty = [false; 2];
+        let mut i = self.first;
+        while taken < RECV_BUDGET && !(empty[0] && empty[1]) {
+            if !empty[i] {
+                match std::pin::Pin::new(&mut self.inbound[i]).poll_next(&mut cx) {
+                    Poll::Ready(Some(msg)) => {
+                        taken += 1;
+                        c.received.fetch_add(1, Ordering::Relaxed);
+                        c.bytes_in
+                            .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
+                        let from =
+                            sender_node(&msg.payload).map_or(PeerAddr::Unknown, PeerAddr::Channel);
+                        deliver(msg.payload, from);
+                    }
+                    // Pending: the waker is kept. Ended: the client is closing.
+                    Poll::Ready(None) | Poll::Pending => empty[i] = true,
                 }
-                Err(_) => return Ok(RecvStatus::Drained),
             }
+            i = 1 - i;
         }
-        Ok(if self.inbound.is_empty() {
+        self.first = 1 - self.first;
+        Ok(if empty[0] && empty[1] {
             RecvStatus::Drained
         } else {
             RecvStatus::MoreWaiting

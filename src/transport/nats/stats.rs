@@ -55,7 +55,9 @@ impl NatsStats {
     pub fn bytes_in(&self) -> u64 {
         self.0.bytes_in.load(Ordering::Relaxed)
     }
-    /// Received frames dropped because the driver fell behind.
+    /// Received frames dropped because the driver fell behind (a subscription's queue of
+    /// `inbound_frames` was full), as the client reports them: a lower bound, since the client
+    /// drops its own reports when many come at once.
     pub fn inbound_dropped(&self) -> u64 {
         self.0.inbound_dropped.load(Ordering::Relaxed)
     }
