@@ -294,6 +294,27 @@ fn remove_key<T>(keys: &mut Vec<(u32, T)>, signing: u32, id: u32) -> Result<(), 
     }
 }
 
+impl crate::wire::SignerSealed for Keyring {}
+
+impl crate::wire::FrameSigner for Keyring {
+    fn signing_key_id(&self) -> u32 {
+        Self::signing_key_id(self)
+    }
+
+    fn sign(&self, signed: &[u8]) -> [u8; TAG_LEN] {
+        Self::sign(self, signed)
+    }
+
+    fn seal_data(
+        &self,
+        fields: &crate::wire::HeaderFields,
+        header: &[u8],
+        body: &mut [u8],
+    ) -> [u8; crate::wire::SEAL_TAG_LEN] {
+        Self::seal_data(self, fields, header, body)
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::wire::Frame<'_> {}
@@ -404,6 +425,7 @@ mod sealing;
 mod secret_file;
 
 pub use seal::{Security, UnknownSecurity};
+pub use sealing::OpenError;
 
 pub(crate) use private_file::too_open;
 pub use secret_file::{SecretFile, SecretFileError};

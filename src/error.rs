@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::auth::{SecretFileError, VerifyError};
+use crate::auth::{OpenError, SecretFileError, VerifyError};
 use crate::wire::ParseError;
 #[cfg(doc)]
 use crate::{Config, Event, Missed, RouterBuilder};
@@ -54,6 +54,15 @@ pub enum Reject {
     /// an absurd range.
     #[error("implausible sequence number")]
     ImplausibleSequence,
+}
+
+impl From<OpenError> for Reject {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Verify(e) => e.into(),
+            OpenError::Parse(e) => e.into(),
+        }
+    }
 }
 
 impl Reject {

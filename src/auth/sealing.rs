@@ -4,8 +4,7 @@ use bytes::BytesMut;
 
 use super::seal::{SEAL_TAG_LEN, Sender};
 use super::{Keyring, Verified, VerifyError};
-use crate::error::Reject;
-use crate::wire::{HEADER_LEN, HeaderFields, SharedFrame, TAG_LEN};
+use crate::wire::{HEADER_LEN, HeaderFields, ParseError, SharedFrame, TAG_LEN};
 
 impl Keyring {
     /// Encrypts a data frame's `body` in place under the signing key's sealing subkey for the
@@ -32,11 +31,12 @@ impl Keyring {
     ///
     /// # Errors
     ///
-    /// [`VerifyError::ModeMismatch`] if the frame is not sealed; [`VerifyError::UnknownKey`]
-    /// if the keyring has no key with the frame's key id; [`VerifyError::BadTag`] if the
-    /// frame was altered, sealed under another key or for another sender; a parse error if
-    /// the plaintext records are malformed (sealed so by a holder of the key).
-    pub fn open(&self, frame: &SharedFrame) -> Result<Verified<SharedFrame>, Reject> {
+    /// [`OpenError::Verify`] with [`VerifyError::ModeMismatch`] if the frame is not sealed,
+    /// [`VerifyError::UnknownKey`] if the keyring has no key with the frame's key id,
+    /// [`VerifyError::BadTag`] if the frame was altered, sealed under another key or for
+    /// another sender; [`OpenError::Parse`] if the plaintext records are malformed (sealed so
+    /// by a holder of the key). Both convert into a [`Reject`](crate::Reject).
+    pub fn open(&self, frame: &SharedFrame) -> Result<Verified<SharedFrame>, OpenError> {
         if !frame.is_sealed() {
             return Err(VerifyError::ModeMismatch { sealed: false }.into());
         }
@@ -72,6 +72,17 @@ impl Keyring {
         let frame = SharedFrame::parse_opened(buf.freeze())?;
         Ok(Verified { frame })
     }
+}
+
+/// Why a sealed frame could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// It failed authentication (or is not sealed).
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// It opened, but its plaintext records are malformed.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
 }
 
 fn sender(key_id: u32, fields: &HeaderFields) -> Sender {

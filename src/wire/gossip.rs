@@ -19,7 +19,6 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use super::{
     EncodeError, FrameHeader, HEADER_LEN, HeaderFields, MAX_FRAME_LEN, ParseError, TAG_LEN,
 };
-use crate::auth::Keyring;
 
 /// Length of the gossip header that starts a membership frame's body.
 pub const GOSSIP_HEADER_LEN: usize = 40;
@@ -294,7 +293,7 @@ pub fn write_membership<'b>(
     buf: &'b mut [u8],
     fields: &HeaderFields,
     message: &GossipMessage<'_>,
-    keyring: &Keyring,
+    keyring: &impl super::FrameSigner,
 ) -> Result<&'b [u8], EncodeError> {
     let n = message.entries.len();
     if n > MAX_ENTRIES {

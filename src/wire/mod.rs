@@ -34,6 +34,7 @@ mod control;
 mod gossip;
 mod layout;
 mod parse;
+mod signer;
 mod writer;
 
 use std::fmt;
@@ -45,6 +46,8 @@ pub use gossip::{
 };
 pub use layout::{FrameHeader, MAGIC, RecordHeader};
 pub use parse::{Frame, Record, Records, SharedFrame, SharedRecord, SharedRecords, event_table};
+pub use signer::FrameSigner;
+pub(crate) use signer::sealed::Sealed as SignerSealed;
 pub use writer::{ControlFrame, FrameWriter, write_control};
 
 /// The wire format version this build speaks.

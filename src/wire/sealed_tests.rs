@@ -7,8 +7,7 @@ use zerocopy::little_endian::U16;
 
 use super::*;
 use crate::EventId;
-use crate::auth::{Key, Keyring, VerifyError};
-use crate::error::Reject;
+use crate::auth::{Key, Keyring, OpenError, VerifyError};
 
 fn keyring() -> Keyring {
     Keyring::new(1, Key::from_bytes([0x42; 32])).unwrap()
@@ -144,7 +143,7 @@ fn plaintext_records_are_checked_after_opening() {
     let shared = SharedFrame::parse(Bytes::from(frame)).unwrap();
     assert_eq!(
         keyring.open(&shared).unwrap_err(),
-        Reject::Parse(ParseError::RecordTruncated)
+        OpenError::Parse(ParseError::RecordTruncated)
     );
 }
 
@@ -160,13 +159,13 @@ fn open_follows_key_rotation_and_refuses_other_keys() {
     old.remove(2).unwrap();
     assert_eq!(
         old.open(&frame).unwrap_err(),
-        Reject::Auth(VerifyError::UnknownKey(2))
+        OpenError::Verify(VerifyError::UnknownKey(2))
     );
     // Key id 2 again, another secret: the retired key's subkeys are not used.
     old.add(2, Key::from_bytes([0x78; 32])).unwrap();
     assert_eq!(
         old.open(&frame).unwrap_err(),
-        Reject::Auth(VerifyError::BadTag)
+        OpenError::Verify(VerifyError::BadTag)
     );
     let signed = SharedFrame::parse(Bytes::from({
         let mut buf = vec![0u8; 256];
@@ -179,6 +178,6 @@ fn open_follows_key_rotation_and_refuses_other_keys() {
     .unwrap();
     assert_eq!(
         new.open(&signed).unwrap_err(),
-        Reject::Auth(VerifyError::ModeMismatch { sealed: false })
+        OpenError::Verify(VerifyError::ModeMismatch { sealed: false })
     );
 }

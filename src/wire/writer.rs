@@ -6,11 +6,10 @@ use zerocopy::little_endian::{U16, U32, U64};
 use super::control::{ControlHeader, RangeBytes};
 use super::{
     CONTROL_HEADER_LEN, EVENT_ID_LEN, EncodeError, FRAME_OVERHEAD, FrameHeader, FrameKind,
-    HEADER_LEN, HeaderFields, MAX_FRAME_LEN, MAX_RANGES, RANGE_LEN, RECORD_HEADER_LEN,
+    FrameSigner, HEADER_LEN, HeaderFields, MAX_FRAME_LEN, MAX_RANGES, RANGE_LEN, RECORD_HEADER_LEN,
     RecordHeader, SEAL_TAG_LEN, TAG_LEN, max_payload, record_len,
 };
 use crate::EventId;
-use crate::auth::Keyring;
 
 /// Slots of the writer's index from event id to table position (a direct-mapped cache: a
 /// collision only costs a second copy of an id in the table).
@@ -202,7 +201,7 @@ impl<'b> FrameWriter<'b> {
     /// Completes the frame: appends the event table behind the records, sets the counts and
     /// body length, sets the key id to `keyring`'s signing key, appends the HMAC-SHA256 tag,
     /// and returns the frame's bytes.
-    pub fn finish(mut self, keyring: &Keyring) -> &'b [u8] {
+    pub fn finish(mut self, keyring: &impl FrameSigner) -> &'b [u8] {
         let end = self.lay_out(keyring);
         let buf = self.buf;
         buf[..HEADER_LEN].copy_from_slice(self.header.as_bytes());
@@ -218,7 +217,7 @@ impl<'b> FrameWriter<'b> {
     /// subkey for this sender, the header is authenticated as associated data, and the
     /// trailer holds the 16-byte tag and 16 zero bytes, so the frame keeps its length. Other
     /// kinds are signed as by `finish`.
-    pub fn finish_sealed(self, keyring: &Keyring) -> &'b [u8] {
+    pub fn finish_sealed(self, keyring: &impl FrameSigner) -> &'b [u8] {
         self.finish_sealed_keeping(keyring, |_| {})
     }
 
@@ -226,7 +225,7 @@ impl<'b> FrameWriter<'b> {
     /// still plaintext (a sender remembers the ids of the frames it sent).
     pub(crate) fn finish_sealed_keeping(
         mut self,
-        keyring: &Keyring,
+        keyring: &impl FrameSigner,
         keep: impl FnOnce(&[u8]),
     ) -> &'b [u8] {
         if self.header.kind != FrameKind::Data.to_byte() {
@@ -259,7 +258,7 @@ impl<'b> FrameWriter<'b> {
 
     /// Moves the event table behind the records and fills in the header's counts, lengths and
     /// key id; returns where the body ends.
-    fn lay_out(&mut self, keyring: &Keyring) -> usize {
+    fn lay_out(&mut self, keyring: &impl FrameSigner) -> usize {
         let events = self.events;
         let table = EVENT_ID_LEN * events;
         let waiting = self.buf.len() - TAG_LEN - table;
@@ -304,7 +303,7 @@ pub fn write_control<'b>(
     buf: &'b mut [u8],
     fields: &HeaderFields,
     control: &ControlFrame<'_>,
-    keyring: &Keyring,
+    keyring: &impl FrameSigner,
 ) -> Result<&'b [u8], EncodeError> {
     if control.ranges.len() > MAX_RANGES || control.ids.len() > usize::from(u16::MAX) {
         return Err(EncodeError::TooManyRecords);
