@@ -1,7 +1,8 @@
 //! What the endpoint sends to one peer and what it does with control frames: statuses
 //! (consumed position and requests for lost frames) to senders, frames sent again and
-//! "no longer held" answers to receivers. See the module documentation of the endpoint,
-//! "Recovery and flow control".
+//! "no longer held" answers to receivers, and what the sender knows of its receivers'
+//! acknowledgements. See the module documentation of the endpoint, "Recovery and flow
+//! control".
 
 use std::time::Instant;
 
@@ -9,6 +10,47 @@ use super::membership::acknowledged;
 use super::outbound::Reply;
 use super::{Endpoint, Now, Transmit};
 use crate::wire::{ControlFrame, FRAME_OVERHEAD, Flags, FrameKind, HeaderFields, SharedFrame};
+
+/// The sender's view of its receivers: the window, and who has acknowledged what.
+impl Endpoint {
+    /// Whether the window lets the next data frame go out: false while this node is a window
+    /// ahead of its slowest live receiver. The driver then leaves events in the ring.
+    pub fn window_open(&self) -> bool {
+        self.outbound.allows(self.last_seq + 1)
+    }
+
+    /// Whether a live receiver still lacks some of the frames this node sent: a node that
+    /// shuts down waits (for a bounded time) until it does not.
+    pub fn unacknowledged(&self) -> bool {
+        self.outbound.unacknowledged(self.last_seq)
+    }
+
+    /// The receivers (node ids) that have acknowledged every data frame up to `seq`, and
+    /// those that have not yet, each sorted. Expected to acknowledge: every receiver in the
+    /// window, and every node this one hears (a frame within the dead timeout at `now`, no
+    /// goodbye), since nodes that send to this one receive from it too. A node with
+    /// recovery off never acknowledges and stays in the second list.
+    pub fn acknowledgements(&self, seq: u64, now: Instant) -> (Vec<u64>, Vec<u64>) {
+        let dead = self.config.dead_timeout;
+        let heard = |node: u64| {
+            self.nodes.get(&node).is_some_and(|n| {
+                !n.session.closed_cleanly()
+                    && now.saturating_duration_since(n.session.last_heard()) < dead
+            })
+        };
+        let (done, mut behind) = self.outbound.acknowledgements(seq, heard);
+        if seq > 0 {
+            behind.extend(
+                self.nodes
+                    .keys()
+                    .copied()
+                    .filter(|&n| heard(n) && !self.outbound.knows_receiver(n)),
+            );
+            behind.sort_unstable();
+        }
+        (done, behind)
+    }
+}
 
 impl Endpoint {
     /// Acts on an accepted control frame: a status for this node (flow control, requests to
