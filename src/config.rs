@@ -124,6 +124,11 @@ pub struct MembershipSection {
     /// `suspicion_mult × max(1, log10(members)) × probe_interval` to refute. Default 4.
     #[serde(default = "default_suspicion_mult")]
     pub suspicion_mult: u32,
+    /// How often a node exchanges its whole member list with one random member, in seconds
+    /// (0: never). This is what heals a partition that outlasted the memory of failed
+    /// members. Default 30.
+    #[serde(default = "default_sync_interval_s")]
+    pub sync_interval_s: u64,
 }
 
 fn default_dns_refresh_s() -> u64 {
@@ -136,6 +141,10 @@ fn default_probe_interval_ms() -> u64 {
 
 fn default_suspicion_mult() -> u32 {
     4
+}
+
+fn default_sync_interval_s() -> u64 {
+    30
 }
 
 pub(super) fn redacted<S: serde::Serializer>(

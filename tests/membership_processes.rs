@@ -418,4 +418,5 @@ fn check_names_a_bad_membership_key_and_the_fix() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(stdout.contains("probe_interval_ms = 200"), "{stdout}");
+    assert!(stdout.contains("sync_interval_s = 30"), "{stdout}");
 }

@@ -208,6 +208,7 @@ impl Config {
                 dns_refresh: Duration::from_secs(m.dns_refresh_s),
                 probe_interval: Duration::from_millis(m.probe_interval_ms),
                 suspicion_mult: m.suspicion_mult,
+                sync_interval: Duration::from_secs(m.sync_interval_s),
                 resolver: None,
             });
         }

@@ -28,6 +28,10 @@ pub struct MembershipSettings {
     /// Suspicion timeout multiplier: a suspected member has at least
     /// `suspicion_mult × max(1, log10(members)) × probe_interval` to refute. Default 4.
     pub suspicion_mult: u32,
+    /// How often a node exchanges its whole member list with one random member (zero:
+    /// never): what heals a partition that outlasted the memory of failed members. Default
+    /// 30 s.
+    pub sync_interval: Duration,
     /// The resolver for `dns` (default: the system's).
     pub resolver: Option<Box<dyn Resolver>>,
 }
@@ -40,6 +44,7 @@ impl Default for MembershipSettings {
             dns_refresh: Duration::from_secs(30),
             probe_interval: Duration::from_millis(200),
             suspicion_mult: 4,
+            sync_interval: Duration::from_secs(30),
             resolver: None,
         }
     }
@@ -53,6 +58,7 @@ impl fmt::Debug for MembershipSettings {
             .field("dns_refresh", &self.dns_refresh)
             .field("probe_interval", &self.probe_interval)
             .field("suspicion_mult", &self.suspicion_mult)
+            .field("sync_interval", &self.sync_interval)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +130,7 @@ impl RouterBuilder {
         config.probe_interval = settings.probe_interval;
         config.probe_timeout = settings.probe_interval / 2;
         config.suspicion_mult = settings.suspicion_mult;
+        config.sync_interval = settings.sync_interval;
         let dns = settings.dns.map(|name| {
             let resolver = settings
                 .resolver
