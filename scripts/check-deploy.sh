@@ -57,8 +57,12 @@ else
 fi
 
 # (a) and (c): the static checks; they also extract what (d) needs.
-if ! "$py" scripts/check_deploy.py "$root" "$work" $kustomized; then
-  failed=$((failed + 1))
+"$py" scripts/check_deploy.py "$root" "$work" $kustomized || true
+if [ -f "$work/static-counts" ]; then
+  read -r p f <"$work/static-counts"
+  passed=$((passed + p)) failed=$((failed + f))
+else
+  bad "scripts/check_deploy.py stopped before the end (error above)"
 fi
 for f in herald.toml secret-name config-name sync.sh sync.env; do
   [ -f "$work/$f" ] || { echo "check-deploy: the static checks extracted no $f; cannot go on"; exit 1; }
@@ -75,6 +79,13 @@ else
 fi
 secret_name=$(cat "$work/secret-name")
 config_name=$(cat "$work/config-name")
+case $secret_name in
+  */*)
+    bad "secret_file $secret_name is not a plain file name beside the config; skipping the rest"
+    echo "check-deploy: $passed passed, $failed failed"
+    exit 1
+    ;;
+esac
 src="$work/src"
 dst="$work/etc"
 mkdir -p "$src" "$dst"
@@ -87,18 +98,6 @@ if [ ${#as_pod[@]} -gt 0 ]; then
   chmod 0750 "$src"
   chown 10001:10001 "$dst"
 fi
-
-# The Secret volume's file as it is, in place of the copy: herald must refuse it, which is
-# why the copy exists. If herald ever accepts it, the sidecar can go.
-cp -p "$src/$secret_name" "$dst/$secret_name"
-if "${as_pod[@]}" "$herald" check --config "$dst/$config_name" >"$work/refused.out" 2>&1; then
-  bad "herald check accepted a mode 0440 secret file; deploy/kubernetes copies it for nothing"
-elif grep -q 'accessible to group or others' "$work/refused.out"; then
-  ok
-else
-  bad "herald check refused the 0440 secret file for another reason: $(cat "$work/refused.out")"
-fi
-rm -f "$dst/$secret_name"
 
 # secret-sync itself, with the environment of the manifest but these directories and a short
 # interval.
@@ -137,6 +136,21 @@ else
   "${as_pod[@]}" "$herald" check --config "$dst/$config_name" || true
 fi
 
+# The Secret volume's file as it is, beside the same config: herald must refuse it, which is
+# why the copy exists. If herald ever accepts it, the sidecar can go.
+raw="$work/raw"
+mkdir "$raw"
+cp "$work/herald.toml" "$raw/$config_name"
+cp -p "$src/$secret_name" "$raw/$secret_name"
+[ ${#as_pod[@]} -gt 0 ] && chown 10001:10001 "$raw"
+if "${as_pod[@]}" "$herald" check --config "$raw/$config_name" >"$work/refused.out" 2>&1; then
+  bad "herald check accepted a mode 0440 secret file; deploy/kubernetes copies it for nothing"
+elif grep -q 'accessible to group or others' "$work/refused.out"; then
+  ok
+else
+  bad "herald check refused the 0440 secret file, but not for its mode: $(cat "$work/refused.out")"
+fi
+
 # A Secret update, the way the kubelet makes one (a new file in place of the old): the copy
 # follows as a new file (new inode), which is what a running node's file watch reloads.
 before=$(stat -c %i "$dst/$secret_name" 2>/dev/null || echo none)
@@ -168,6 +182,6 @@ else
 fi
 sync_pid=""
 
-echo "check-deploy: runtime checks: $passed passed, $failed failed"
+echo "check-deploy: $passed passed, $failed failed"
 [ "$failed" = 0 ] || { echo "check-deploy: FAILED"; exit 1; }
 echo "check-deploy: deploy/ is consistent"

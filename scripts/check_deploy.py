@@ -5,6 +5,7 @@ herald binary.
 Usage: check_deploy.py REPO_ROOT WORK_DIR [KUSTOMIZED_YAML]
 
 Writes into WORK_DIR what the shell script uses next:
+  static-counts       the checks passed and failed, as two numbers
   herald.toml         the ConfigMap's herald.toml, byte for byte
   config-name         the file name herald is started with (the CMD's --config, basename)
   secret-name         the config's secret_file, relative to the config's directory
@@ -382,5 +383,6 @@ with open(os.path.join(WORK, "config-name"), "w") as f:
 
 for p in problems:
     print(f"check-deploy: {p}")
-print(f"check-deploy: static checks: {passed} passed, {len(problems)} failed")
+with open(os.path.join(WORK, "static-counts"), "w") as f:
+    f.write(f"{passed} {len(problems)}\n")
 sys.exit(1 if problems else 0)
