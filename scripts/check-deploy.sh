@@ -93,6 +93,9 @@ mkdir -p "$src" "$dst"
 chmod 0440 "$src/$secret_name"
 cp "$work/herald.toml" "$dst/$config_name"
 if [ ${#as_pod[@]} -gt 0 ]; then
+  # UID 10001 may not reach the binary where it was built (under /root, say): a copy it can.
+  install -m 0755 "$herald" "$work/herald"
+  herald="$work/herald"
   chmod 0755 "$work"
   chown 0:10001 "$src" "$src/$secret_name"
   chmod 0750 "$src"
