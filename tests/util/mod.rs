@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod nats;
 pub(crate) mod netns;
 pub(crate) mod node;
+pub(crate) mod pki;
 pub(crate) mod service;
 
 use std::net::{SocketAddr, UdpSocket};
