@@ -48,6 +48,14 @@ pub struct NatsSection {
     /// How long the first connection may take at start. Default 5000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Which client carries the frames: `auto` (herald's own on the driver's poll, or
+    /// async-nats where TLS is wanted), `driver` or `async-nats`. Default `auto`.
+    #[serde(default = "default_client")]
+    pub client: String,
+}
+
+fn default_client() -> String {
+    "auto".to_owned()
 }
 
 fn default_prefix() -> String {
@@ -70,6 +78,7 @@ impl fmt::Debug for NatsSection {
             .field("tls_ca_file", &self.tls_ca_file)
             .field("subject_prefix", &self.subject_prefix)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -128,6 +137,16 @@ impl NatsSection {
         if self.connect_timeout_ms == 0 {
             return bad("nats.connect_timeout_ms", "must be more than 0".into());
         }
+        if !matches!(self.client.as_str(), "auto" | "driver" | "async-nats") {
+            return bad(
+                "nats.client",
+                format!(
+                    "{:?} is not a NATS client: use \"auto\" (the default), \"driver\" or \
+                     \"async-nats\"",
+                    self.client
+                ),
+            );
+        }
         #[cfg(feature = "nats")]
         if let Err((key, problem)) = self.transport_config(Path::new(".")).check(cluster) {
             return bad(key, problem);
@@ -170,6 +189,8 @@ impl NatsSection {
         c.tls_ca_file = self.tls_ca_file.as_ref().map(|p| dir.join(p));
         c.subject_prefix.clone_from(&self.subject_prefix);
         c.connect_timeout = std::time::Duration::from_millis(self.connect_timeout_ms);
+        // `check` has refused any other name.
+        c.client = self.client.parse().unwrap_or_default();
         c
     }
 }
@@ -209,6 +230,14 @@ mod tests {
             err(&format!("{s}\nconnect_timeout_ms = 0")).starts_with("nats.connect_timeout_ms:")
         );
         assert!(err(&format!("{s}\ncolour = 1")).starts_with("nats.colour:"));
+        assert!(err(&format!("{s}\nclient = \"tokio\"")).starts_with("nats.client:"));
+        assert!(
+            err(&format!(
+                "{s}\nclient = \"driver\"\ntls_ca_file = \"/ca.pem\""
+            ))
+            .starts_with("nats.client:"),
+            "the driver client does not speak TLS"
+        );
         assert!(err("user = \"u\"").starts_with("nats.servers:"));
         let dotted = "cluster = \"a.b\"\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n";
         assert!(

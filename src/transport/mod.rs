@@ -167,7 +167,7 @@ mod tcp;
 mod udp;
 
 #[cfg(feature = "nats")]
-pub use nats::{NatsAuth, NatsConfig, NatsStats, NatsTransport};
+pub use nats::{NatsAuth, NatsClient, NatsConfig, NatsStats, NatsTransport};
 
 pub use tcp::{TcpConfig, TcpTransport};
 pub use udp::{UdpConfig, UdpTransport};
@@ -178,6 +178,8 @@ pub use crate::faults::FaultInjection;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
+    #[cfg(feature = "nats")]
+    pub use super::nats::fuzzing::*;
     pub use super::tcp::fuzzing::*;
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_nats::{ConnectErrorKind, ConnectOptions, Event, Subject, Subscriber};
 use tokio::sync::mpsc;
 
-use super::{NatsAuth, NatsConfig, Outbound, Shared};
+use super::threaded::{Outbound, Shared};
+use super::{NatsAuth, NatsConfig};
 use crate::sync::plain::{Arc, Ordering};
 
 /// How long closing waits for queued frames to reach the server.

@@ -7,29 +7,27 @@
 //! over UDP. A frame's sender is read from its header only to address the answer: herald
 //! verifies every frame afterwards, so a forged sender id earns nothing but a dropped frame.
 //!
-//! The official `async-nats` client runs on a runtime thread of its own; the driver hands it
-//! frames through a bounded queue, and takes received frames straight from the client's
-//! subscription queues, which wake the driver with the [`DriverWaker`] when a frame arrives
-//! while it sleeps.
+//! Two clients carry the frames ([`NatsClient`]): herald's own, on the driver's poll
+//! (`direct.rs`, over the protocol of `proto.rs`), which hands no frame between threads;
+//! and the official `async-nats` client on a runtime thread of its own (`threaded.rs`,
+//! `client.rs`), which also speaks TLS.
 
 mod client;
+mod direct;
+mod proto;
 mod stats;
+mod threaded;
 
 pub use stats::NatsStats;
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use std::task::Poll;
-
 use bytes::Bytes;
-use futures_util::Stream as _;
 
 use super::{DriverWaker, FrameBatch, PeerAddr, RecvStatus, Registry, SendError, Token, Transport};
-use crate::sync::plain::{Arc, AtomicBool, Ordering};
 
 /// The subject prefix when none is set.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "herald";
@@ -39,6 +37,49 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Frames one [`Transport::recv`] hands over at most before it lets the driver send.
 const RECV_BUDGET: usize = 1024;
+
+/// Which client carries the frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NatsClient {
+    /// herald's own client where it can (no TLS asked for, and the server does not require
+    /// it), the `async-nats` client otherwise. The default.
+    #[default]
+    Auto,
+    /// herald's own client, on the driver's poll: a frame is written to the server's socket
+    /// by the thread that signed it and read by the driver that checks it, with no thread
+    /// hand-off on either side (the lower latency). It does not speak TLS.
+    Driver,
+    /// The official `async-nats` client on a runtime thread of its own, reached through
+    /// queues (one thread hand-off each way). It speaks TLS.
+    AsyncNats,
+}
+
+impl NatsClient {
+    /// The config file's name for it (`nats.client`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Driver => "driver",
+            Self::AsyncNats => "async-nats",
+        }
+    }
+}
+
+impl std::str::FromStr for NatsClient {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "driver" => Ok(Self::Driver),
+            "async-nats" => Ok(Self::AsyncNats),
+            other => Err(format!(
+                "{other:?} is not a NATS client: use \"auto\" (the default), \"driver\" or \"async-nats\""
+            )),
+        }
+    }
+}
 
 /// How a node proves who it is to the NATS servers.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -109,6 +150,8 @@ pub struct NatsConfig {
     /// node's); beyond that the client drops them and counts a slow consumer (they become
     /// gaps that herald recovers or reports). Default 65536.
     pub inbound_frames: usize,
+    /// Which client carries the frames. Default [`NatsClient::Auto`].
+    pub client: NatsClient,
     stats: NatsStats,
 }
 
@@ -123,6 +166,7 @@ impl NatsConfig {
             connect_timeout: Duration::from_secs(5),
             queue_frames: 8192,
             inbound_frames: 65_536,
+            client: NatsClient::Auto,
             stats: NatsStats::default(),
         }
     }
@@ -183,7 +227,20 @@ impl NatsConfig {
         if self.inbound_frames == 0 {
             return Err(("nats.inbound_frames", "must be at least 1".into()));
         }
+        if self.client == NatsClient::Driver && self.wants_tls() {
+            return Err((
+                "nats.client",
+                "\"driver\" does not speak TLS, which nats.tls_ca_file or a tls:// server \
+                 asks for: use \"auto\" or \"async-nats\""
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the settings ask for TLS.
+    fn wants_tls(&self) -> bool {
+        self.tls_ca_file.is_some() || self.servers.iter().any(|s| s.starts_with("tls://"))
     }
 }
 
@@ -195,67 +252,42 @@ fn subject_token(token: &str) -> bool {
             .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>'))
 }
 
-/// What the runtime thread and the driver share.
-#[derive(Debug)]
-struct Shared {
-    stats: NatsStats,
-    waker: std::sync::OnceLock<DriverWaker>,
-    /// The driver was told of backpressure: wake it when the publish queue drains.
-    held: AtomicBool,
-    /// Tells the client thread to stop publishing at once (closing without a server).
-    abandon: tokio::sync::Notify,
+/// The NATS protocol reader, for the `nats_proto` fuzz target only.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::proto::{StreamRead, read_stream};
 }
-
-/// Wakes the driver when a subscription queue gets a frame while the driver waits for one:
-/// the queue keeps this waker from the `recv` that found it empty and calls it once.
-#[derive(Debug)]
-struct WakeDriver(DriverWaker);
-
-impl std::task::Wake for WakeDriver {
-    fn wake(self: Arc<Self>) {
-        self.0.wake();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.wake();
-    }
-}
-
-/// One frame for the publisher: the subject (`None`: the cluster's) and the bytes.
-type Outbound = (Option<async_nats::Subject>, Bytes);
 
 /// herald's NATS transport. Build it with [`NatsTransport::connect`] and add it with
 /// [`RouterBuilder::transport`](crate::RouterBuilder::transport), or let the builder do both
 /// with [`RouterBuilder::nats`](crate::RouterBuilder::nats).
 pub struct NatsTransport {
-    shared: Arc<Shared>,
-    outbound: Option<tokio::sync::mpsc::Sender<Outbound>>,
-    /// The cluster's subscription and this node's, read by the driver itself.
-    inbound: [async_nats::Subscriber; 2],
-    /// Which subscription `recv` reads first (they take turns, so neither starves the other).
-    first: usize,
-    /// Rings the driver; `None` until [`Transport::register`].
-    waker: Option<std::task::Waker>,
-    queue_frames: usize,
-    cluster: String,
-    prefix: String,
-    thread: Option<JoinHandle<()>>,
+    client: Client,
+    stats: NatsStats,
+}
+
+enum Client {
+    Driver(Box<direct::Direct>),
+    AsyncNats(Box<threaded::Threaded>),
 }
 
 impl fmt::Debug for NatsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsTransport")
-            .field("cluster", &self.cluster)
-            .field("prefix", &self.prefix)
-            .field("stats", &self.shared.stats)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("NatsTransport");
+        match &self.client {
+            Client::Driver(c) => d.field("driver", c),
+            Client::AsyncNats(c) => d.field("async_nats", c),
+        };
+        d.field("stats", &self.stats).finish()
     }
 }
 
 impl NatsTransport {
-    /// Connects to one of `config.servers`, subscribes to the cluster's subject and to node
-    /// `node`'s, and starts the client's thread. Later losses of the connection are repaired
-    /// in the background (reconnection with backoff, failover across the servers).
+    /// Connects to one of `config.servers` with the client `config.client` picks, and
+    /// subscribes to the cluster's subject and to node `node`'s. Later losses of the
+    /// connection are repaired in the background (reconnection with backoff, failover
+    /// across the servers and those the cluster announces).
     ///
     /// # Errors
     ///
@@ -266,61 +298,57 @@ impl NatsTransport {
         config.check(cluster).map_err(|(key, problem)| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{key}: {problem}"))
         })?;
-        let shared = Arc::new(Shared {
-            stats: config.stats(),
-            waker: std::sync::OnceLock::new(),
-            held: AtomicBool::new(false),
-            abandon: tokio::sync::Notify::new(),
-        });
-        let (outbound, inbound, thread) = client::start(config, cluster, node, &shared)?;
+        let driver = match config.client {
+            NatsClient::Driver => true,
+            NatsClient::Auto => !config.wants_tls(),
+            NatsClient::AsyncNats => false,
+        };
+        let client = if driver {
+            match direct::Direct::connect(config, cluster, node) {
+                Ok(c) => Client::Driver(Box::new(c)),
+                Err(e)
+                    if e.kind() == io::ErrorKind::Unsupported
+                        && config.client == NatsClient::Auto =>
+                {
+                    tracing::info!("nats: the server requires TLS; using the async-nats client");
+                    Client::AsyncNats(Box::new(threaded::Threaded::connect(
+                        config, cluster, node,
+                    )?))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "{e}: nats.client = \"driver\" does not speak TLS; use \"auto\" or \"async-nats\" and set nats.tls_ca_file"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            Client::AsyncNats(Box::new(threaded::Threaded::connect(
+                config, cluster, node,
+            )?))
+        };
         Ok(Self {
-            shared,
-            outbound: Some(outbound),
-            inbound,
-            first: 0,
-            waker: None,
-            queue_frames: config.queue_frames,
-            cluster: cluster.to_owned(),
-            prefix: config.subject_prefix.clone(),
-            thread: Some(thread),
+            client,
+            stats: config.stats(),
         })
     }
 
     /// This transport's counters.
     pub fn stats(&self) -> NatsStats {
-        self.shared.stats.clone()
+        self.stats.clone()
     }
 
-    fn queue(&self, subject: Option<async_nats::Subject>, frame: Bytes) -> Result<(), io::Error> {
-        let Some(tx) = &self.outbound else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "nats transport closed",
-            ));
-        };
-        tx.try_send((subject, frame)).map_err(|e| {
-            self.shared
-                .stats
-                .0
-                .publish_errors
-                .fetch_add(1, Ordering::Relaxed);
-            match e {
-                tokio::sync::mpsc::error::TrySendError::Full(_) => io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "nats publish queue full: no server connected, or the server is slow",
-                ),
-                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
-                    io::Error::new(io::ErrorKind::NotConnected, "nats client thread ended")
-                }
-            }
-        })
+    /// The client that carries the frames ([`NatsClient::Driver`] or
+    /// [`NatsClient::AsyncNats`]; never `Auto`).
+    pub fn client(&self) -> NatsClient {
+        match self.client {
+            Client::Driver(_) => NatsClient::Driver,
+            Client::AsyncNats(_) => NatsClient::AsyncNats,
+        }
     }
-}
-
-/// The sender's node id of a frame (header bytes 24..32), if it is long enough to have one.
-fn sender_node(frame: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = frame.get(24..32)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
 }
 
 impl Transport for NatsTransport {
@@ -328,123 +356,65 @@ impl Transport for NatsTransport {
         "nats"
     }
 
-    fn register(&mut self, _: &Registry, _: Token, waker: DriverWaker) -> io::Result<()> {
-        self.waker = Some(std::task::Waker::from(Arc::new(WakeDriver(waker.clone()))));
-        // Frames may have arrived before there was a waker to call.
-        waker.wake();
-        let _ = self.shared.waker.set(waker);
-        Ok(())
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        waker: DriverWaker,
+    ) -> io::Result<()> {
+        match &mut self.client {
+            Client::Driver(c) => c.register(registry, token),
+            Client::AsyncNats(c) => c.register(registry, token, waker),
+        }
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        self.queue(None, Bytes::copy_from_slice(frame))
-            .map_err(|last| SendError { failed: 1, last })
+        match &mut self.client {
+            Client::Driver(c) => c.send(frame),
+            Client::AsyncNats(c) => c.send(frame),
+        }
     }
 
     fn send_batch(&mut self, batch: &FrameBatch<'_>) -> Result<(), SendError> {
-        // One NATS message per frame; the client thread flushes once per batch it takes.
-        // One copy of the whole batch, which the frames' messages share.
-        let bytes = Bytes::copy_from_slice(batch.as_bytes());
-        let mut failed = 0;
-        let mut last = None;
-        let mut start = 0;
-        for &len in batch.lens() {
-            let frame = bytes.slice(start..start + len);
-            start += len;
-            if let Err(e) = self.queue(None, frame) {
-                failed += 1;
-                last = Some(e);
-            }
-        }
-        match last {
-            None => Ok(()),
-            Some(last) => Err(SendError { failed, last }),
+        match &mut self.client {
+            Client::Driver(c) => c.send_batch(batch),
+            Client::AsyncNats(c) => c.send_batch(batch),
         }
     }
 
     fn send_to(&mut self, peer: &PeerAddr, frame: &[u8]) -> Result<(), SendError> {
-        let subject = match peer {
-            PeerAddr::Channel(node) => Some(async_nats::Subject::from(format!(
-                "{}.{}.node.{node}",
-                self.prefix, self.cluster
-            ))),
-            _ => None,
-        };
-        self.queue(subject, Bytes::copy_from_slice(frame))
-            .map_err(|last| SendError { failed: 1, last })
+        match &mut self.client {
+            Client::Driver(c) => c.send_to(peer, frame),
+            Client::AsyncNats(c) => c.send_to(peer, frame),
+        }
     }
 
     fn recv(&mut self, deliver: &mut dyn FnMut(Bytes, PeerAddr)) -> io::Result<RecvStatus> {
-        let Some(waker) = &self.waker else {
-            return Ok(RecvStatus::Drained);
-        };
-        // Polled on the driver thread: a queue found empty keeps the waker and calls it for
-        // the next frame, so the client thread hands a frame over with one wake of the driver
-        // and no task of its own in between.
-        let mut cx = std::task::Context::from_waker(waker);
-        let c = &self.shared.stats.0;
-        let mut taken = 0;
-        let mut empty = [false; 2];
-        let mut i = self.first;
-        while taken < RECV_BUDGET && !(empty[0] && empty[1]) {
-            if !empty[i] {
-                match std::pin::Pin::new(&mut self.inbound[i]).poll_next(&mut cx) {
-                    Poll::Ready(Some(msg)) => {
-                        taken += 1;
-                        c.received.fetch_add(1, Ordering::Relaxed);
-                        c.bytes_in
-                            .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
-                        let from =
-                            sender_node(&msg.payload).map_or(PeerAddr::Unknown, PeerAddr::Channel);
-                        deliver(msg.payload, from);
-                    }
-                    // Pending: the waker is kept. Ended: the client is closing.
-                    Poll::Ready(None) | Poll::Pending => empty[i] = true,
-                }
-            }
-            i = 1 - i;
+        match &mut self.client {
+            Client::Driver(c) => c.recv(deliver),
+            Client::AsyncNats(c) => c.recv(deliver),
         }
-        self.first = 1 - self.first;
-        Ok(if empty[0] && empty[1] {
-            RecvStatus::Drained
-        } else {
-            RecvStatus::MoreWaiting
-        })
     }
 
     fn backpressure(&self) -> bool {
-        let Some(tx) = &self.outbound else {
-            return false;
-        };
-        // Half the queue waiting: the server is gone or slow. The client thread wakes the
-        // driver once the queue has drained to a quarter.
-        let held = tx.capacity() < self.queue_frames / 2;
-        if held {
-            self.shared.held.store(true, Ordering::Release);
+        match &self.client {
+            Client::Driver(c) => c.backpressure(),
+            Client::AsyncNats(c) => c.backpressure(),
         }
-        held
+    }
+
+    fn next_timeout(&self) -> Option<std::time::Instant> {
+        match &self.client {
+            Client::Driver(c) => c.next_timeout(),
+            Client::AsyncNats(c) => c.next_timeout(),
+        }
     }
 }
 
-impl Drop for NatsTransport {
-    fn drop(&mut self) {
-        // Closing the queue ends the client thread once it has published what is queued
-        // (bounded by a flush timeout when no server is reachable).
-        self.outbound = None;
-        if let Some(thread) = self.thread.take() {
-            let deadline = std::time::Instant::now() + CLOSE_WAIT;
-            while !thread.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if !thread.is_finished() {
-                tracing::warn!(
-                    "nats: frames still queued at shutdown were not published (no server)"
-                );
-                self.shared.abandon.notify_one();
-            }
-            let _ = thread.join();
-        }
-    }
+/// The sender's node id of a frame (header bytes 24..32), if it is long enough to have one.
+pub(super) fn sender_node(frame: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = frame.get(24..32)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
 }
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! The two NATS clients (`nats.client`): herald's own on the driver's poll and async-nats on
+//! a thread of its own carry the same frames, side by side on one cluster; each
+//! authenticates with a token and with an NKey, and is refused clearly with the wrong one; a
+//! server that requires TLS is reached through async-nats (the driver's client says why it
+//! cannot). Against real `nats-server` processes on 127.0.0.1.
+#![cfg(feature = "nats")]
+#![allow(clippy::disallowed_types)]
+
+mod util;
+
+use std::io::ErrorKind;
+
+use herald::transport::{NatsAuth, NatsClient, NatsConfig, NatsTransport};
+use herald::{BuildError, Router};
+use util::nats::{NatsServer, nats_server_available};
+use util::pki::Pki;
+use util::{counting_node, exchange_and_check, wait_connected};
+
+fn config(url: &str, client: NatsClient) -> NatsConfig {
+    let mut c = NatsConfig::new([url]);
+    c.client = client;
+    c
+}
+
+fn node(cluster: &str, id: u64, config: NatsConfig) -> Result<Router, BuildError> {
+    counting_node(cluster, id).nats(config).build()
+}
+
+fn kind(e: &BuildError) -> Option<ErrorKind> {
+    match e {
+        BuildError::Io { source, .. } => Some(source.kind()),
+        _ => None,
+    }
+}
+
+#[test]
+fn both_clients_carry_the_same_cluster_and_auto_picks_the_driver() {
+    if !nats_server_available() {
+        return;
+    }
+    let server = NatsServer::start(&[]);
+    let url = server.url();
+    let auto =
+        NatsTransport::connect(&config(&url, NatsClient::Auto), "natsmix", 9).expect("connects");
+    assert_eq!(
+        auto.client(),
+        NatsClient::Driver,
+        "no TLS: herald's own client"
+    );
+    drop(auto);
+    let routers = vec![
+        node("natsmix", 1, config(&url, NatsClient::Driver)).expect("driver client"),
+        node("natsmix", 2, config(&url, NatsClient::AsyncNats)).expect("async-nats client"),
+        node("natsmix", 3, config(&url, NatsClient::Auto)).expect("auto"),
+    ];
+    wait_connected(&routers);
+    exchange_and_check(&routers, 10_000);
+    for r in &routers {
+        assert_eq!(r.metrics().drops_total(), 0, "{:?}", r.metrics());
+    }
+}
+
+#[test]
+fn tokens_are_taken_or_refused_by_name_with_either_client() {
+    if !nats_server_available() {
+        return;
+    }
+    let server = NatsServer::start(&["--auth", "s3cret-token"]);
+    for client in [NatsClient::Driver, NatsClient::AsyncNats] {
+        let mut c = config(&server.url(), client);
+        c.auth = NatsAuth::Token("wrong".into());
+        let err = node("natstoken", 1, c).expect_err("a wrong token is refused");
+        assert_eq!(
+            kind(&err),
+            Some(ErrorKind::PermissionDenied),
+            "{client:?}: {err}"
+        );
+        assert!(err.to_string().contains("nats.token"), "{client:?}: {err}");
+        let mut c = config(&server.url(), client);
+        c.auth = NatsAuth::Token("s3cret-token".into());
+        node("natstoken", 1, c)
+            .unwrap_or_else(|e| panic!("{client:?}: the right token connects: {e}"))
+            .shutdown();
+    }
+}
+
+#[test]
+fn nkeys_sign_the_servers_nonce_with_either_client() {
+    if !nats_server_available() {
+        return;
+    }
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .expect("write the server config");
+    let server = NatsServer::start(&["-c", conf.to_str().expect("utf-8 path")]);
+    let seed_file = dir.path().join("herald.nk");
+    std::fs::write(&seed_file, format!("{}\n", user.seed().expect("seed"))).expect("write seed");
+    for client in [NatsClient::Driver, NatsClient::AsyncNats] {
+        let mut c = config(&server.url(), client);
+        c.auth = NatsAuth::NkeySeed(stranger.seed().expect("seed"));
+        let err = node("natsnkey", 1, c).expect_err("a key the server does not know");
+        assert_eq!(
+            kind(&err),
+            Some(ErrorKind::PermissionDenied),
+            "{client:?}: {err}"
+        );
+        let mut a = config(&server.url(), client);
+        a.auth = NatsAuth::NkeySeedFile(seed_file.clone());
+        let mut b = config(&server.url(), client);
+        b.auth = NatsAuth::NkeySeed(user.seed().expect("seed"));
+        let routers = vec![
+            node("natsnkey", 1, a).unwrap_or_else(|e| panic!("{client:?}: seed file: {e}")),
+            node("natsnkey", 2, b).unwrap_or_else(|e| panic!("{client:?}: seed: {e}")),
+        ];
+        wait_connected(&routers);
+        exchange_and_check(&routers, 1000);
+    }
+}
+
+#[test]
+fn a_server_that_requires_tls_is_reached_through_async_nats() {
+    if !nats_server_available() {
+        return;
+    }
+    let pki = Pki::new();
+    let path = |name: &str| pki.path(name).to_str().expect("utf-8 path").to_owned();
+    let server = NatsServer::start(&[
+        "--tls",
+        "--tlscert",
+        &path("server.pem"),
+        "--tlskey",
+        &path("server.key"),
+    ]);
+    let err = node("natstls", 1, config(&server.url(), NatsClient::Driver))
+        .expect_err("herald's own client does not speak TLS");
+    let text = err.to_string();
+    assert!(
+        text.contains("requires TLS") && text.contains("async-nats"),
+        "says why and what to use: {text}"
+    );
+    let mut c = config(&server.url(), NatsClient::Driver);
+    c.tls_ca_file = Some(pki.path("ca.pem"));
+    let err = node("natstls", 1, c).expect_err("nor when TLS is asked for");
+    assert!(err.to_string().contains("nats.client"), "{err}");
+    let tls = |id| {
+        let mut c = config(&server.url(), NatsClient::Auto);
+        c.tls_ca_file = Some(pki.path("ca.pem"));
+        node("natstls", id, c).unwrap_or_else(|e| panic!("auto with a CA file connects: {e}"))
+    };
+    let routers = vec![tls(1), tls(2)];
+    wait_connected(&routers);
+    exchange_and_check(&routers, 1000);
+}
