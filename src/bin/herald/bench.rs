@@ -39,6 +39,10 @@ pub(crate) struct BenchArgs {
     /// a free port of 127.0.0.1).
     #[arg(long, value_name = "URL")]
     nats_url: Option<String>,
+    /// The NATS client for `--transport nats` (the `nats.client` setting): herald's own on
+    /// the driver's poll, or async-nats on a thread of its own.
+    #[arg(long, value_enum, default_value = "auto")]
+    nats_client: NatsClientArg,
     /// Payload bytes per event (at least 8: the send time travels in it).
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -167,12 +171,32 @@ fn base(args: &BenchArgs, id: u64, keyring: Keyring) -> RouterBuilder {
         })
 }
 
+/// `--nats-client`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum NatsClientArg {
+    Auto,
+    Driver,
+    AsyncNats,
+}
+
 /// Adds the NATS transport on `url` (`None`: not a NATS run).
-fn with_nats(b: RouterBuilder, url: Option<&str>) -> RouterBuilder {
+fn with_nats(b: RouterBuilder, url: Option<&str>, client: NatsClientArg) -> RouterBuilder {
     match url {
         #[cfg(feature = "nats")]
-        Some(url) => b.nats(herald::transport::NatsConfig::new([url])),
-        _ => b,
+        Some(url) => {
+            use herald::transport::nats::NatsClient;
+            let mut config = herald::transport::NatsConfig::new([url]);
+            config.client = match client {
+                NatsClientArg::Auto => NatsClient::Auto,
+                NatsClientArg::Driver => NatsClient::Driver,
+                NatsClientArg::AsyncNats => NatsClient::AsyncNats,
+            };
+            b.nats(config)
+        }
+        _ => {
+            let _ = client;
+            b
+        }
     }
 }
 
@@ -214,7 +238,7 @@ fn receiver(
     let b = match args.transport {
         Transport::Tcp => b.tcp_listen(at),
         Transport::Udp => b.udp_bind(at),
-        Transport::Nats | Transport::NatsRaw => with_nats(b, nats),
+        Transport::Nats | Transport::NatsRaw => with_nats(b, nats, args.nats_client),
     };
     let b = if args.loss > 0.0 {
         b.udp_fault_injection(herald::transport::FaultInjection {
@@ -323,7 +347,7 @@ fn in_process(
     let sender = match args.transport {
         Transport::Tcp => sender.tcp_peer(b),
         Transport::Udp => sender.udp_bind(a).udp_peer(b),
-        Transport::Nats | Transport::NatsRaw => with_nats(sender, nats),
+        Transport::Nats | Transport::NatsRaw => with_nats(sender, nats, args.nats_client),
     };
     let sender = sender
         .build()
