@@ -85,8 +85,12 @@ pub(super) struct Direct {
     subjects: [String; 2],
     /// `<prefix>.<cluster>.frames`, as bytes for `PUB`.
     cluster_subject: Vec<u8>,
-    /// `<prefix>.<cluster>.node.`, to which a node id is appended.
+    /// `<prefix>.<cluster>.node.` (its first `node_prefix_len` bytes), to which a node id is
+    /// appended.
     node_prefix: Vec<u8>,
+    node_prefix_len: usize,
+    /// Why the last connection or attempt ended (for the first connection's error).
+    last_failure: String,
     phase: Phase,
     stream: Option<mio::net::TcpStream>,
     server: Option<SocketAddr>,
@@ -135,6 +139,7 @@ impl Direct {
             })?;
             servers.push(format!("{host}:{port}"));
         }
+        let node_prefix = format!("{}.{cluster}.node.", config.subject_prefix).into_bytes();
         let now = Instant::now();
         let mut me = Self {
             servers,
@@ -148,7 +153,9 @@ impl Direct {
                 config.node_subject(cluster, node),
             ],
             cluster_subject: config.cluster_subject(cluster).into_bytes(),
-            node_prefix: format!("{}.{cluster}.node.", config.subject_prefix).into_bytes(),
+            node_prefix_len: node_prefix.len(),
+            node_prefix,
+            last_failure: String::from("no answer"),
             phase: Phase::Down { retry_at: now },
             stream: None,
             server: None,
@@ -175,7 +182,6 @@ impl Direct {
         let mut poll = Poll::new()?;
         let mut events = mio::Events::with_capacity(8);
         self.registry = Some((poll.registry().try_clone()?, Token(0)));
-        let mut last = String::from("no answer");
         loop {
             let now = Instant::now();
             self.service(now);
@@ -199,20 +205,14 @@ impl Direct {
             if self.phase == Phase::Ready {
                 break;
             }
-            if let Some(e) = self
-                .stream
-                .as_ref()
-                .and_then(|s| s.take_error().ok().flatten())
-            {
-                last = e.to_string();
-            }
             if now >= deadline {
                 self.drop_connection();
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     format!(
-                        "nats connect to {servers}: {last}: no server could be reached: \
-                         check nats.servers and that they run"
+                        "nats connect to {servers}: {}: no server could be reached: \
+                         check nats.servers and that they run",
+                        self.last_failure
                     ),
                 ));
             }
@@ -256,18 +256,11 @@ impl Direct {
         match subject {
             Subject::Cluster => proto::write_pub(&mut self.out, &self.cluster_subject, frame),
             Subject::Node(node) => {
-                let mut subject = [0u8; 128];
-                let len = self.node_prefix.len();
-                let subject = if len + 20 <= subject.len() {
-                    subject[..len].copy_from_slice(&self.node_prefix);
-                    let digits = node_digits(node);
-                    let n = digits.len();
-                    subject[len..len + n].copy_from_slice(digits.as_slice());
-                    &subject[..len + n]
-                } else {
-                    return Err(io::Error::other("nats subject prefix too long"));
-                };
-                proto::write_pub(&mut self.out, subject, frame);
+                // The node prefix with the id appended, in a buffer kept for it.
+                self.node_prefix.truncate(self.node_prefix_len);
+                self.node_prefix
+                    .extend_from_slice(node_digits(node).as_slice());
+                proto::write_pub(&mut self.out, &self.node_prefix, frame);
             }
         }
         let c = &self.stats.0;
@@ -592,6 +585,7 @@ impl Direct {
             Ok(Some(addr)) => addr,
             Ok(None) | Err(_) => {
                 tracing::debug!(server = %target, "nats server name does not resolve");
+                self.last_failure = format!("{target} does not resolve");
                 self.phase = Phase::Down {
                     retry_at: now + reconnect_delay(self.attempts),
                 };
@@ -619,6 +613,7 @@ impl Direct {
             }
             Err(e) => {
                 tracing::debug!(server = %addr, error = %e, "nats connect failed");
+                self.last_failure = e.to_string();
                 self.phase = Phase::Down {
                     retry_at: now + reconnect_delay(self.attempts),
                 };
@@ -629,6 +624,7 @@ impl Direct {
     /// The connection is gone: count it, drop what was in flight, and retry with backoff.
     fn lost(&mut self, reason: &str) {
         let was_ready = self.phase == Phase::Ready;
+        reason.clone_into(&mut self.last_failure);
         self.drop_connection();
         // A command may have been cut in the middle: what was queued is dropped (receivers
         // recover those frames or report them), so the next connection starts clean.
@@ -741,9 +737,6 @@ struct DigitBuf([u8; 20], usize);
 impl DigitBuf {
     fn as_slice(&self) -> &[u8] {
         &self.0[self.1..]
-    }
-    fn len(&self) -> usize {
-        20 - self.1
     }
 }
 
@@ -902,6 +895,6 @@ mod tests {
     fn node_subjects_are_written_in_decimal() {
         assert_eq!(node_digits(0).as_slice(), b"0");
         assert_eq!(node_digits(u64::MAX).as_slice(), b"18446744073709551615");
-        assert_eq!(node_digits(42).len(), 2);
+        assert_eq!(node_digits(42).as_slice(), b"42");
     }
 }
