@@ -13,17 +13,21 @@
 
 use std::fmt;
 use std::io::{self, Read as _, Write as _};
-use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use mio::{Interest, Poll};
+use mio::Interest;
 
-use super::client::reconnect_delay;
-use super::proto::{self, Connect, Info, ServerOp};
-use super::{NatsAuth, NatsConfig, NatsStats};
+use super::proto::{self, ServerOp};
+use super::{NatsConfig, NatsStats};
 use crate::sync::plain::Ordering;
 use crate::transport::{FrameBatch, PeerAddr, RecvStatus, Registry, SendError, Token};
+
+mod auth;
+mod link;
+
+use auth::{Credentials, credentials, host_port};
 
 /// Subscription ids: the cluster's subject and this node's.
 const SID_CLUSTER: u64 = 1;
@@ -44,15 +48,6 @@ const MAX_PAYLOAD: usize = 8 << 20;
 
 /// How long closing waits for queued frames to be written.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
-
-/// Credentials, read once when the transport is built.
-enum Credentials {
-    None,
-    User(String, String),
-    Token(String),
-    /// An NKey, and the user JWT that goes with it (from a `.creds` file).
-    Nkey(Box<nkeys::KeyPair>, Option<String>),
-}
 
 /// Where the connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,63 +167,6 @@ impl Direct {
         };
         me.first_connection(config)?;
         Ok(me)
-    }
-
-    /// Drives the connection on a poll of its own until the server has taken the
-    /// credentials, trying each server in turn until the connect timeout.
-    fn first_connection(&mut self, config: &NatsConfig) -> io::Result<()> {
-        let servers = config.servers.join(", ");
-        let deadline = Instant::now() + self.connect_timeout;
-        let mut poll = Poll::new()?;
-        let mut events = mio::Events::with_capacity(8);
-        self.registry = Some((poll.registry().try_clone()?, Token(0)));
-        loop {
-            let now = Instant::now();
-            self.service(now);
-            if let Some(fatal) = self.fatal.take() {
-                self.drop_connection();
-                return Err(match fatal {
-                    Fatal::Refused(text) => io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "nats connect to {servers}: {text}: the server refused the \
-                             credentials: check nats.user and nats.password, nats.token, \
-                             nats.creds_file or nats.nkey_seed_file"
-                        ),
-                    ),
-                    Fatal::TlsRequired => io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!("nats connect to {servers}: the server requires TLS"),
-                    ),
-                });
-            }
-            if self.phase == Phase::Ready {
-                break;
-            }
-            if now >= deadline {
-                self.drop_connection();
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    format!(
-                        "nats connect to {servers}: {}: no server could be reached: \
-                         check nats.servers and that they run",
-                        self.last_failure
-                    ),
-                ));
-            }
-            let wait = self
-                .next_timeout()
-                .map_or(deadline, |t| t.min(deadline))
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            poll.poll(&mut events, Some(wait))?;
-        }
-        // The driver's poll takes the socket over in `register`.
-        if let Some(stream) = &mut self.stream {
-            poll.registry().deregister(stream)?;
-        }
-        self.registry = None;
-        Ok(())
     }
 
     /// Registers with the driver's poll.
@@ -422,238 +360,6 @@ impl Direct {
         }
     }
 
-    fn server_error(&mut self, text: String) {
-        let c = &self.stats.0;
-        c.server_errors.fetch_add(1, Ordering::Relaxed);
-        let lower = text.to_lowercase();
-        if lower.contains("slow consumer") {
-            c.slow_consumer.fetch_add(1, Ordering::Relaxed);
-        }
-        let refused = lower.contains("authorization") || lower.contains("authentication");
-        if refused && self.phase != Phase::Ready {
-            self.fatal = Some(Fatal::Refused(text.clone()));
-        }
-        tracing::warn!(server = ?self.server, error = %text, "nats server error");
-    }
-
-    /// The server's `INFO`: at the start it opens the handshake; later it announces servers.
-    fn info(&mut self, info: Info) {
-        for url in &info.connect_urls {
-            if let Ok((host, port)) = host_port(url) {
-                let s = format!("{host}:{port}");
-                if !self.servers.contains(&s) {
-                    tracing::debug!(server = %s, "nats server announced");
-                    self.servers.push(s);
-                }
-            }
-        }
-        if info.max_payload > 0 {
-            self.max_payload = info.max_payload.min(MAX_PAYLOAD);
-        }
-        if info.ldm {
-            tracing::info!(server = ?self.server, "nats server entering lame duck mode");
-        }
-        let Phase::Greeting { deadline } = self.phase else {
-            return;
-        };
-        if info.tls_required {
-            self.fatal = Some(Fatal::TlsRequired);
-            tracing::warn!(
-                server = ?self.server,
-                "nats server requires TLS, which herald's own client does not speak: set \
-                 nats.tls_ca_file or nats.client = \"async-nats\""
-            );
-            self.lost("the server requires TLS");
-            return;
-        }
-        let mut hello = Vec::with_capacity(512);
-        let signature;
-        let mut connect = Connect {
-            name: &self.name,
-            lang: "rust-herald",
-            version: env!("CARGO_PKG_VERSION"),
-            protocol: 1,
-            ..Connect::default()
-        };
-        let public;
-        match &self.credentials {
-            Credentials::None => {}
-            Credentials::User(user, pass) => {
-                connect.user = Some(user);
-                connect.pass = Some(pass);
-            }
-            Credentials::Token(token) => connect.auth_token = Some(token),
-            Credentials::Nkey(key, jwt) => {
-                use base64::Engine as _;
-                let nonce = info.nonce.as_deref().unwrap_or_default();
-                signature = key
-                    .sign(nonce.as_bytes())
-                    .map(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s))
-                    .unwrap_or_default();
-                connect.sig = Some(&signature);
-                match jwt {
-                    Some(jwt) => connect.jwt = Some(jwt),
-                    None => {
-                        public = key.public_key();
-                        connect.nkey = Some(&public);
-                    }
-                }
-            }
-        }
-        proto::write_connect(&mut hello, &connect);
-        hello.extend_from_slice(b"PING\r\n");
-        proto::write_sub(&mut hello, &self.subjects[0], SID_CLUSTER);
-        proto::write_sub(&mut hello, &self.subjects[1], SID_NODE);
-        // What was queued while there was no connection follows the handshake.
-        hello.extend_from_slice(&self.out[self.written..]);
-        self.out = hello;
-        self.written = 0;
-        self.phase = Phase::Authenticating { deadline };
-    }
-
-    fn ready(&mut self) {
-        self.phase = Phase::Ready;
-        self.attempts = 0;
-        self.pings_out = 0;
-        self.next_ping = Instant::now() + PING_INTERVAL;
-        let c = &self.stats.0;
-        c.connected.store(true, Ordering::Relaxed);
-        if c.connects.fetch_add(1, Ordering::Relaxed) > 0 {
-            tracing::info!(server = ?self.server, "nats reconnected");
-        }
-    }
-
-    /// Timers and the handshake: called at the start of every `recv`.
-    fn service(&mut self, now: Instant) {
-        match self.phase {
-            Phase::Down { retry_at } if now >= retry_at => self.dial(now),
-            Phase::Greeting { deadline } | Phase::Authenticating { deadline } => {
-                if now >= deadline {
-                    self.lost("no answer from the server in time");
-                    return;
-                }
-                // Until the server is Ready, `recv` reads only here.
-                loop {
-                    match self.next_op() {
-                        Ok(Some(_)) if self.phase == Phase::Ready => return,
-                        Ok(Some(_)) => {}
-                        Ok(None) => match self.read() {
-                            Ok(true) => {}
-                            Ok(false) => break,
-                            Err(reason) => {
-                                self.lost(&reason);
-                                return;
-                            }
-                        },
-                        Err(e) => {
-                            self.lost(&format!("the server sent what is not the protocol: {e}"));
-                            return;
-                        }
-                    }
-                    if self.fatal.is_some()
-                        || !matches!(
-                            self.phase,
-                            Phase::Greeting { .. } | Phase::Authenticating { .. }
-                        )
-                    {
-                        break;
-                    }
-                }
-                self.flush();
-            }
-            Phase::Ready if now >= self.next_ping => {
-                if self.pings_out >= 2 {
-                    self.lost("the server stopped answering pings");
-                    return;
-                }
-                self.pings_out += 1;
-                self.out.extend_from_slice(b"PING\r\n");
-                self.next_ping = now + PING_INTERVAL;
-                self.flush();
-            }
-            _ => {}
-        }
-    }
-
-    /// Starts connecting to the next server.
-    fn dial(&mut self, now: Instant) {
-        let count = self.servers.len().max(1);
-        let target = self.servers[self.next_server % count].clone();
-        self.next_server = (self.next_server + 1) % count;
-        self.attempts += 1;
-        let addr = match target.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => addr,
-            Ok(None) | Err(_) => {
-                tracing::debug!(server = %target, "nats server name does not resolve");
-                self.last_failure = format!("{target} does not resolve");
-                self.phase = Phase::Down {
-                    retry_at: now + reconnect_delay(self.attempts),
-                };
-                return;
-            }
-        };
-        match mio::net::TcpStream::connect(addr) {
-            Ok(mut stream) => {
-                let _ = stream.set_nodelay(true);
-                if let Some((registry, token)) = &self.registry
-                    && let Err(e) = registry.register(
-                        &mut stream,
-                        *token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                {
-                    tracing::warn!(error = %e, "nats: cannot register the connection");
-                }
-                self.stream = Some(stream);
-                self.server = Some(addr);
-                self.inbuf.clear();
-                self.phase = Phase::Greeting {
-                    deadline: now + self.connect_timeout.min(Duration::from_secs(5)),
-                };
-            }
-            Err(e) => {
-                tracing::debug!(server = %addr, error = %e, "nats connect failed");
-                self.last_failure = e.to_string();
-                self.phase = Phase::Down {
-                    retry_at: now + reconnect_delay(self.attempts),
-                };
-            }
-        }
-    }
-
-    /// The connection is gone: count it, drop what was in flight, and retry with backoff.
-    fn lost(&mut self, reason: &str) {
-        let was_ready = self.phase == Phase::Ready;
-        reason.clone_into(&mut self.last_failure);
-        self.drop_connection();
-        // A command may have been cut in the middle: what was queued is dropped (receivers
-        // recover those frames or report them), so the next connection starts clean.
-        self.out.clear();
-        self.written = 0;
-        let now = Instant::now();
-        self.phase = Phase::Down {
-            retry_at: now + reconnect_delay(self.attempts),
-        };
-        if was_ready {
-            let c = &self.stats.0;
-            c.connected.store(false, Ordering::Relaxed);
-            c.disconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(server = ?self.server, %reason, "nats connection lost; reconnecting with backoff");
-        } else {
-            tracing::debug!(server = ?self.server, %reason, attempts = self.attempts, "nats connection attempt failed");
-        }
-    }
-
-    fn drop_connection(&mut self) {
-        if let Some(mut stream) = self.stream.take() {
-            if let Some((registry, _)) = &self.registry {
-                let _ = registry.deregister(&mut stream);
-            }
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-        self.inbuf.clear();
-    }
-
     /// Writes what is queued, as far as the socket takes it. Before the handshake nothing
     /// is written (the `CONNECT` must come first).
     fn flush(&mut self) {
@@ -740,156 +446,9 @@ impl DigitBuf {
     }
 }
 
-/// `nats://host:port`, `host:port` or `host` (port 4222) as host and port.
-fn host_port(server: &str) -> Result<(String, u16), String> {
-    let rest = match server.split_once("://") {
-        Some(("nats", rest)) => rest,
-        Some((scheme, _)) => {
-            return Err(format!(
-                "{server:?}: herald's own NATS client speaks nats://, not {scheme}://"
-            ));
-        }
-        None => server,
-    };
-    // Credentials in the URL are not supported here: the [nats] keys hold them.
-    if rest.contains('@') {
-        return Err(format!(
-            "{server:?}: put credentials in nats.user / nats.password or nats.token, not in \
-             the URL"
-        ));
-    }
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            match port.parse::<u16>() {
-                Ok(port) => (host, port),
-                Err(_) => return Err(format!("{server:?}: the port is not a number")),
-            }
-        }
-        _ => (rest, 4222),
-    };
-    if host.is_empty() {
-        return Err(format!("{server:?} names no host"));
-    }
-    Ok((host.to_owned(), port))
-}
-
-/// Reads the credentials the config names.
-fn credentials(auth: &NatsAuth) -> io::Result<Credentials> {
-    let invalid = |key: &str, e: &dyn fmt::Display| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{key}: {e}"))
-    };
-    Ok(match auth {
-        NatsAuth::None => Credentials::None,
-        NatsAuth::UserPassword { user, password } => {
-            Credentials::User(user.clone(), password.clone())
-        }
-        NatsAuth::Token(token) => Credentials::Token(token.clone()),
-        NatsAuth::NkeySeed(seed) => Credentials::Nkey(
-            Box::new(
-                nkeys::KeyPair::from_seed(seed.trim())
-                    .map_err(|e| invalid("nats.nkey_seed", &e))?,
-            ),
-            None,
-        ),
-        NatsAuth::NkeySeedFile(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("nats.nkey_seed_file: cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let seed = text.lines().next().unwrap_or_default().trim();
-            Credentials::Nkey(
-                Box::new(
-                    nkeys::KeyPair::from_seed(seed)
-                        .map_err(|e| invalid("nats.nkey_seed_file", &e))?,
-                ),
-                None,
-            )
-        }
-        NatsAuth::CredsFile(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("nats.creds_file: cannot use {}: {e}", path.display()),
-                )
-            })?;
-            let (jwt, seed) = parse_creds(&text).ok_or_else(|| {
-                invalid(
-                    "nats.creds_file",
-                    &format!(
-                        "{} holds no user JWT and NKey seed (as `nsc` writes them)",
-                        path.display()
-                    ),
-                )
-            })?;
-            Credentials::Nkey(
-                Box::new(
-                    nkeys::KeyPair::from_seed(&seed).map_err(|e| invalid("nats.creds_file", &e))?,
-                ),
-                Some(jwt),
-            )
-        }
-    })
-}
-
-/// The user JWT and the NKey seed of a `.creds` file: the first line of text after the
-/// `BEGIN NATS USER JWT` marker and after the `BEGIN USER NKEY SEED` marker.
-fn parse_creds(text: &str) -> Option<(String, String)> {
-    let after = |marker: &str| {
-        let mut lines = text.lines().skip_while(|l| !l.contains(marker));
-        lines.next()?;
-        lines
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .filter(|l| !l.starts_with('-'))
-            .map(str::to_owned)
-    };
-    Some((
-        after("BEGIN NATS USER JWT")?,
-        after("BEGIN USER NKEY SEED")?,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_addresses_parse_with_a_default_port() {
-        assert_eq!(
-            host_port("nats://10.0.0.5:4223"),
-            Ok(("10.0.0.5".into(), 4223))
-        );
-        assert_eq!(host_port("localhost"), Ok(("localhost".into(), 4222)));
-        assert_eq!(host_port("nats://[::1]:5000"), Ok(("[::1]".into(), 5000)));
-        assert!(host_port("tls://x:1").unwrap_err().contains("tls://"));
-        assert!(
-            host_port("nats://u:p@x:1")
-                .unwrap_err()
-                .contains("nats.user")
-        );
-        assert!(host_port("nats://x:port").is_err());
-        assert!(host_port("nats://:1").is_err());
-    }
-
-    #[test]
-    fn a_creds_file_gives_its_jwt_and_seed() {
-        let text = "-----BEGIN NATS USER JWT-----\neyJ0eXAi.abc.def\n------END NATS USER JWT------\n\n\
-                    ************************* IMPORTANT *************************\n\
-                    NKEY Seed printed below can be used to sign and prove identity.\n\n\
-                    -----BEGIN USER NKEY SEED-----\nSUAEXAMPLE\n------END USER NKEY SEED------\n";
-        assert_eq!(
-            parse_creds(text),
-            Some(("eyJ0eXAi.abc.def".into(), "SUAEXAMPLE".into()))
-        );
-        assert_eq!(parse_creds("nothing here"), None);
-        assert_eq!(
-            parse_creds("-----BEGIN NATS USER JWT-----\n------END NATS USER JWT------\n"),
-            None
-        );
-    }
 
     #[test]
     fn node_subjects_are_written_in_decimal() {
