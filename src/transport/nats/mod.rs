@@ -363,7 +363,13 @@ impl Transport for NatsTransport {
         waker: DriverWaker,
     ) -> io::Result<()> {
         match &mut self.client {
-            Client::Driver(c) => c.register(registry, token),
+            Client::Driver(c) => {
+                c.register(registry, token)?;
+                // What arrived with the handshake's last read waits in the buffer, where the
+                // poll cannot see it.
+                waker.wake();
+                Ok(())
+            }
             Client::AsyncNats(c) => c.register(registry, token, waker),
         }
     }
