@@ -330,10 +330,17 @@ impl NatsTransport {
                 config, cluster, node,
             )?))
         };
-        Ok(Self {
+        let me = Self {
             client,
             stats: config.stats(),
-        })
+        };
+        tracing::info!(
+            client = me.client().as_str(),
+            servers = %config.servers.join(", "),
+            subject = %config.cluster_subject(cluster),
+            "nats connected"
+        );
+        Ok(me)
     }
 
     /// This transport's counters.
