@@ -9,9 +9,12 @@
 mod util;
 
 use std::io::ErrorKind;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use herald::transport::{NatsAuth, NatsClient, NatsConfig, NatsTransport};
-use herald::{BuildError, Router};
+use herald::{BuildError, EventId, Router};
 use util::nats::{NatsServer, nats_server_available};
 use util::pki::Pki;
 use util::{counting_node, exchange_and_check, wait_connected};
@@ -159,4 +162,65 @@ fn a_server_that_requires_tls_is_reached_through_async_nats() {
     let routers = vec![tls(1), tls(2)];
     wait_connected(&routers);
     exchange_and_check(&routers, 1000);
+}
+
+/// A NATS user without the right to publish to the cluster's subject: the server answers
+/// each frame with an error, which either client counts without losing its connection
+/// (nothing reaches the peer, and herald does not pretend otherwise).
+#[test]
+fn a_user_without_publish_rights_is_counted_not_disconnected() {
+    if !nats_server_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        "authorization { users = [\n\
+           { user: \"mute\", password: \"m\", permissions: { publish: { deny: [\"herald.natsperm.frames\"] } } },\n\
+           { user: \"full\", password: \"f\" }\n\
+         ] }\n",
+    )
+    .expect("write the server config");
+    let server = NatsServer::start(&["-c", conf.to_str().expect("utf-8 path")]);
+    for client in [NatsClient::Driver, NatsClient::AsyncNats] {
+        let with = |user: &str, password: &str| {
+            let mut c = config(&server.url(), client);
+            c.auth = NatsAuth::UserPassword {
+                user: user.into(),
+                password: password.into(),
+            };
+            c
+        };
+        let mute = with("mute", "m");
+        let stats = mute.stats();
+        let sender = node("natsperm", 1, mute).expect("the mute user connects");
+        let receiver = node("natsperm", 2, with("full", "f")).expect("the full user connects");
+        let heard = Arc::new(AtomicU64::new(0));
+        let h = Arc::clone(&heard);
+        let _sub = receiver
+            .event(EventId::from_name("perm.x"))
+            .subscribe(move |_| {
+                h.fetch_add(1, Ordering::Relaxed);
+            });
+        let event = sender.event(EventId::from_name("perm.x"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.server_errors() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{client:?}: no error counted: {stats:?}"
+            );
+            let _ = event.raise(b"42");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(stats.connected(), "{client:?}: still connected: {stats:?}");
+        assert_eq!(stats.disconnects(), 0, "{client:?}: {stats:?}");
+        assert_eq!(
+            heard.load(Ordering::Relaxed),
+            0,
+            "{client:?}: nothing got through"
+        );
+        sender.shutdown();
+        receiver.shutdown();
+    }
 }

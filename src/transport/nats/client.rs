@@ -210,7 +210,9 @@ fn on_event(shared: &Shared, event: &Event) {
             if text.to_lowercase().contains("slow consumer") {
                 c.slow_consumer.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::warn!(error = %text, "nats server error");
+            if let Ok(mut log) = shared.error_log.lock() {
+                log.log(&"async-nats", &text);
+            }
         }
         Event::ClientError(e) => tracing::warn!(error = %e, "nats client error"),
         Event::LameDuckMode => tracing::info!("nats server entering lame duck mode"),

@@ -99,6 +99,7 @@ pub(super) struct Direct {
     max_payload: usize,
     pings_out: u32,
     next_ping: Instant,
+    error_log: super::ErrorLog,
     /// Set by a fault the first connection must report (credentials refused, TLS required).
     fatal: Option<Fatal>,
     stats: NatsStats,
@@ -162,6 +163,7 @@ impl Direct {
             max_payload: MAX_PAYLOAD,
             pings_out: 0,
             next_ping: now + PING_INTERVAL,
+            error_log: super::ErrorLog::default(),
             fatal: None,
             stats: config.stats(),
         };

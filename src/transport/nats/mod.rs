@@ -424,6 +424,42 @@ impl Transport for NatsTransport {
     }
 }
 
+/// Server errors in the log: one line a second at most, with the count of those left out
+/// (a user without publish rights gets an error for every frame).
+#[derive(Debug, Default)]
+pub(super) struct ErrorLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    pub(super) fn log(&mut self, server: &dyn fmt::Debug, text: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let hint = if text.to_lowercase().contains("permissions violation") {
+            "the NATS user lacks publish or subscribe rights on <prefix>.<cluster>.>: grant \
+             both (docs/operations.md, herald on NATS)"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            server = ?server,
+            error = %text,
+            hint,
+            suppressed = self.suppressed,
+            "nats server error"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
 /// The sender's node id of a frame (header bytes 24..32), if it is long enough to have one.
 pub(super) fn sender_node(frame: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = frame.get(24..32)?.try_into().ok()?;
@@ -469,6 +505,21 @@ mod tests {
         }
         let none = NatsConfig::new(Vec::<String>::new());
         assert_eq!(none.check("shop").unwrap_err().0, "nats.servers");
+    }
+
+    #[test]
+    fn server_errors_are_logged_once_a_second() {
+        let mut log = ErrorLog::default();
+        log.log(&"s", "Permissions Violation for Publish to herald.c.frames");
+        log.log(&"s", "again");
+        log.log(&"s", "and again");
+        assert_eq!(log.suppressed, 2);
+        log.last = log.last.map(|t| t - Duration::from_secs(2));
+        log.log(&"s", "later");
+        assert_eq!(
+            log.suppressed, 0,
+            "a second later a line again, with the count"
+        );
     }
 
     #[test]

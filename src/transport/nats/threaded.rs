@@ -28,6 +28,8 @@ pub(super) struct Shared {
     pub(super) held: AtomicBool,
     /// Tells the client thread to stop publishing at once (closing without a server).
     pub(super) abandon: tokio::sync::Notify,
+    /// Server errors, logged once a second at most.
+    pub(super) error_log: std::sync::Mutex<super::ErrorLog>,
 }
 
 /// Wakes the driver when a subscription queue gets a frame while the driver waits for one:
@@ -93,6 +95,7 @@ impl Threaded {
             waker: std::sync::OnceLock::new(),
             held: AtomicBool::new(false),
             abandon: tokio::sync::Notify::new(),
+            error_log: std::sync::Mutex::default(),
         });
         let (outbound, inbound, thread) = client::start(config, cluster, node, &shared)?;
         Ok(Self {

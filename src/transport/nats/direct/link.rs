@@ -85,7 +85,7 @@ impl Direct {
         if refused && self.phase != Phase::Ready {
             self.fatal = Some(Fatal::Refused(text.clone()));
         }
-        tracing::warn!(server = ?self.server, error = %text, "nats server error");
+        self.error_log.log(&self.server, &text);
     }
 
     /// The server's `INFO`: at the start it opens the handshake; later it announces servers.
