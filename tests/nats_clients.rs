@@ -1,8 +1,8 @@
 //! The two NATS clients (`nats.client`): herald's own on the driver's poll and async-nats on
 //! a thread of its own carry the same frames, side by side on one cluster; each
-//! authenticates with a token and with an NKey, and is refused clearly with the wrong one; a
-//! server that requires TLS is reached through async-nats (the driver's client says why it
-//! cannot). Against real `nats-server` processes on 127.0.0.1.
+//! authenticates with a token and with an NKey, and is refused clearly with the wrong one;
+//! each reaches a server that requires TLS, given the CA file (without it, the driver's client
+//! says what to set). Against real `nats-server` processes on 127.0.0.1.
 #![cfg(feature = "nats")]
 #![allow(clippy::disallowed_types)]
 
@@ -130,7 +130,7 @@ fn nkeys_sign_the_servers_nonce_with_either_client() {
 }
 
 #[test]
-fn a_server_that_requires_tls_is_reached_through_async_nats() {
+fn tls_servers_are_reached_by_both_clients_with_the_ca_file() {
     if !nats_server_available() {
         return;
     }
@@ -144,24 +144,37 @@ fn a_server_that_requires_tls_is_reached_through_async_nats() {
         &path("server.key"),
     ]);
     let err = node("natstls", 1, config(&server.url(), NatsClient::Driver))
-        .expect_err("herald's own client does not speak TLS");
+        .expect_err("no CA file: herald's own client has nothing to trust");
     let text = err.to_string();
     assert!(
-        text.contains("requires TLS") && text.contains("async-nats"),
-        "says why and what to use: {text}"
+        text.contains("requires TLS") && text.contains("nats.tls_ca_file"),
+        "says why and what to set: {text}"
     );
-    let mut c = config(&server.url(), NatsClient::Driver);
-    c.tls_ca_file = Some(pki.path("ca.pem"));
-    let err = node("natstls", 1, c).expect_err("nor when TLS is asked for");
-    assert!(err.to_string().contains("nats.client"), "{err}");
-    let tls = |id| {
-        let mut c = config(&server.url(), NatsClient::Auto);
+    let with_ca = |client| {
+        let mut c = config(&server.url(), client);
         c.tls_ca_file = Some(pki.path("ca.pem"));
-        node("natstls", id, c).unwrap_or_else(|e| panic!("auto with a CA file connects: {e}"))
+        c
     };
-    let routers = vec![tls(1), tls(2)];
+    let auto = NatsTransport::connect(&with_ca(NatsClient::Auto), "natstls", 9)
+        .expect("auto with a CA file connects");
+    assert_eq!(
+        auto.client(),
+        NatsClient::Driver,
+        "over TLS, herald's own client"
+    );
+    drop(auto);
+    let mut wrong = with_ca(NatsClient::Driver);
+    wrong.tls_ca_file = Some(pki.path("client.pem"));
+    wrong.connect_timeout = Duration::from_secs(1);
+    let err =
+        node("natstls", 1, wrong).expect_err("a CA that did not sign the server's certificate");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    let routers = vec![
+        node("natstls", 1, with_ca(NatsClient::Driver)).expect("driver over TLS"),
+        node("natstls", 2, with_ca(NatsClient::AsyncNats)).expect("async-nats over TLS"),
+    ];
     wait_connected(&routers);
-    exchange_and_check(&routers, 1000);
+    exchange_and_check(&routers, 2000);
 }
 
 /// A NATS user without the right to publish to the cluster's subject: the server answers

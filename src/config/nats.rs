@@ -49,7 +49,8 @@ pub struct NatsSection {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Which client carries the frames: `auto` (herald's own on the driver's poll, or
-    /// async-nats where TLS is wanted), `driver` or `async-nats`. Default `auto`.
+    /// async-nats where TLS is wanted without `tls_ca_file`), `driver` or `async-nats`.
+    /// Default `auto`.
     #[serde(default = "default_client")]
     pub client: String,
 }
@@ -232,12 +233,12 @@ mod tests {
         assert!(err(&format!("{s}\ncolour = 1")).starts_with("nats.colour:"));
         assert!(err(&format!("{s}\nclient = \"tokio\"")).starts_with("nats.client:"));
         assert!(
-            err(&format!(
-                "{s}\nclient = \"driver\"\ntls_ca_file = \"/ca.pem\""
-            ))
-            .starts_with("nats.client:"),
-            "the driver client does not speak TLS"
+            err("servers = [\"tls://127.0.0.1:4222\"]\nclient = \"driver\"")
+                .starts_with("nats.tls_ca_file:"),
+            "TLS with the driver's client needs the CA file"
         );
+        let ok = "cluster = \"c\"\n[nats]\nservers = [\"tls://127.0.0.1:4222\"]\nclient = \"driver\"\ntls_ca_file = \"/ca.pem\"\n";
+        assert!(Config::from_toml(ok).is_ok(), "and takes it");
         assert!(err("user = \"u\"").starts_with("nats.servers:"));
         let dotted = "cluster = \"a.b\"\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n";
         assert!(

@@ -26,6 +26,7 @@ use crate::transport::{FrameBatch, PeerAddr, RecvStatus, Registry, SendError, To
 
 mod auth;
 mod link;
+pub(super) mod tls;
 
 use auth::{Credentials, credentials, host_port};
 
@@ -88,6 +89,13 @@ pub(super) struct Direct {
     last_failure: String,
     phase: Phase,
     stream: Option<mio::net::TcpStream>,
+    /// TLS settings (`nats.tls_ca_file`): every connection is then a TLS session.
+    tls: Option<crate::sync::plain::Arc<rustls::ClientConfig>>,
+    /// The TLS session of this connection, once the server's `INFO` has come.
+    session: Option<rustls::ClientConnection>,
+    /// The current server's host, as configured or announced (checked against its
+    /// certificate).
+    host: String,
     server: Option<SocketAddr>,
     registry: Option<(Registry, Token)>,
     /// Commands not yet written; `written` of them are.
@@ -154,6 +162,12 @@ impl Direct {
             last_failure: String::from("no answer"),
             phase: Phase::Down { retry_at: now },
             stream: None,
+            tls: match &config.tls_ca_file {
+                Some(ca) => Some(tls::client_config(ca)?),
+                None => None,
+            },
+            session: None,
+            host: String::new(),
             server: None,
             registry: None,
             out: Vec::with_capacity(64 * 1024),
@@ -305,6 +319,9 @@ impl Direct {
         let Some(stream) = &mut self.stream else {
             return Ok(false);
         };
+        if let Some(session) = &mut self.session {
+            return tls::read(session, stream, &mut self.inbuf);
+        }
         let len = self.inbuf.len();
         self.inbuf.resize(len + READ_CHUNK, 0);
         let result = stream.read(&mut self.inbuf[len..]);
@@ -371,7 +388,24 @@ impl Direct {
         let Some(stream) = &mut self.stream else {
             return;
         };
-        while self.written < self.out.len() {
+        if let Some(session) = &mut self.session {
+            // The session takes what its buffer holds and writes what the socket takes;
+            // the rest waits for the socket to be writable again.
+            loop {
+                match tls::write(session, stream, &self.out[self.written..]) {
+                    Ok(0) => break,
+                    Ok(n) => self.written += n,
+                    Err(reason) => {
+                        self.lost(&reason);
+                        return;
+                    }
+                }
+                if self.written == self.out.len() || session.wants_write() {
+                    break;
+                }
+            }
+        }
+        while self.session.is_none() && self.written < self.out.len() {
             match stream.write(&self.out[self.written..]) {
                 Ok(0) => {
                     self.lost("the connection takes no more bytes");

@@ -10,7 +10,7 @@
 //! Two clients carry the frames ([`NatsClient`]): herald's own, on the driver's poll
 //! (`direct.rs`, over the protocol of `proto.rs`), which hands no frame between threads;
 //! and the official `async-nats` client on a runtime thread of its own (`threaded.rs`,
-//! `client.rs`), which also speaks TLS.
+//! `client.rs`), which can also trust the system's certificate authorities.
 
 mod client;
 mod direct;
@@ -42,16 +42,18 @@ const RECV_BUDGET: usize = 1024;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NatsClient {
-    /// herald's own client where it can (no TLS asked for, and the server does not require
-    /// it), the `async-nats` client otherwise. The default.
+    /// herald's own client, unless TLS is wanted without [`NatsConfig::tls_ca_file`] (a
+    /// `tls://` server, or a server that requires TLS): then the `async-nats` client, which
+    /// trusts the system's certificate authorities. The default.
     #[default]
     Auto,
     /// herald's own client, on the driver's poll: a frame is written to the server's socket
     /// by the thread that signed it and read by the driver that checks it, with no thread
-    /// hand-off on either side (the lower latency). It does not speak TLS.
+    /// hand-off on either side (the lower latency). TLS with the certificate authorities of
+    /// [`NatsConfig::tls_ca_file`] only.
     Driver,
     /// The official `async-nats` client on a runtime thread of its own, reached through
-    /// queues (one thread hand-off each way). It speaks TLS.
+    /// queues (one thread hand-off each way).
     AsyncNats,
 }
 
@@ -227,11 +229,12 @@ impl NatsConfig {
         if self.inbound_frames == 0 {
             return Err(("nats.inbound_frames", "must be at least 1".into()));
         }
-        if self.client == NatsClient::Driver && self.wants_tls() {
+        if self.client == NatsClient::Driver && self.wants_tls() && self.tls_ca_file.is_none() {
             return Err((
-                "nats.client",
-                "\"driver\" does not speak TLS, which nats.tls_ca_file or a tls:// server \
-                 asks for: use \"auto\" or \"async-nats\""
+                "nats.tls_ca_file",
+                "is needed for TLS with nats.client = \"driver\" (herald's own client trusts \
+                 only the certificate authorities it is given): set it, or use \"auto\" or \
+                 \"async-nats\", which trust the system's"
                     .into(),
             ));
         }
@@ -300,7 +303,7 @@ impl NatsTransport {
         })?;
         let driver = match config.client {
             NatsClient::Driver => true,
-            NatsClient::Auto => !config.wants_tls(),
+            NatsClient::Auto => !config.wants_tls() || config.tls_ca_file.is_some(),
             NatsClient::AsyncNats => false,
         };
         let client = if driver {
@@ -310,7 +313,10 @@ impl NatsTransport {
                     if e.kind() == io::ErrorKind::Unsupported
                         && config.client == NatsClient::Auto =>
                 {
-                    tracing::info!("nats: the server requires TLS; using the async-nats client");
+                    tracing::info!(
+                        "nats: the server requires TLS and nats.tls_ca_file is not set; using \
+                         the async-nats client, which trusts the system's certificate authorities"
+                    );
                     Client::AsyncNats(Box::new(threaded::Threaded::connect(
                         config, cluster, node,
                     )?))
@@ -319,7 +325,8 @@ impl NatsTransport {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
                         format!(
-                            "{e}: nats.client = \"driver\" does not speak TLS; use \"auto\" or \"async-nats\" and set nats.tls_ca_file"
+                            "{e}: set nats.tls_ca_file to the certificate authorities to trust, \
+                             or use nats.client = \"auto\" or \"async-nats\" to trust the system's"
                         ),
                     ));
                 }

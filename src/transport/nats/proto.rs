@@ -53,6 +53,8 @@ pub(crate) struct Info {
     pub(crate) connect_urls: Vec<String>,
     /// The server speaks only TLS.
     pub(crate) tls_required: bool,
+    /// The server speaks TLS to clients that ask for it.
+    pub(crate) tls_available: bool,
     /// The largest payload it accepts.
     pub(crate) max_payload: usize,
     /// The server is in lame duck mode: it will close its connections soon.

@@ -18,10 +18,11 @@ pub(super) enum Credentials {
 /// `nats://host:port`, `host:port` or `host` (port 4222) as host and port.
 pub(super) fn host_port(server: &str) -> Result<(String, u16), String> {
     let rest = match server.split_once("://") {
-        Some(("nats", rest)) => rest,
+        // TLS or not follows nats.tls_ca_file and the server's INFO.
+        Some(("nats" | "tls", rest)) => rest,
         Some((scheme, _)) => {
             return Err(format!(
-                "{server:?}: herald's own NATS client speaks nats://, not {scheme}://"
+                "{server:?}: write nats://host:port or tls://host:port, not {scheme}://"
             ));
         }
         None => server,
@@ -139,7 +140,8 @@ mod tests {
         );
         assert_eq!(host_port("localhost"), Ok(("localhost".into(), 4222)));
         assert_eq!(host_port("nats://[::1]:5000"), Ok(("[::1]".into(), 5000)));
-        assert!(host_port("tls://x:1").unwrap_err().contains("tls://"));
+        assert_eq!(host_port("tls://x:1"), Ok(("x".into(), 1)));
+        assert!(host_port("ws://x:1").unwrap_err().contains("ws://"));
         assert!(
             host_port("nats://u:p@x:1")
                 .unwrap_err()

@@ -108,12 +108,24 @@ impl Direct {
         let Phase::Greeting { deadline } = self.phase else {
             return;
         };
-        if info.tls_required {
+        if let Some(config) = &self.tls {
+            if !(info.tls_required || info.tls_available) {
+                self.lost("the server does not offer TLS, which nats.tls_ca_file asks for");
+                return;
+            }
+            match super::tls::session(config, &self.host) {
+                Ok(session) => self.session = Some(session),
+                Err(reason) => {
+                    self.lost(&reason);
+                    return;
+                }
+            }
+        } else if info.tls_required {
             self.fatal = Some(Fatal::TlsRequired);
             tracing::warn!(
                 server = ?self.server,
-                "nats server requires TLS, which herald's own client does not speak: set \
-                 nats.tls_ca_file or nats.client = \"async-nats\""
+                "nats server requires TLS: set nats.tls_ca_file to the certificate \
+                 authorities to trust"
             );
             self.lost("the server requires TLS");
             return;
@@ -258,6 +270,10 @@ impl Direct {
                 }
                 self.stream = Some(stream);
                 self.server = Some(addr);
+                target
+                    .rsplit_once(':')
+                    .map_or(target.as_str(), |(host, _)| host)
+                    .clone_into(&mut self.host);
                 self.inbuf.clear();
                 self.phase = Phase::Greeting {
                     deadline: now + self.connect_timeout.min(Duration::from_secs(5)),
@@ -303,6 +319,7 @@ impl Direct {
             }
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
+        self.session = None;
         self.inbuf.clear();
     }
 }
