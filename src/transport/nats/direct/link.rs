@@ -242,7 +242,11 @@ impl Direct {
     /// Starts connecting to the next server.
     pub(super) fn dial(&mut self, now: Instant) {
         let count = self.servers.len().max(1);
-        let target = self.servers[self.next_server % count].clone();
+        // `check` refuses an empty list, so there is always a server to try.
+        let Some(target) = self.servers.get(self.next_server % count).cloned() else {
+            self.last_failure = "no server configured".into();
+            return;
+        };
         self.next_server = (self.next_server + 1) % count;
         self.attempts += 1;
         let addr = match target.to_socket_addrs().map(|mut a| a.next()) {
