@@ -140,6 +140,54 @@ fn a_node_joins_through_a_dns_name_with_several_addresses() {
     );
 }
 
+/// A DNS server that does not answer: each lookup takes `0` before it fails.
+struct Silent(Duration);
+
+impl herald::membership::Resolver for Silent {
+    fn resolve(&mut self, name: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        std::thread::sleep(self.0);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{name}: no answer"),
+        ))
+    }
+}
+
+/// `getaddrinfo` may wait seconds for a DNS server that does not answer; the node meanwhile
+/// joins through its seed, gossips and carries events as if it had no DNS name at all (a
+/// driver that waited for the lookup would join late and, later, be declared dead).
+#[test]
+fn a_dns_server_that_does_not_answer_does_not_stall_the_node() {
+    let addrs = util::free_udp_addrs(2);
+    let first = node(1, addrs[0], addrs[0]);
+    let second = Router::builder()
+        .cluster("member-test")
+        .node_id(2)
+        .keyring(util::test_keyring())
+        .udp_bind(addrs[1])
+        .membership(MembershipSettings {
+            seeds: vec![addrs[0]],
+            dns: Some("herald.unanswered.test:7700".into()),
+            resolver: Some(Box::new(Silent(Duration::from_secs(6)))),
+            ..MembershipSettings::default()
+        })
+        .build()
+        .unwrap();
+    wait(Duration::from_secs(3), || {
+        first.members().len() == 2 && second.members().len() == 2
+    })
+    .expect("joined through the seed while the lookup hangs");
+    let id = EventId::from_name("dns.stalled");
+    let (_sub, rx) = first.event(id).receiver();
+    second.event(id).raise(b"on time").unwrap();
+    assert_eq!(
+        &rx.recv_timeout(Duration::from_secs(1))
+            .expect("delivered while the lookup still hangs")
+            .payload[..],
+        b"on time"
+    );
+}
+
 #[test]
 fn the_system_resolver_finds_a_node_by_localhost_name() {
     let addrs = util::free_udp_addrs(2);

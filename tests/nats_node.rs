@@ -1,5 +1,6 @@
 //! `herald node` with a `[nats]` section: it starts on NATS alone, reports the connection's
-//! state and reconnections on `/metrics`, and is not ready while NATS is unreachable.
+//! state and reconnections on `/metrics`, is not ready while NATS is unreachable, and
+//! reaches a TLS server by name trusting the system's certificate authorities.
 #![cfg(feature = "nats")]
 #![allow(clippy::disallowed_types)]
 
@@ -64,6 +65,17 @@ impl Drop for Node {
 
 /// A node on NATS alone with `/metrics` and `/readyz` on `http`, in `dir`.
 fn start_node(dir: &std::path::Path, cluster: &str, nats_url: &str, http: SocketAddr) -> Node {
+    start_node_with(dir, cluster, nats_url, http, &[])
+}
+
+/// As [`start_node`], with these variables in the node's environment.
+fn start_node_with(
+    dir: &std::path::Path,
+    cluster: &str,
+    nats_url: &str,
+    http: SocketAddr,
+    env: &[(&str, &std::path::Path)],
+) -> Node {
     let ok = Command::new(HERALD)
         .args(["keygen", "herald.secret"])
         .current_dir(dir)
@@ -92,6 +104,7 @@ fn start_node(dir: &std::path::Path, cluster: &str, nats_url: &str, http: Socket
         Command::new(HERALD)
             .args(["node", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -113,6 +126,38 @@ fn wait_metric(addr: SocketAddr, line: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A `tls://` server named by host name, with no `tls_ca_file`: the driver's client looks
+/// the name up (off the driver thread) and checks the certificate against the system's
+/// authorities, which `SSL_CERT_FILE` points at the test's CA here, as an operator's
+/// environment may.
+#[test]
+fn a_node_reaches_a_tls_server_by_name_trusting_the_systems_authorities() {
+    if !nats_server_available() {
+        return;
+    }
+    let pki = util::pki::Pki::new();
+    let path = |name: &str| pki.path(name).to_str().expect("utf-8 path").to_owned();
+    let server = NatsServer::start(&[
+        "--tls",
+        "--tlscert",
+        &path("server.pem"),
+        "--tlskey",
+        &path("server.key"),
+    ]);
+    let url = server.url().replace("nats://127.0.0.1", "tls://localhost");
+    let dir = tempfile::tempdir().unwrap();
+    let http = util::free_tcp_addrs(1)[0];
+    let ca = pki.path("ca.pem");
+    let _node = start_node_with(
+        dir.path(),
+        "natssystls",
+        &url,
+        http,
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    wait_metric(http, "herald_nats_connected 1");
 }
 
 #[test]

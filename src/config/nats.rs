@@ -48,9 +48,8 @@ pub struct NatsSection {
     /// How long the first connection may take at start. Default 5000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Which client carries the frames: `auto` (herald's own on the driver's poll, or
-    /// async-nats where TLS is wanted without `tls_ca_file`), `driver` or `async-nats`.
-    /// Default `auto`.
+    /// Which client carries the frames: `auto` (herald's own on the driver's poll, as
+    /// `driver`), `driver` or `async-nats`. Default `auto`.
     #[serde(default = "default_client")]
     pub client: String,
 }
@@ -232,13 +231,15 @@ mod tests {
         );
         assert!(err(&format!("{s}\ncolour = 1")).starts_with("nats.colour:"));
         assert!(err(&format!("{s}\nclient = \"tokio\"")).starts_with("nats.client:"));
-        assert!(
-            err("servers = [\"tls://127.0.0.1:4222\"]\nclient = \"driver\"")
-                .starts_with("nats.tls_ca_file:"),
-            "TLS with the driver's client needs the CA file"
-        );
-        let ok = "cluster = \"c\"\n[nats]\nservers = [\"tls://127.0.0.1:4222\"]\nclient = \"driver\"\ntls_ca_file = \"/ca.pem\"\n";
-        assert!(Config::from_toml(ok).is_ok(), "and takes it");
+        for ca in ["", "tls_ca_file = \"/ca.pem\"\n"] {
+            let tls = format!(
+                "cluster = \"c\"\n[nats]\nservers = [\"tls://127.0.0.1:4222\"]\nclient = \"driver\"\n{ca}"
+            );
+            assert!(
+                Config::from_toml(&tls).is_ok(),
+                "TLS with either client, with the CA file or the system's: {ca:?}"
+            );
+        }
         assert!(err("user = \"u\"").starts_with("nats.servers:"));
         let dotted = "cluster = \"a.b\"\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n";
         assert!(

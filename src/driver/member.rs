@@ -91,10 +91,16 @@ impl MemberGlue {
             if let Some(addrs) = dns.poll(now) {
                 tracing::debug!(name = dns.name(), found = addrs.len(), "seeds resolved");
                 self.membership.set_discovered(now, addrs);
-            } else if let Some(e) = dns.last_error()
-                && dns.next_refresh() > now
-            {
-                tracing::debug!(name = dns.name(), error = e, "seed name did not resolve");
+            } else {
+                let name = dns.name().to_owned();
+                if let Some(e) = dns.take_failure() {
+                    // Once per refresh at most; the seeds found before stay in use.
+                    tracing::warn!(
+                        name = %name,
+                        error = e,
+                        "membership.dns did not resolve; keeping the seeds found before"
+                    );
+                }
             }
         }
         if self.membership.poll_timeout().is_some_and(|t| t <= now) {

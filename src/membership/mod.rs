@@ -49,6 +49,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "nats")]
+pub(crate) use resolve::spawn_lookup;
 pub use resolve::{DnsSeeds, Resolver, SystemResolver};
 
 use crate::wire::{Gossip, GossipMessage, MAX_ENTRIES};

@@ -280,6 +280,58 @@ fn dns_seeds_are_resolved_every_refresh_and_joined() {
     assert!(bad.last_error().is_some());
 }
 
+/// A resolver that answers only when the test lets it (or gives up after 5 s).
+struct Gated(crossbeam_channel::Receiver<()>, Vec<SocketAddr>);
+
+impl Resolver for Gated {
+    fn resolve(&mut self, _name: &str) -> io::Result<Vec<SocketAddr>> {
+        self.0
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "never let through"))?;
+        Ok(self.1.clone())
+    }
+}
+
+#[test]
+fn background_lookups_never_hold_up_the_poll() {
+    let now = Instant::now();
+    let (gate, gated) = crossbeam_channel::unbounded();
+    let mut dns = DnsSeeds::new(
+        "herald.test:7000",
+        Duration::from_secs(5),
+        Box::new(Gated(gated, vec![addr(3)])),
+        now,
+    )
+    .in_background();
+    let started = Instant::now();
+    assert_eq!(dns.poll(now), None, "the lookup runs; nothing yet");
+    assert!(
+        dns.next_refresh() < now + Duration::from_secs(1),
+        "the caller comes back soon for the answer"
+    );
+    assert_eq!(
+        dns.poll(now),
+        None,
+        "still running: no second lookup, no wait"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "poll waited for the resolver"
+    );
+    gate.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        if let Some(found) = dns.poll(now) {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the answer never came");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(found, [addr(3)]);
+    assert_eq!(dns.next_refresh(), now + Duration::from_secs(5));
+    assert_eq!(dns.take_failure(), None);
+}
+
 #[test]
 fn the_system_resolver_resolves_localhost_to_loopback() {
     let addrs = SystemResolver.resolve("localhost:7700").unwrap();

@@ -135,7 +135,7 @@ impl RouterBuilder {
             let resolver = settings
                 .resolver
                 .unwrap_or_else(|| Box::new(SystemResolver));
-            DnsSeeds::new(name, settings.dns_refresh, resolver, now)
+            DnsSeeds::new(name, settings.dns_refresh, resolver, now).in_background()
         });
         Some(MemberGlue::new(Membership::new(config, now), dns, udp))
     }

@@ -8,8 +8,9 @@
 //! It speaks the plain-text client protocol (`proto.rs`) over TCP: `CONNECT` with user and
 //! password, token, NKey or JWT credentials, two subscriptions, `PUB` per frame, `PING`
 //! keep-alives, reconnection with backoff across the configured servers and those the
-//! cluster announces. TLS is left to the `async-nats` client (`NatsClient::AsyncNats`),
-//! which `NatsClient::Auto` picks when TLS is asked for or a server requires it.
+//! cluster announces, TLS (`tls.rs`) trusting `nats.tls_ca_file` or the system's
+//! authorities. Host names are looked up on a thread of their own (`link.rs`), so a DNS
+//! server that does not answer never holds up the driver.
 
 use std::fmt;
 use std::io::{self, Read as _, Write as _};
@@ -55,6 +56,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 enum Phase {
     /// No connection; the next attempt is due at this time.
     Down { retry_at: Instant },
+    /// The server's name is being looked up on a thread of its own (`Direct::lookup`),
+    /// until the deadline; its answer is looked for at `check`.
+    Resolving { deadline: Instant, check: Instant },
     /// Connecting, or waiting for the server's `INFO`, until the deadline.
     Greeting { deadline: Instant },
     /// `CONNECT` sent: the server's `PONG` says the credentials were taken.
@@ -63,11 +67,15 @@ enum Phase {
     Ready,
 }
 
+/// The answer of a name lookup running on a thread of its own.
+type Lookup = crossbeam_channel::Receiver<io::Result<Vec<SocketAddr>>>;
+
 /// Why a connection could not be used (the first connection turns these into errors).
 #[derive(Debug)]
 enum Fatal {
     Refused(String),
-    TlsRequired,
+    /// TLS is required and nothing to trust could be loaded.
+    NoTrust(String),
 }
 
 /// The driver's NATS connection.
@@ -89,7 +97,8 @@ pub(super) struct Direct {
     last_failure: String,
     phase: Phase,
     stream: Option<mio::net::TcpStream>,
-    /// TLS settings (`nats.tls_ca_file`): every connection is then a TLS session.
+    /// TLS settings (`nats.tls_ca_file`, or the system's authorities for `tls://` servers
+    /// and servers that require TLS): every connection is then a TLS session.
     tls: Option<crate::sync::plain::Arc<rustls::ClientConfig>>,
     /// The TLS session of this connection, once the server's `INFO` has come.
     session: Option<rustls::ClientConnection>,
@@ -97,6 +106,8 @@ pub(super) struct Direct {
     /// certificate).
     host: String,
     server: Option<SocketAddr>,
+    /// The name being looked up (`host:port`), and where its answer comes.
+    lookup: Option<(String, Lookup)>,
     registry: Option<(Registry, Token)>,
     /// Commands not yet written; `written` of them are.
     out: Vec<u8>,
@@ -108,7 +119,8 @@ pub(super) struct Direct {
     pings_out: u32,
     next_ping: Instant,
     error_log: super::ErrorLog,
-    /// Set by a fault the first connection must report (credentials refused, TLS required).
+    /// Set by a fault the first connection must report (credentials refused, TLS required
+    /// with nothing to trust).
     fatal: Option<Fatal>,
     stats: NatsStats,
 }
@@ -128,9 +140,8 @@ impl Direct {
     ///
     /// # Errors
     ///
-    /// Credentials that cannot be read or that the server refuses, a server that requires
-    /// TLS ([`io::ErrorKind::Unsupported`]: the caller may try the `async-nats` client), or
-    /// no server reachable in time.
+    /// Credentials that cannot be read or that the server refuses, TLS wanted or required
+    /// with no certificate authority to trust, or no server reachable in time.
     pub(super) fn connect(config: &NatsConfig, cluster: &str, node: u64) -> io::Result<Self> {
         let credentials = credentials(&config.auth)?;
         let mut servers = Vec::new();
@@ -164,11 +175,16 @@ impl Direct {
             stream: None,
             tls: match &config.tls_ca_file {
                 Some(ca) => Some(tls::client_config(ca)?),
+                None if config.servers.iter().any(|s| s.starts_with("tls://")) => {
+                    Some(tls::system_config()?)
+                }
+                // Plain text, unless a server requires TLS (then the system's authorities).
                 None => None,
             },
             session: None,
             host: String::new(),
             server: None,
+            lookup: None,
             registry: None,
             out: Vec::with_capacity(64 * 1024),
             written: 0,
@@ -308,6 +324,7 @@ impl Direct {
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Down { retry_at } => Some(retry_at),
+            Phase::Resolving { deadline, check } => Some(deadline.min(check)),
             Phase::Greeting { deadline } | Phase::Authenticating { deadline } => Some(deadline),
             Phase::Ready => Some(self.next_ping),
         }
@@ -382,7 +399,10 @@ impl Direct {
     /// Writes what is queued, as far as the socket takes it. Before the handshake nothing
     /// is written (the `CONNECT` must come first).
     fn flush(&mut self) {
-        if matches!(self.phase, Phase::Down { .. } | Phase::Greeting { .. }) {
+        if matches!(
+            self.phase,
+            Phase::Down { .. } | Phase::Resolving { .. } | Phase::Greeting { .. }
+        ) {
             return;
         }
         let Some(stream) = &mut self.stream else {

@@ -42,15 +42,14 @@ const RECV_BUDGET: usize = 1024;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NatsClient {
-    /// herald's own client, unless TLS is wanted without [`NatsConfig::tls_ca_file`] (a
-    /// `tls://` server, or a server that requires TLS): then the `async-nats` client, which
-    /// trusts the system's certificate authorities. The default.
+    /// herald's own client, [`Driver`](Self::Driver). The default; a name kept so that
+    /// configurations saying `auto` follow the better client if that ever changes.
     #[default]
     Auto,
     /// herald's own client, on the driver's poll: a frame is written to the server's socket
     /// by the thread that signed it and read by the driver that checks it, with no thread
-    /// hand-off on either side (the lower latency). TLS with the certificate authorities of
-    /// [`NatsConfig::tls_ca_file`] only.
+    /// hand-off on either side (the lower latency). TLS trusts the certificate authorities
+    /// of [`NatsConfig::tls_ca_file`] or, without it, the system's.
     Driver,
     /// The official `async-nats` client on a runtime thread of its own, reached through
     /// queues (one thread hand-off each way).
@@ -229,21 +228,7 @@ impl NatsConfig {
         if self.inbound_frames == 0 {
             return Err(("nats.inbound_frames", "must be at least 1".into()));
         }
-        if self.client == NatsClient::Driver && self.wants_tls() && self.tls_ca_file.is_none() {
-            return Err((
-                "nats.tls_ca_file",
-                "is needed for TLS with nats.client = \"driver\" (herald's own client trusts \
-                 only the certificate authorities it is given): set it, or use \"auto\" or \
-                 \"async-nats\", which trust the system's"
-                    .into(),
-            ));
-        }
         Ok(())
-    }
-
-    /// Whether the settings ask for TLS.
-    fn wants_tls(&self) -> bool {
-        self.tls_ca_file.is_some() || self.servers.iter().any(|s| s.starts_with("tls://"))
     }
 }
 
@@ -301,41 +286,13 @@ impl NatsTransport {
         config.check(cluster).map_err(|(key, problem)| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{key}: {problem}"))
         })?;
-        let driver = match config.client {
-            NatsClient::Driver => true,
-            NatsClient::Auto => !config.wants_tls() || config.tls_ca_file.is_some(),
-            NatsClient::AsyncNats => false,
-        };
-        let client = if driver {
-            match direct::Direct::connect(config, cluster, node) {
-                Ok(c) => Client::Driver(Box::new(c)),
-                Err(e)
-                    if e.kind() == io::ErrorKind::Unsupported
-                        && config.client == NatsClient::Auto =>
-                {
-                    tracing::info!(
-                        "nats: the server requires TLS and nats.tls_ca_file is not set; using \
-                         the async-nats client, which trusts the system's certificate authorities"
-                    );
-                    Client::AsyncNats(Box::new(threaded::Threaded::connect(
-                        config, cluster, node,
-                    )?))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!(
-                            "{e}: set nats.tls_ca_file to the certificate authorities to trust, \
-                             or use nats.client = \"auto\" or \"async-nats\" to trust the system's"
-                        ),
-                    ));
-                }
-                Err(e) => return Err(e),
+        let client = match config.client {
+            NatsClient::Auto | NatsClient::Driver => {
+                Client::Driver(Box::new(direct::Direct::connect(config, cluster, node)?))
             }
-        } else {
-            Client::AsyncNats(Box::new(threaded::Threaded::connect(
+            NatsClient::AsyncNats => Client::AsyncNats(Box::new(threaded::Threaded::connect(
                 config, cluster, node,
-            )?))
+            )?)),
         };
         let me = Self {
             client,

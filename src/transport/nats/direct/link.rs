@@ -3,7 +3,7 @@
 //! pings, the server's errors, and reconnection with backoff when the connection is lost.
 
 use std::io;
-use std::net::ToSocketAddrs as _;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Poll};
@@ -12,9 +12,13 @@ use super::super::client::reconnect_delay;
 use super::super::proto::{self, Connect, Info};
 use super::auth::host_port;
 use super::{Credentials, Direct, Fatal, MAX_PAYLOAD, PING_INTERVAL, Phase, SID_CLUSTER, SID_NODE};
+use crate::membership::spawn_lookup;
 use crate::sync::plain::Ordering;
 use crate::transport::Token;
 use crate::transport::nats::NatsConfig;
+
+/// While a server's name is looked up, how often the driver looks for the answer.
+const LOOKUP_CHECK: Duration = Duration::from_millis(5);
 
 impl Direct {
     /// Drives the connection on a poll of its own until the server has taken the
@@ -39,9 +43,9 @@ impl Direct {
                              nats.creds_file or nats.nkey_seed_file"
                         ),
                     ),
-                    Fatal::TlsRequired => io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!("nats connect to {servers}: the server requires TLS"),
+                    Fatal::NoTrust(why) => io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("nats connect to {servers}: the server requires TLS: {why}"),
                     ),
                 });
             }
@@ -110,7 +114,10 @@ impl Direct {
         };
         if let Some(config) = &self.tls {
             if !(info.tls_required || info.tls_available) {
-                self.lost("the server does not offer TLS, which nats.tls_ca_file asks for");
+                self.lost(
+                    "the server does not offer TLS, which this client uses (nats.tls_ca_file, \
+                     a tls:// server, or a server that required it)",
+                );
                 return;
             }
             match super::tls::session(config, &self.host) {
@@ -121,14 +128,23 @@ impl Direct {
                 }
             }
         } else if info.tls_required {
-            self.fatal = Some(Fatal::TlsRequired);
-            tracing::warn!(
-                server = ?self.server,
-                "nats server requires TLS: set nats.tls_ca_file to the certificate \
-                 authorities to trust"
-            );
-            self.lost("the server requires TLS");
-            return;
+            // Not asked for, but required: the system's certificate authorities, as a
+            // browser would.
+            let started = super::tls::system_config()
+                .map_err(|e| e.to_string())
+                .and_then(|config| {
+                    let session = super::tls::session(&config, &self.host)?;
+                    self.tls = Some(config);
+                    Ok(session)
+                });
+            match started {
+                Ok(session) => self.session = Some(session),
+                Err(reason) => {
+                    self.fatal = Some(Fatal::NoTrust(reason.clone()));
+                    self.lost(&reason);
+                    return;
+                }
+            }
         }
         let mut hello = Vec::with_capacity(512);
         let signature;
@@ -191,6 +207,9 @@ impl Direct {
     pub(super) fn service(&mut self, now: Instant) {
         match self.phase {
             Phase::Down { retry_at } if now >= retry_at => self.dial(now),
+            Phase::Resolving { deadline, check } if now >= check || now >= deadline => {
+                self.resolved(now, deadline);
+            }
             Phase::Greeting { deadline } | Phase::Authenticating { deadline } => {
                 if now >= deadline {
                     self.lost("no answer from the server in time");
@@ -249,17 +268,67 @@ impl Direct {
         };
         self.next_server = (self.next_server + 1) % count;
         self.attempts += 1;
-        let addr = match target.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => addr,
-            Ok(None) | Err(_) => {
-                tracing::debug!(server = %target, "nats server name does not resolve");
-                self.last_failure = format!("{target} does not resolve");
-                self.phase = Phase::Down {
-                    retry_at: now + reconnect_delay(self.attempts),
+        if let Ok(addr) = target.parse::<SocketAddr>() {
+            self.connect_to(now, &target, addr);
+            return;
+        }
+        // A host name: `getaddrinfo` may wait seconds for a DNS server that does not
+        // answer, and this is the driver's thread, which carries every transport's frames.
+        // The name is looked up on a thread of its own while the driver goes on.
+        let deadline = now + self.connect_timeout.min(Duration::from_secs(5));
+        match spawn_lookup(target.clone(), |name| Ok(name.to_socket_addrs()?.collect())) {
+            Ok(answer) => {
+                self.lookup = Some((target, answer));
+                self.phase = Phase::Resolving {
+                    deadline,
+                    check: now + LOOKUP_CHECK,
                 };
-                return;
             }
+            Err(e) => self.not_resolved(now, &target, &format!("no thread for the lookup: {e}")),
+        }
+    }
+
+    /// Looks for the answer of the name lookup: connects to one of the addresses it gave
+    /// (a different one on each attempt), or gives up on this attempt.
+    fn resolved(&mut self, now: Instant, deadline: Instant) {
+        let Some((target, answer)) = self.lookup.take() else {
+            self.not_resolved(now, "?", "no lookup running");
+            return;
         };
+        match answer.try_recv() {
+            Ok(Ok(addrs)) if !addrs.is_empty() => {
+                let addr = addrs[self.attempts % addrs.len()];
+                self.connect_to(now, &target, addr);
+            }
+            Ok(Ok(_)) => self.not_resolved(now, &target, "no address"),
+            Ok(Err(e)) => self.not_resolved(now, &target, &e.to_string()),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                self.not_resolved(now, &target, "the lookup thread died");
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) if now >= deadline => {
+                // The thread finishes on its own; its answer is dropped.
+                self.not_resolved(now, &target, "no answer from DNS in time");
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                self.lookup = Some((target, answer));
+                self.phase = Phase::Resolving {
+                    deadline,
+                    check: now + LOOKUP_CHECK,
+                };
+            }
+        }
+    }
+
+    fn not_resolved(&mut self, now: Instant, target: &str, why: &str) {
+        tracing::debug!(server = %target, %why, "nats server name does not resolve");
+        self.last_failure = format!("{target} does not resolve: {why}");
+        self.phase = Phase::Down {
+            retry_at: now + reconnect_delay(self.attempts),
+        };
+    }
+
+    /// Opens the connection to `addr`, the address of `target` (`host:port`).
+    fn connect_to(&mut self, now: Instant, target: &str, addr: SocketAddr) {
         match mio::net::TcpStream::connect(addr) {
             Ok(mut stream) => {
                 let _ = stream.set_nodelay(true);
@@ -276,7 +345,7 @@ impl Direct {
                 self.server = Some(addr);
                 target
                     .rsplit_once(':')
-                    .map_or(target.as_str(), |(host, _)| host)
+                    .map_or(target, |(host, _)| host)
                     .clone_into(&mut self.host);
                 self.inbuf.clear();
                 self.phase = Phase::Greeting {

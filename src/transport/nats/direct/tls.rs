@@ -1,6 +1,7 @@
 //! TLS for the driver's client (rustls, with ring as provider, as the subscription
-//! service's TLS): the settings built from `nats.tls_ca_file`, and reading and writing
-//! through a TLS session over the non-blocking socket.
+//! service's TLS): the settings built from `nats.tls_ca_file` or, without it, from the
+//! system's certificate authorities, and reading and writing through a TLS session over the
+//! non-blocking socket.
 //!
 //! NATS starts in plain text: the server's `INFO` says it requires TLS, then the client
 //! starts the handshake and sends everything else (`CONNECT` first) through the session.
@@ -54,18 +55,60 @@ pub(in crate::transport::nats) fn client_config(ca: &Path) -> io::Result<Arc<Cli
             )
         })?;
     }
+    trusting(roots)
+}
+
+/// The client settings trusting the system's certificate authorities (what
+/// `rustls-native-certs` finds: the platform's store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`
+/// where set), for TLS without `nats.tls_ca_file`.
+///
+/// # Errors
+///
+/// The system has no usable certificate authority; the message says to set
+/// `nats.tls_ca_file` or to install the system's store.
+pub(in crate::transport::nats) fn system_config() -> io::Result<Arc<ClientConfig>> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_owned(), ToString::to_string);
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "nats.tls_ca_file: TLS is wanted and the system has no certificate authority                  to trust ({why}): set nats.tls_ca_file to the authority that signed the                  servers' certificates, or install the system's store (Debian: ca-certificates)"
+            ),
+        ));
+    }
+    trusting(roots)
+}
+
+fn trusting(roots: RootCertStore) -> io::Result<Arc<ClientConfig>> {
     let config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| {
-                bad(
+                io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("no TLS version available: {e}"),
+                    format!("nats: no TLS version available: {e}"),
                 )
             })?
             .with_root_certificates(roots)
             .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// What a TLS error means for the operator: a refused certificate says what to set.
+fn explain(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(why) => format!(
+            "TLS: the server's certificate is not trusted ({why}): set nats.tls_ca_file to \
+             the authority that signed it (without it, the system's authorities are trusted)"
+        ),
+        other => format!("TLS: {other}"),
+    }
 }
 
 /// A session with the server `host` (a name or an IP address, as in `nats.servers`).
@@ -93,9 +136,11 @@ pub(super) fn read(
             }
             Ok(_) => {
                 progress = true;
-                session
-                    .process_new_packets()
-                    .map_err(|e| format!("TLS: {e}"))?;
+                if let Err(e) = session.process_new_packets() {
+                    // The alert that says why goes out before the connection is dropped.
+                    let _ = write_pending(session, stream);
+                    return Err(explain(&e));
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
